@@ -1,0 +1,63 @@
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::names::named_enum;
+use crate::{ErrorKind, Finding, TaskId};
+
+named_enum! {
+    /// How one attempt at a task ended.
+    pub enum AttemptOutcome ("attempt outcome") {
+        /// Still held by a worker.
+        Running = "running",
+        /// Produced an accepted result.
+        Completed = "completed",
+        /// Ended with an error (the task may be retried; see the task's status).
+        Failed = "failed",
+        /// Its worker vanished and the lease expired; another attempt took over.
+        Abandoned = "abandoned",
+        /// The task was cancelled while this attempt ran.
+        Cancelled = "cancelled",
+    }
+}
+
+/// Tokens and money one attempt spent, as the provider reported them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    /// `None` when the provider did not report a cost.
+    pub cost_usd: Option<f64>,
+}
+
+/// What a worker reports when an attempt ends; written together with the task's new status.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct AttemptReport {
+    /// The model id that was called (never a preset name).
+    pub model: Option<String>,
+    pub usage: Usage,
+    pub latency_ms: Option<u64>,
+    pub findings: Vec<Finding>,
+    pub error_kind: Option<ErrorKind>,
+    pub error: Option<String>,
+    pub commit: Option<String>,
+    pub patch: Option<String>,
+}
+
+/// One recorded attempt.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Attempt {
+    pub task_id: TaskId,
+    pub number: u32,
+    pub worker: String,
+    pub outcome: AttemptOutcome,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub model: Option<String>,
+    pub usage: Usage,
+    pub latency_ms: Option<u64>,
+    pub findings: Vec<Finding>,
+    pub error_kind: Option<ErrorKind>,
+    pub error: Option<String>,
+    pub commit: Option<String>,
+    pub patch: Option<String>,
+}

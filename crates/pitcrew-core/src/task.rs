@@ -1,0 +1,248 @@
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::names::named_enum;
+
+named_enum! {
+    /// What a task asks for; selects the prompt and the validation rules.
+    pub enum TaskKind ("task kind") {
+        UnitTest = "unit_test",
+        IntegrationTest = "integration_test",
+        Implement = "implement",
+        Fix = "fix",
+        Refactor = "refactor",
+        Docs = "docs",
+        Custom = "custom",
+    }
+}
+
+impl TaskKind {
+    /// Kinds that work on existing files: their targets must exist at the base commit.
+    pub fn needs_existing_targets(self) -> bool {
+        !matches!(self, TaskKind::Implement | TaskKind::Custom)
+    }
+}
+
+named_enum! {
+    /// Claim order: every `critical` task before any `high`, and so on; FIFO within one.
+    pub enum Priority ("priority") {
+        Critical = "critical",
+        High = "high",
+        Normal = "normal",
+        Low = "low",
+    }
+}
+
+impl Priority {
+    /// The number stored and sorted on: lower is claimed first.
+    pub const fn rank(self) -> i64 {
+        match self {
+            Priority::Critical => 0,
+            Priority::High => 1,
+            Priority::Normal => 2,
+            Priority::Low => 3,
+        }
+    }
+
+    pub fn from_rank(rank: i64) -> Option<Self> {
+        Self::ALL.iter().copied().find(|p| p.rank() == rank)
+    }
+}
+
+named_enum! {
+    /// Where a task is in its life: `queued` → `running` → `completed` | `failed` | `cancelled`,
+    /// and `running` → `queued` again when an attempt failed for a reason worth retrying.
+    pub enum TaskStatus ("task status") {
+        Queued = "queued",
+        Running = "running",
+        Completed = "completed",
+        Failed = "failed",
+        Cancelled = "cancelled",
+    }
+}
+
+impl TaskStatus {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled
+        )
+    }
+}
+
+named_enum! {
+    /// Why an attempt did not produce an accepted result. The class decides what happens next.
+    pub enum ErrorKind ("error kind") {
+        /// Could not reach the provider.
+        Connection = "connection",
+        /// A request or the whole task ran past its time limit.
+        Timeout = "timeout",
+        /// The provider said 429.
+        RateLimit = "rate_limit",
+        /// The provider answered 5xx.
+        ServerError = "server_error",
+        /// The reply stopped before it was complete.
+        Truncated = "truncated",
+        /// The worker holding the task stopped heart-beating (crash, kill, partition).
+        LeaseExpired = "lease_expired",
+        /// The model replied with nothing.
+        EmptyReply = "empty_reply",
+        /// The reply held no code block annotated with a file path.
+        NoFiles = "no_files",
+        /// The reply tried to write outside the task's worktree.
+        UnsafePath = "unsafe_path",
+        /// A produced file does not parse.
+        SyntaxError = "syntax_error",
+        /// The project's validation command failed on the produced files.
+        ValidationFailed = "validation_failed",
+        /// The provider rejected the API key.
+        Auth = "auth",
+        /// The provider rejected the request itself (unknown model, malformed body).
+        BadRequest = "bad_request",
+        /// pitcrew's configuration cannot serve this task (unknown preset, missing key).
+        Config = "config",
+        /// The task's git workspace could not be prepared (missing base commit, git failure).
+        Workspace = "workspace",
+    }
+}
+
+/// What an error kind means for the task (see DESIGN.md, "Error kinds").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    /// Not the task's fault: retry later, never counted against its quality.
+    Infrastructure,
+    /// The model's output was unusable.
+    Content,
+    /// The output was produced but did not pass validation.
+    Validation,
+    /// Retrying cannot help: fail now with the reason.
+    Permanent,
+}
+
+impl ErrorKind {
+    pub fn class(self) -> ErrorClass {
+        use ErrorKind::*;
+        match self {
+            Connection | Timeout | RateLimit | ServerError | Truncated | LeaseExpired => {
+                ErrorClass::Infrastructure
+            }
+            EmptyReply | NoFiles | UnsafePath | SyntaxError => ErrorClass::Content,
+            ValidationFailed => ErrorClass::Validation,
+            Auth | BadRequest | Config | Workspace => ErrorClass::Permanent,
+        }
+    }
+
+    pub fn is_retryable(self) -> bool {
+        self.class() == ErrorClass::Infrastructure
+    }
+}
+
+/// A task's identity: a UUID v7, so ids sort by creation time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TaskId(pub Uuid);
+
+impl TaskId {
+    pub fn new() -> Self {
+        TaskId(Uuid::now_v7())
+    }
+
+    /// The name of the git branch holding the task's accepted result.
+    pub fn branch_name(&self) -> String {
+        format!("pitcrew/{self}")
+    }
+}
+
+impl Default for TaskId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.as_hyphenated().fmt(f)
+    }
+}
+
+impl FromStr for TaskId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s.trim()).map(TaskId)
+    }
+}
+
+/// A task as submitted, before the store gives it an id and a place in the queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewTask {
+    pub kind: TaskKind,
+    pub description: String,
+    /// Paths relative to the repository root.
+    pub targets: Vec<String>,
+    /// Absolute path of the repository the task works on.
+    pub repo: String,
+    /// The commit the task's worktree starts from.
+    pub base_commit: String,
+    pub priority: Priority,
+    /// A model preset name; `None` means the configured default.
+    pub model: Option<String>,
+    pub max_attempts: u32,
+    /// Submitting twice with the same key while the first is not finished returns the first.
+    pub idempotency_key: Option<String>,
+    pub metadata: serde_json::Value,
+}
+
+/// A task as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Task {
+    pub id: TaskId,
+    pub kind: TaskKind,
+    pub description: String,
+    pub targets: Vec<String>,
+    pub repo: String,
+    pub base_commit: String,
+    pub priority: Priority,
+    pub model: Option<String>,
+    pub max_attempts: u32,
+    pub idempotency_key: Option<String>,
+    pub metadata: serde_json::Value,
+    pub status: TaskStatus,
+    /// How many times the task has been claimed.
+    pub attempts: u32,
+    /// Not claimed before this time (retry backoff).
+    pub run_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub error_kind: Option<ErrorKind>,
+    pub last_error: Option<String>,
+    /// The commit holding the accepted result (on branch `pitcrew/<id>`).
+    pub result_commit: Option<String>,
+}
+
+/// The right to work on a task, held by one worker until it expires. Every write about a
+/// running task names the lease's token; a write with a token that is no longer current is
+/// rejected (fencing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Lease {
+    pub task_id: TaskId,
+    pub token: Uuid,
+    pub owner: String,
+    /// The attempt number this lease belongs to (1 for the first claim).
+    pub attempt: u32,
+}
+
+/// Which tasks `list` returns.
+#[derive(Debug, Clone, Default)]
+pub struct TaskFilter {
+    pub status: Option<TaskStatus>,
+    pub kind: Option<TaskKind>,
+    pub limit: Option<u32>,
+}
