@@ -1,0 +1,623 @@
+//! The embedded backend: one SQLite file in WAL mode. Writers serialise on `BEGIN IMMEDIATE`,
+//! which is what makes a claim or a fenced finish atomic across processes.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use pitcrew_core::{
+    Attempt, AttemptOutcome, AttemptReport, Finding, Lease, NewTask, Priority, Task, TaskFilter,
+    TaskId, TaskStatus, Usage,
+};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+
+use crate::{Disposition, QueueStats, Rescued, Store, StoreError, Submitted};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+const TASK_COLUMNS: &str = "id, kind, description, targets, repo, base_commit, priority, model, \
+    max_attempts, idempotency_key, metadata, status, attempts, run_at, created_at, updated_at, \
+    finished_at, lease_owner, lease_expires_at, error_kind, last_error, result_commit";
+
+/// The path in `sqlite://PATH` or `sqlite:PATH`, if `url` is a SQLite URL.
+pub(crate) fn path_from_url(url: &str) -> Option<PathBuf> {
+    url.strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .map(PathBuf::from)
+}
+
+/// The SQLite-backed [`Store`].
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    url: String,
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+fn to_time(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn parse<T: FromStr>(column: &str, value: &str) -> Result<T, StoreError> {
+    value
+        .parse()
+        .map_err(|_| StoreError::Corrupt(format!("{column} = `{value}`")))
+}
+
+fn json<T: serde::de::DeserializeOwned>(column: &str, value: &str) -> Result<T, StoreError> {
+    serde_json::from_str(value).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("plain data serializes")
+}
+
+fn task_from_row(row: &SqliteRow) -> Result<Task, StoreError> {
+    let priority: i64 = row.try_get("priority")?;
+    let opt_time = |col: &str| -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(row.try_get::<Option<i64>, _>(col)?.map(to_time))
+    };
+    Ok(Task {
+        id: parse("id", row.try_get("id")?)?,
+        kind: parse("kind", row.try_get("kind")?)?,
+        description: row.try_get("description")?,
+        targets: json("targets", row.try_get("targets")?)?,
+        repo: row.try_get("repo")?,
+        base_commit: row.try_get("base_commit")?,
+        priority: Priority::from_rank(priority)
+            .ok_or_else(|| StoreError::Corrupt(format!("priority = {priority}")))?,
+        model: row.try_get("model")?,
+        max_attempts: row.try_get::<i64, _>("max_attempts")? as u32,
+        idempotency_key: row.try_get("idempotency_key")?,
+        metadata: json("metadata", row.try_get("metadata")?)?,
+        status: parse("status", row.try_get("status")?)?,
+        attempts: row.try_get::<i64, _>("attempts")? as u32,
+        run_at: to_time(row.try_get("run_at")?),
+        created_at: to_time(row.try_get("created_at")?),
+        updated_at: to_time(row.try_get("updated_at")?),
+        finished_at: opt_time("finished_at")?,
+        lease_owner: row.try_get("lease_owner")?,
+        lease_expires_at: opt_time("lease_expires_at")?,
+        error_kind: row
+            .try_get::<Option<&str>, _>("error_kind")?
+            .map(|k| parse("error_kind", k))
+            .transpose()?,
+        last_error: row.try_get("last_error")?,
+        result_commit: row.try_get("result_commit")?,
+    })
+}
+
+fn attempt_from_row(row: &SqliteRow) -> Result<Attempt, StoreError> {
+    Ok(Attempt {
+        task_id: parse("task_id", row.try_get("task_id")?)?,
+        number: row.try_get::<i64, _>("number")? as u32,
+        worker: row.try_get("worker")?,
+        outcome: parse("outcome", row.try_get("outcome")?)?,
+        started_at: to_time(row.try_get("started_at")?),
+        finished_at: row.try_get::<Option<i64>, _>("finished_at")?.map(to_time),
+        model: row.try_get("model")?,
+        usage: Usage {
+            tokens_in: row.try_get::<i64, _>("tokens_in")? as u64,
+            tokens_out: row.try_get::<i64, _>("tokens_out")? as u64,
+            cost_usd: row.try_get("cost_usd")?,
+        },
+        latency_ms: row.try_get::<Option<i64>, _>("latency_ms")?.map(|v| v as u64),
+        findings: json::<Vec<Finding>>("findings", row.try_get("findings")?)?,
+        error_kind: row
+            .try_get::<Option<&str>, _>("error_kind")?
+            .map(|k| parse("error_kind", k))
+            .transpose()?,
+        error: row.try_get("error")?,
+        commit: row.try_get("commit_sha")?,
+        patch: row.try_get("patch")?,
+    })
+}
+
+impl SqliteStore {
+    /// Opens the database at `path`, creating it (and its directory) and migrating it.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| sqlx::Error::Io(e))?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a submitted task survives power loss, not only a process crash.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        let store = SqliteStore {
+            pool,
+            url: format!("sqlite://{}", path.display()),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Applies pending migrations; refuses a database migrated by a newer pitcrew.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match MIGRATOR.run(&self.pool).await {
+            Err(sqlx::migrate::MigrateError::VersionMissing(found)) => {
+                Err(StoreError::SchemaTooNew {
+                    url: self.url.clone(),
+                    found,
+                    known: MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0),
+                })
+            }
+            other => Ok(other?),
+        }
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        // IMMEDIATE takes the write lock up front; a deferred transaction that reads and then
+        // writes can fail with SQLITE_BUSY instead of waiting.
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    async fn task_in(tx: &mut Transaction<'static, Sqlite>, id: TaskId) -> Result<Task, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?"
+        )))
+        .bind(id.to_string())
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+        task_from_row(&row)
+    }
+
+    async fn unfinished_with_key(
+        tx: &mut Transaction<'static, Sqlite>,
+        key: &str,
+    ) -> Result<Option<TaskId>, StoreError> {
+        let id: Option<String> = sqlx::query_scalar(
+            "SELECT id FROM tasks WHERE idempotency_key = ? AND status IN ('queued', 'running')",
+        )
+        .bind(key)
+        .fetch_optional(&mut **tx)
+        .await?;
+        id.map(|id| parse("id", &id)).transpose()
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn submit(&self, tasks: &[NewTask]) -> Result<Vec<Submitted>, StoreError> {
+        let now = now_ms();
+        let mut tx = self.begin().await?;
+        let mut submitted = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            if let Some(key) = &task.idempotency_key {
+                if let Some(id) = Self::unfinished_with_key(&mut tx, key).await? {
+                    submitted.push(Submitted {
+                        id,
+                        deduplicated: true,
+                    });
+                    continue;
+                }
+            }
+            let id = TaskId::new();
+            sqlx::query(
+                "INSERT INTO tasks (id, kind, description, targets, repo, base_commit, priority, \
+                 model, max_attempts, idempotency_key, metadata, status, run_at, created_at, \
+                 updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
+            )
+            .bind(id.to_string())
+            .bind(task.kind.as_str())
+            .bind(&task.description)
+            .bind(to_json(&task.targets))
+            .bind(&task.repo)
+            .bind(&task.base_commit)
+            .bind(task.priority.rank())
+            .bind(&task.model)
+            .bind(i64::from(task.max_attempts.max(1)))
+            .bind(&task.idempotency_key)
+            .bind(to_json(&task.metadata))
+            .bind(now)
+            .bind(now)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            submitted.push(Submitted {
+                id,
+                deduplicated: false,
+            });
+        }
+        tx.commit().await?;
+        Ok(submitted)
+    }
+
+    async fn claim(
+        &self,
+        worker: &str,
+        limit: u32,
+        ttl: Duration,
+    ) -> Result<Vec<(Task, Lease)>, StoreError> {
+        let now = now_ms();
+        let mut tx = self.begin().await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE tasks SET status = 'running', attempts = attempts + 1, lease_owner = ?1, \
+             lease_token = lower(hex(randomblob(16))), lease_expires_at = ?2, updated_at = ?3 \
+             WHERE id IN (SELECT id FROM tasks WHERE status = 'queued' AND run_at <= ?3 \
+                          ORDER BY priority, run_at, seq LIMIT ?4) \
+             RETURNING {TASK_COLUMNS}, lease_token"
+        )))
+        .bind(worker)
+        .bind(now + ms(ttl))
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in rows {
+            let task = task_from_row(&row)?;
+            let token: String = row.try_get("lease_token")?;
+            let lease = Lease {
+                task_id: task.id,
+                token: parse("lease_token", &token)?,
+                owner: worker.to_string(),
+                attempt: task.attempts,
+            };
+            sqlx::query(
+                "INSERT INTO attempts (task_id, number, worker, lease_token, outcome, started_at) \
+                 VALUES (?, ?, ?, ?, 'running', ?)",
+            )
+            .bind(task.id.to_string())
+            .bind(i64::from(task.attempts))
+            .bind(worker)
+            .bind(&token)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            claimed.push((task, lease));
+        }
+        tx.commit().await?;
+        // RETURNING does not follow the subquery's order.
+        claimed.sort_by_key(|(t, _)| (t.priority, t.run_at, t.created_at, t.id));
+        Ok(claimed)
+    }
+
+    async fn heartbeat(&self, lease: &Lease, ttl: Duration) -> Result<(), StoreError> {
+        let now = now_ms();
+        let updated = sqlx::query(
+            "UPDATE tasks SET lease_expires_at = ?, updated_at = ? \
+             WHERE id = ? AND lease_token = ? AND status = 'running'",
+        )
+        .bind(now + ms(ttl))
+        .bind(now)
+        .bind(lease.task_id.to_string())
+        .bind(lease.token.simple().to_string())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Err(StoreError::LeaseLost {
+                task: lease.task_id,
+                attempt: lease.attempt,
+            });
+        }
+        Ok(())
+    }
+
+    async fn finish(
+        &self,
+        lease: &Lease,
+        disposition: Disposition,
+        report: &AttemptReport,
+    ) -> Result<TaskStatus, StoreError> {
+        let now = now_ms();
+        let token = lease.token.simple().to_string();
+        let mut tx = self.begin().await?;
+        let held = sqlx::query(
+            "SELECT attempts, max_attempts FROM tasks \
+             WHERE id = ? AND lease_token = ? AND status = 'running'",
+        )
+        .bind(lease.task_id.to_string())
+        .bind(&token)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(held) = held else {
+            return Err(StoreError::LeaseLost {
+                task: lease.task_id,
+                attempt: lease.attempt,
+            });
+        };
+        let attempts: i64 = held.try_get("attempts")?;
+        let max_attempts: i64 = held.try_get("max_attempts")?;
+        let mut error = report.error.clone();
+        let (status, run_at) = match disposition {
+            Disposition::Complete => (TaskStatus::Completed, now),
+            Disposition::Fail => (TaskStatus::Failed, now),
+            Disposition::Retry { .. } if attempts >= max_attempts => {
+                error = Some(format!(
+                    "{} (attempts used up: {attempts} of {max_attempts})",
+                    error.as_deref().unwrap_or("failed")
+                ));
+                (TaskStatus::Failed, now)
+            }
+            Disposition::Retry { delay } => (TaskStatus::Queued, now + ms(delay)),
+        };
+        let finished_at = status.is_terminal().then_some(now);
+        let completed = status == TaskStatus::Completed;
+        sqlx::query(
+            "UPDATE tasks SET status = ?, lease_owner = NULL, lease_token = NULL, \
+             lease_expires_at = NULL, run_at = ?, updated_at = ?, finished_at = ?, \
+             error_kind = ?, last_error = ?, result_commit = ? \
+             WHERE id = ? AND lease_token = ?",
+        )
+        .bind(status.as_str())
+        .bind(run_at)
+        .bind(now)
+        .bind(finished_at)
+        .bind((!completed).then(|| report.error_kind.map(|k| k.as_str())).flatten())
+        .bind((!completed).then_some(error).flatten())
+        .bind(completed.then(|| report.commit.clone()).flatten())
+        .bind(lease.task_id.to_string())
+        .bind(&token)
+        .execute(&mut *tx)
+        .await?;
+        let outcome = if completed {
+            AttemptOutcome::Completed
+        } else {
+            AttemptOutcome::Failed
+        };
+        sqlx::query(
+            "UPDATE attempts SET outcome = ?, finished_at = ?, model = ?, tokens_in = ?, \
+             tokens_out = ?, cost_usd = ?, latency_ms = ?, findings = ?, error_kind = ?, \
+             error = ?, commit_sha = ?, patch = ? \
+             WHERE task_id = ? AND number = ? AND lease_token = ?",
+        )
+        .bind(outcome.as_str())
+        .bind(now)
+        .bind(&report.model)
+        .bind(report.usage.tokens_in as i64)
+        .bind(report.usage.tokens_out as i64)
+        .bind(report.usage.cost_usd)
+        .bind(report.latency_ms.map(|v| v as i64))
+        .bind(to_json(&report.findings))
+        .bind(report.error_kind.map(|k| k.as_str()))
+        .bind(&report.error)
+        .bind(&report.commit)
+        .bind(&report.patch)
+        .bind(lease.task_id.to_string())
+        .bind(i64::from(lease.attempt))
+        .bind(&token)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(status)
+    }
+
+    async fn rescue_expired(&self) -> Result<Vec<Rescued>, StoreError> {
+        let now = now_ms();
+        let mut tx = self.begin().await?;
+        let expired = sqlx::query(
+            "SELECT id, attempts, max_attempts, lease_owner, lease_token FROM tasks \
+             WHERE status = 'running' AND lease_expires_at < ?",
+        )
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut rescued = Vec::with_capacity(expired.len());
+        for row in expired {
+            let id: String = row.try_get("id")?;
+            let attempts: i64 = row.try_get("attempts")?;
+            let max_attempts: i64 = row.try_get("max_attempts")?;
+            let owner: String = row.try_get::<Option<String>, _>("lease_owner")?.unwrap_or_default();
+            let token: String = row.try_get("lease_token")?;
+            let message = format!("lease expired: worker `{owner}` stopped heart-beating");
+            let status = if attempts >= max_attempts {
+                TaskStatus::Failed
+            } else {
+                TaskStatus::Queued
+            };
+            sqlx::query(
+                "UPDATE attempts SET outcome = 'abandoned', finished_at = ?, \
+                 error_kind = 'lease_expired', error = ? \
+                 WHERE task_id = ? AND lease_token = ?",
+            )
+            .bind(now)
+            .bind(&message)
+            .bind(&id)
+            .bind(&token)
+            .execute(&mut *tx)
+            .await?;
+            let last_error = if status == TaskStatus::Failed {
+                format!("{message} (attempts used up: {attempts} of {max_attempts})")
+            } else {
+                message
+            };
+            sqlx::query(
+                "UPDATE tasks SET status = ?, lease_owner = NULL, lease_token = NULL, \
+                 lease_expires_at = NULL, run_at = ?, updated_at = ?, finished_at = ?, \
+                 error_kind = 'lease_expired', last_error = ? WHERE id = ? AND lease_token = ?",
+            )
+            .bind(status.as_str())
+            .bind(now)
+            .bind(now)
+            .bind(status.is_terminal().then_some(now))
+            .bind(last_error)
+            .bind(&id)
+            .bind(&token)
+            .execute(&mut *tx)
+            .await?;
+            rescued.push(Rescued {
+                id: parse("id", &id)?,
+                owner,
+                status,
+            });
+        }
+        tx.commit().await?;
+        Ok(rescued)
+    }
+
+    async fn cancel(&self, id: TaskId) -> Result<Task, StoreError> {
+        let now = now_ms();
+        let mut tx = self.begin().await?;
+        let task = Self::task_in(&mut tx, id).await?;
+        match task.status {
+            TaskStatus::Queued => {}
+            TaskStatus::Running => {
+                sqlx::query(
+                    "UPDATE attempts SET outcome = 'cancelled', finished_at = ? \
+                     WHERE task_id = ? AND number = ?",
+                )
+                .bind(now)
+                .bind(id.to_string())
+                .bind(i64::from(task.attempts))
+                .execute(&mut *tx)
+                .await?;
+            }
+            status => {
+                return Err(StoreError::InvalidState {
+                    task: id,
+                    status,
+                    action: "only queued or running tasks can be cancelled".into(),
+                });
+            }
+        }
+        sqlx::query(
+            "UPDATE tasks SET status = 'cancelled', lease_owner = NULL, lease_token = NULL, \
+             lease_expires_at = NULL, updated_at = ?, finished_at = ?, \
+             last_error = 'cancelled by user' WHERE id = ?",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        let task = Self::task_in(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(task)
+    }
+
+    async fn requeue(&self, id: TaskId) -> Result<Task, StoreError> {
+        let now = now_ms();
+        let mut tx = self.begin().await?;
+        let task = Self::task_in(&mut tx, id).await?;
+        if !matches!(task.status, TaskStatus::Failed | TaskStatus::Cancelled) {
+            return Err(StoreError::InvalidState {
+                task: id,
+                status: task.status,
+                action: "only failed or cancelled tasks can be retried".into(),
+            });
+        }
+        if let Some(key) = &task.idempotency_key {
+            if let Some(other) = Self::unfinished_with_key(&mut tx, key).await? {
+                return Err(StoreError::IdempotencyConflict {
+                    key: key.clone(),
+                    task: other,
+                });
+            }
+        }
+        sqlx::query(
+            "UPDATE tasks SET status = 'queued', run_at = ?, updated_at = ?, finished_at = NULL, \
+             error_kind = NULL, last_error = NULL, \
+             max_attempts = MAX(max_attempts, attempts + 1) WHERE id = ?",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        let task = Self::task_in(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(task)
+    }
+
+    async fn find(&self, id_or_prefix: &str) -> Result<Task, StoreError> {
+        let prefix = id_or_prefix.trim().to_ascii_lowercase();
+        if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            return Err(StoreError::NotFound(id_or_prefix.to_string()));
+        }
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE id LIKE ? || '%' ORDER BY seq LIMIT 2"
+        )))
+        .bind(&prefix)
+        .fetch_all(&self.pool)
+        .await?;
+        match rows.as_slice() {
+            [] => Err(StoreError::NotFound(id_or_prefix.to_string())),
+            [row] => task_from_row(row),
+            _ => {
+                let count: i64 =
+                    sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE id LIKE ? || '%'")
+                        .bind(&prefix)
+                        .fetch_one(&self.pool)
+                        .await?;
+                Err(StoreError::Ambiguous {
+                    prefix: id_or_prefix.to_string(),
+                    count: count as u64,
+                })
+            }
+        }
+    }
+
+    async fn list(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {TASK_COLUMNS} FROM tasks \
+             WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR kind = ?2) \
+             ORDER BY seq LIMIT ?3"
+        )))
+        .bind(filter.status.map(|s| s.as_str()))
+        .bind(filter.kind.map(|k| k.as_str()))
+        .bind(filter.limit.map_or(-1, i64::from))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(task_from_row).collect()
+    }
+
+    async fn attempts(&self, id: TaskId) -> Result<Vec<Attempt>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM attempts WHERE task_id = ? ORDER BY number")
+            .bind(id.to_string())
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(attempt_from_row).collect()
+    }
+
+    async fn stats(&self) -> Result<QueueStats, StoreError> {
+        let rows = sqlx::query(
+            "SELECT status, priority, COUNT(*) AS n FROM tasks GROUP BY status, priority \
+             ORDER BY status, priority",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut counts = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let status: TaskStatus = parse("status", row.try_get("status")?)?;
+            let rank: i64 = row.try_get("priority")?;
+            let priority = Priority::from_rank(rank)
+                .ok_or_else(|| StoreError::Corrupt(format!("priority = {rank}")))?;
+            counts.push((status, priority, row.try_get::<i64, _>("n")? as u64));
+        }
+        let next = sqlx::query(
+            "SELECT (SELECT MIN(run_at) FROM tasks WHERE status = 'queued') AS next_run_at, \
+             (SELECT MIN(lease_expires_at) FROM tasks WHERE status = 'running') AS next_expiry",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(QueueStats {
+            counts,
+            next_run_at: next.try_get::<Option<i64>, _>("next_run_at")?.map(to_time),
+            next_lease_expiry: next.try_get::<Option<i64>, _>("next_expiry")?.map(to_time),
+        })
+    }
+}
