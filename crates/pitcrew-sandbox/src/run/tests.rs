@@ -1,0 +1,334 @@
+//! End-to-end tests: real processes, real pipes, real signals.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use tempfile::TempDir;
+
+use super::*;
+
+fn sh(script: &str, dir: &TempDir) -> CommandSpec {
+    CommandSpec::shell(script, dir.path()).timeout(Duration::from_secs(5))
+}
+
+/// Running means alive and not a zombie: killed orphans may stay zombies when PID 1 does not
+/// reap (common in containers), but they hold nothing and run nothing.
+fn is_running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        let state = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next());
+        !matches!(state, Some('Z' | 'X'))
+    })
+}
+
+/// Polls until none of `pids` runs; SIGKILL delivery is asynchronous.
+async fn assert_all_gone(pids: &[i32]) {
+    for _ in 0..100 {
+        if !pids.iter().any(|&p| is_running(p)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let alive: Vec<_> = pids.iter().filter(|&&p| is_running(p)).collect();
+    panic!("still running: {alive:?}");
+}
+
+/// Waits until `path` holds `n` pids, one per line.
+async fn read_pids(path: &Path, n: usize) -> Vec<i32> {
+    for _ in 0..200 {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let pids: Vec<i32> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        if pids.len() == n {
+            return pids;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{} never got {n} pids", path.display());
+}
+
+fn env_names(stdout: &str) -> HashMap<&str, &str> {
+    stdout.lines().filter_map(|l| l.split_once('=')).collect()
+}
+
+fn fake_parent(vars: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    vars.iter()
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+        .chain([("PATH".into(), path)])
+        .collect()
+}
+
+#[tokio::test]
+async fn exit_code_and_both_streams_are_reported() {
+    let dir = TempDir::new().unwrap();
+    let out = run(sh("echo out; echo err >&2; exit 3", &dir))
+        .await
+        .unwrap();
+    assert_eq!(out.code, Some(3));
+    assert_eq!(out.signal, None);
+    assert_eq!(
+        (out.stdout.as_str(), out.stderr.as_str()),
+        ("out\n", "err\n")
+    );
+    assert!(!out.stdout_truncated && !out.stderr_truncated && !out.timed_out);
+    assert!(!out.success());
+    assert_eq!(out.describe_status(), "exit code 3");
+
+    let ok = run(sh("true", &dir)).await.unwrap();
+    assert!(ok.success());
+    assert_eq!(ok.describe_status(), "exit code 0");
+}
+
+#[tokio::test]
+async fn death_by_signal_is_reported() {
+    let dir = TempDir::new().unwrap();
+    let out = run(sh("kill -TERM $$", &dir)).await.unwrap();
+    assert_eq!((out.code, out.signal), (None, Some(15)));
+    assert!(!out.success());
+    assert_eq!(out.describe_status(), "killed by signal 15 (SIGTERM)");
+}
+
+#[tokio::test]
+async fn timeout_kills_the_whole_group() {
+    let dir = TempDir::new().unwrap();
+    let spec = sh(
+        "echo $$ > pids; sleep 100 & echo $! >> pids; sleep 100",
+        &dir,
+    )
+    .timeout(Duration::from_millis(800));
+    let out = run(spec).await.unwrap();
+    assert!(out.timed_out);
+    assert_eq!(out.signal, Some(9));
+    assert!(!out.success());
+    assert!(
+        out.describe_status().starts_with("timed out after"),
+        "{}",
+        out.describe_status()
+    );
+    assert!(out.duration < Duration::from_secs(2), "{:?}", out.duration);
+    assert_all_gone(&read_pids(&dir.path().join("pids"), 2).await).await;
+}
+
+#[tokio::test]
+async fn leftover_background_process_is_killed_and_does_not_hold_the_output() {
+    let dir = TempDir::new().unwrap();
+    let out = run(sh("sleep 100 & echo $! > pids; echo done", &dir))
+        .await
+        .unwrap();
+    assert!(out.success());
+    assert_eq!(out.stdout, "done\n");
+    // Well under DRAIN_GRACE: the pipes closed because the sleep was killed, not abandoned.
+    assert!(
+        out.duration < Duration::from_millis(900),
+        "{:?}",
+        out.duration
+    );
+    assert_all_gone(&read_pids(&dir.path().join("pids"), 1).await).await;
+}
+
+#[tokio::test]
+async fn a_process_that_left_the_group_cannot_hang_the_run() {
+    let dir = TempDir::new().unwrap();
+    // The escapee records its pid only after `setsid`, and the shell waits for that, so it
+    // has surely left the group and holds stdout open when the group is killed.
+    let script = "setsid sh -c 'echo $$ > escaped; exec sleep 2' & \
+                  while [ ! -s escaped ]; do sleep 0.01; done; echo started";
+    let out = run(sh(script, &dir)).await.unwrap();
+    let escaped = read_pids(&dir.path().join("escaped"), 1).await[0];
+    // Ours to clean up: the sandbox cannot reach it.
+    let _ = nix::sys::signal::kill(Pid::from_raw(escaped), Signal::SIGKILL);
+    assert!(out.success());
+    assert_eq!(out.stdout, "started\n");
+    assert!(out.duration >= DRAIN_GRACE, "{:?}", out.duration);
+    assert!(
+        out.duration < DRAIN_GRACE + Duration::from_millis(800),
+        "{:?}",
+        out.duration
+    );
+}
+
+#[tokio::test]
+async fn dropping_the_run_future_kills_the_group() {
+    let dir = TempDir::new().unwrap();
+    let pid_file = dir.path().join("pids");
+    let spec = sh("echo $$ > pids; sleep 100 & echo $! >> pids; wait", &dir);
+    let mut running = Box::pin(run(spec));
+    let pids = tokio::select! {
+        res = &mut running => panic!("finished early: {res:?}"),
+        pids = read_pids(&pid_file, 2) => pids,
+    };
+    assert!(pids.iter().all(|&p| is_running(p)));
+    drop(running);
+    assert_all_gone(&pids).await;
+}
+
+#[tokio::test]
+async fn long_output_keeps_head_and_tail_with_a_marker() {
+    let dir = TempDir::new().unwrap();
+    let out = run(sh("seq 1 100000", &dir).output_limit(1000))
+        .await
+        .unwrap();
+    let full: String = (1..=100_000).map(|i| format!("{i}\n")).collect();
+    assert!(out.success());
+    assert!(out.stdout_truncated && !out.stderr_truncated);
+    assert!(out.stdout.starts_with("1\n2\n3\n"), "{}", &out.stdout[..20]);
+    assert!(out.stdout.ends_with("99999\n100000\n"));
+    let marker = format!("[… {} bytes cut …]\n", full.len() - 1000);
+    assert!(out.stdout.contains(&marker), "{}", out.stdout);
+    assert_eq!(out.stdout.len(), 1000 + marker.len());
+}
+
+#[tokio::test]
+async fn stdin_is_passed_through_and_closed() {
+    let dir = TempDir::new().unwrap();
+    let out = run(CommandSpec::new("cat", dir.path()).stdin(b"hello\nworld\n".to_vec()))
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, "hello\nworld\n");
+
+    // Without stdin the child reads /dev/null, so `cat` ends at once.
+    let out = run(CommandSpec::new("cat", dir.path())).await.unwrap();
+    assert!(out.success() && out.stdout.is_empty());
+
+    // 1 MB through `cat` only finishes if stdin is written while stdout is read.
+    let big = vec![b'x'; 1_000_000];
+    let out = run(CommandSpec::new("cat", dir.path()).stdin(big))
+        .await
+        .unwrap();
+    assert!(out.success() && out.stdout_truncated);
+
+    // A child that never reads its stdin is not an error.
+    let out = run(CommandSpec::new("true", dir.path()).stdin(vec![0; 1_000_000]))
+        .await
+        .unwrap();
+    assert!(out.success());
+}
+
+#[tokio::test]
+async fn spawn_failure_names_program_and_cwd() {
+    let dir = TempDir::new().unwrap();
+    let err = run(CommandSpec::new("pitcrew-no-such-program", dir.path()))
+        .await
+        .unwrap_err();
+    let SandboxError::Spawn {
+        program,
+        cwd,
+        source,
+    } = &err
+    else {
+        panic!("{err:?}")
+    };
+    assert_eq!(program, "pitcrew-no-such-program");
+    assert_eq!(cwd, dir.path());
+    assert_eq!(source.kind(), io::ErrorKind::NotFound);
+    let msg = err.to_string();
+    assert!(
+        msg.contains("pitcrew-no-such-program") && msg.contains(&dir.path().display().to_string()),
+        "{msg}"
+    );
+
+    let missing = dir.path().join("missing");
+    let err = run(CommandSpec::new("true", &missing)).await.unwrap_err();
+    assert!(
+        err.to_string().contains(&missing.display().to_string()),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn inherit_scrubbed_drops_secrets_and_removed_names() {
+    let dir = TempDir::new().unwrap();
+    let parent = fake_parent(&[
+        ("OPENAI_API_KEY", "sk-1"),
+        ("MY_SECRET", "s"),
+        ("GITHUB_TOKEN", "t"),
+        ("SSH_AUTH_SOCK", "/tmp/agent"),
+        ("DROP_ME", "x"),
+        ("GIT_AUTHOR_NAME", "pitcrew"),
+        ("KEEP_ME", "y"),
+    ]);
+    let policy = EnvPolicy::InheritScrubbed {
+        remove: vec!["DROP_ME".into()],
+    };
+    let out = run_with_parent_env(sh("env", &dir).env_policy(policy), parent)
+        .await
+        .unwrap();
+    let env = env_names(&out.stdout);
+    assert_eq!(env.get("KEEP_ME"), Some(&"y"));
+    assert_eq!(env.get("GIT_AUTHOR_NAME"), Some(&"pitcrew"));
+    for name in [
+        "OPENAI_API_KEY",
+        "MY_SECRET",
+        "GITHUB_TOKEN",
+        "SSH_AUTH_SOCK",
+        "DROP_ME",
+    ] {
+        assert!(!env.contains_key(name), "{name} reached the child");
+    }
+}
+
+#[tokio::test]
+async fn allowlist_passes_only_what_is_asked_and_gives_a_private_home() {
+    let dir = TempDir::new().unwrap();
+    let parent = fake_parent(&[
+        ("LANG", "C.UTF-8"),
+        ("HOME", "/root"),
+        ("OPENAI_API_KEY", "sk-1"),
+        ("MY_TOKEN", "t"),
+        ("WANTED", "w"),
+        ("UNWANTED", "u"),
+    ]);
+    let policy = EnvPolicy::Allowlist {
+        pass: vec!["WANTED".into(), "MY_TOKEN".into()],
+        set: vec![("PYTHONHASHSEED".into(), "0".into())],
+    };
+    let script =
+        "set -e; test -d \"$HOME\"; echo ok > \"$HOME/probe\"; test \"$TMPDIR\" = \"$HOME\"; env";
+    let out = run_with_parent_env(sh(script, &dir).env_policy(policy), parent)
+        .await
+        .unwrap();
+    assert!(out.success(), "{}", out.combined_tail(10));
+    let env = env_names(&out.stdout);
+    assert_eq!(env.get("LANG"), Some(&"C.UTF-8"));
+    assert_eq!(env.get("WANTED"), Some(&"w"));
+    assert_eq!(env.get("PYTHONHASHSEED"), Some(&"0"));
+    assert!(env.contains_key("PATH"));
+    for name in ["OPENAI_API_KEY", "MY_TOKEN", "UNWANTED"] {
+        assert!(!env.contains_key(name), "{name} reached the child");
+    }
+    let home = Path::new(env["HOME"]);
+    assert_ne!(home, Path::new("/root"));
+    assert!(!home.exists(), "{} outlived the run", home.display());
+}
+
+#[tokio::test]
+async fn file_size_limit_stops_a_bigger_write() {
+    let dir = TempDir::new().unwrap();
+    let limits = Limits {
+        file_size_bytes: Some(1_000_000),
+        ..Limits::default()
+    };
+    let script = "head -c 500000 /dev/zero > small && head -c 2000000 /dev/zero > big";
+    let out = run(sh(script, &dir).limits(limits)).await.unwrap();
+    assert!(!out.success(), "{}", out.describe_status());
+    assert_eq!(
+        std::fs::metadata(dir.path().join("small")).unwrap().len(),
+        500_000
+    );
+    assert!(std::fs::metadata(dir.path().join("big")).unwrap().len() <= 1_000_000);
+}
+
+#[tokio::test]
+async fn cpu_limit_kills_a_busy_loop() {
+    let dir = TempDir::new().unwrap();
+    let limits = Limits {
+        cpu_secs: Some(1),
+        ..Limits::default()
+    };
+    let out = run(sh("while :; do :; done", &dir).limits(limits))
+        .await
+        .unwrap();
+    assert!(!out.timed_out, "{:?}", out.duration);
+    assert_eq!(out.signal, Some(9), "{}", out.describe_status());
+}

@@ -1,0 +1,217 @@
+//! What to run and under which rules: [`CommandSpec`], [`EnvPolicy`], [`Limits`].
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// One command to run: program, arguments, working directory and the rules it runs under.
+///
+/// Built with [`CommandSpec::new`] or [`CommandSpec::shell`] and the chained setters; run
+/// with [`crate::run`].
+#[derive(Debug, Clone)]
+pub struct CommandSpec {
+    pub(crate) program: OsString,
+    pub(crate) args: Vec<OsString>,
+    pub(crate) cwd: PathBuf,
+    pub(crate) env: EnvPolicy,
+    pub(crate) timeout: Duration,
+    pub(crate) output_limit: usize,
+    pub(crate) limits: Limits,
+    pub(crate) stdin: Option<Vec<u8>>,
+}
+
+impl CommandSpec {
+    /// `program` (looked up on the child's `PATH` unless it contains a `/`) run in `cwd`.
+    ///
+    /// Defaults: 60 s timeout, 64 KiB kept per output stream,
+    /// `EnvPolicy::InheritScrubbed { remove: vec![] }`, no resource limits, empty stdin.
+    pub fn new(program: impl Into<OsString>, cwd: impl Into<PathBuf>) -> Self {
+        Self {
+            program: program.into(),
+            args: Vec::new(),
+            cwd: cwd.into(),
+            env: EnvPolicy::InheritScrubbed { remove: Vec::new() },
+            timeout: Duration::from_secs(60),
+            output_limit: 64 * 1024,
+            limits: Limits::default(),
+            stdin: None,
+        }
+    }
+
+    /// `sh -c command` run in `cwd`.
+    pub fn shell(command: &str, cwd: impl Into<PathBuf>) -> Self {
+        Self::new("sh", cwd).arg("-c").arg(command)
+    }
+
+    /// Appends one argument.
+    #[must_use]
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Appends arguments.
+    #[must_use]
+    pub fn args<I>(mut self, args: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<OsString>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sets how the child's environment is built.
+    #[must_use]
+    pub fn env_policy(mut self, policy: EnvPolicy) -> Self {
+        self.env = policy;
+        self
+    }
+
+    /// Sets the wall-clock limit after which the whole process group is killed.
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets how many bytes of each of stdout and stderr are kept (head and tail; the middle
+    /// is replaced by a marker line).
+    #[must_use]
+    pub fn output_limit(mut self, bytes: usize) -> Self {
+        self.output_limit = bytes;
+        self
+    }
+
+    /// Sets the resource limits applied to the child (and inherited by its children).
+    #[must_use]
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Feeds `bytes` to the child's stdin, then closes it. Without this stdin is `/dev/null`.
+    #[must_use]
+    pub fn stdin(mut self, bytes: Vec<u8>) -> Self {
+        self.stdin = Some(bytes);
+        self
+    }
+}
+
+/// How the child's environment is built from the parent's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvPolicy {
+    /// The parent's environment minus every secret-like name (see [`is_secret_name`]) and the
+    /// listed names (exact, case-sensitive).
+    InheritScrubbed { remove: Vec<String> },
+    /// Only `PATH`, `LANG`, `LC_ALL`, `LC_CTYPE`, `TZ` and `TERM` copied from the parent (when
+    /// set), plus the `pass` names copied from the parent (a secret-like name in `pass` is
+    /// refused, never passed), plus the `set` pairs as given. `HOME` and `TMPDIR` always point
+    /// to a fresh temporary directory that is removed after the run.
+    Allowlist {
+        pass: Vec<String>,
+        set: Vec<(String, String)>,
+    },
+}
+
+/// Resource limits set with `setrlimit` in the child before it executes the program.
+///
+/// Each limit becomes both the soft and the hard limit, so the child cannot raise it again;
+/// a value above the current hard limit is lowered to it. Children inherit the limits, and
+/// each process counts against them on its own, except `processes`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// CPU seconds per process (`RLIMIT_CPU`); the process is killed with `SIGKILL` past it.
+    pub cpu_secs: Option<u64>,
+    /// Virtual memory per process (`RLIMIT_AS`); allocations past it fail.
+    pub address_space_bytes: Option<u64>,
+    /// Largest file a process may write (`RLIMIT_FSIZE`); a larger write gets `SIGXFSZ`.
+    pub file_size_bytes: Option<u64>,
+    /// `RLIMIT_NPROC`: counts *all* processes of the real user, not just this run's, and is
+    /// not enforced for root.
+    pub processes: Option<u64>,
+}
+
+/// Name fragments that mark an environment variable as a secret, matched anywhere.
+const SECRET_PARTS: [&str; 6] = ["KEY", "SECRET", "TOKEN", "PASSWORD", "PASSWD", "CREDENTIAL"];
+
+/// Whether an environment variable name looks like it holds a secret.
+///
+/// Case-insensitive. True when the name contains `KEY`, `SECRET`, `TOKEN`, `PASSWORD`,
+/// `PASSWD` or `CREDENTIAL` anywhere (`OPENAI_API_KEY`, `GITHUB_TOKEN`, `PGPASSWORD`), or
+/// when one of its `_`-separated words is exactly `AUTH` (`AUTH`, `NPM_CONFIG__AUTH`,
+/// `SSH_AUTH_SOCK`), but not for a longer word such as `GIT_AUTHOR_NAME`.
+pub fn is_secret_name(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    SECRET_PARTS.iter().any(|part| upper.contains(part)) || upper.split('_').any(|w| w == "AUTH")
+}
+
+/// Names [`EnvPolicy::Allowlist`] copies from the parent without being asked.
+const BASE_NAMES: [&str; 6] = ["PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM"];
+
+/// The child's environment under `policy`, built from `parent` (the parent's variables;
+/// injectable so tests need not mutate the real environment). `HOME`/`TMPDIR` for
+/// `Allowlist` are added by the caller, which owns the temporary directory.
+pub(crate) fn child_env(
+    policy: &EnvPolicy,
+    parent: impl IntoIterator<Item = (OsString, OsString)>,
+) -> Vec<(OsString, OsString)> {
+    match policy {
+        EnvPolicy::InheritScrubbed { remove } => parent
+            .into_iter()
+            .filter(|(name, _)| {
+                let name = name.to_string_lossy();
+                !is_secret_name(&name) && !remove.iter().any(|r| *r == name)
+            })
+            .collect(),
+        EnvPolicy::Allowlist { pass, set } => {
+            for name in pass.iter().filter(|n| is_secret_name(n)) {
+                tracing::warn!(%name, "refusing to pass a secret-like variable to a sandboxed command");
+            }
+            let wanted = |name: &str| {
+                BASE_NAMES.contains(&name) || pass.iter().any(|p| p == name && !is_secret_name(p))
+            };
+            let mut env: Vec<(OsString, OsString)> = parent
+                .into_iter()
+                .filter(|(name, _)| name.to_str().is_some_and(wanted))
+                .collect();
+            env.extend(set.iter().map(|(k, v)| (k.into(), v.into())));
+            env
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_names_match_documented_rules() {
+        for name in [
+            "OPENAI_API_KEY",
+            "anthropic_api_key",
+            "MY_SECRET",
+            "GITHUB_TOKEN",
+            "AWS_SESSION_TOKEN",
+            "PGPASSWORD",
+            "SMTP_PASSWD",
+            "GOOGLE_APPLICATION_CREDENTIALS",
+            "AUTH",
+            "NPM_CONFIG__AUTH",
+            "SSH_AUTH_SOCK",
+            "auth_header",
+        ] {
+            assert!(is_secret_name(name), "{name} should be secret");
+        }
+        for name in [
+            "PATH",
+            "HOME",
+            "GIT_AUTHOR_NAME",
+            "AUTHOR",
+            "LANG",
+            "PYTHONPATH",
+        ] {
+            assert!(!is_secret_name(name), "{name} should not be secret");
+        }
+    }
+}
