@@ -218,7 +218,10 @@ impl Environment {
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.vars.get(name).map(String::as_str).filter(|v| !v.is_empty())
+        self.vars
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
     }
 }
 
@@ -249,15 +252,23 @@ impl Config {
     }
 
     fn origin(path: Option<&Path>) -> String {
-        path.map_or_else(|| "built-in defaults".to_string(), |p| p.display().to_string())
+        path.map_or_else(
+            || "built-in defaults".to_string(),
+            |p| p.display().to_string(),
+        )
     }
 
     /// Checks the references between sections and the ranges of numbers.
-    fn check(&self, origin: &str, env_fields: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+    fn check(
+        &self,
+        origin: &str,
+        env_fields: &BTreeMap<String, String>,
+    ) -> Result<(), ConfigError> {
         let invalid = |field: &str, message: String| ConfigError::Invalid {
-            origin: env_fields
-                .get(field)
-                .map_or_else(|| origin.to_string(), |var| format!("environment variable {var}")),
+            origin: env_fields.get(field).map_or_else(
+                || origin.to_string(),
+                |var| format!("environment variable {var}"),
+            ),
             field: field.to_string(),
             message,
         };
@@ -281,7 +292,9 @@ impl Config {
             }
         }
         for (name, provider) in &self.providers {
-            if !(provider.base_url.starts_with("http://") || provider.base_url.starts_with("https://")) {
+            if !(provider.base_url.starts_with("http://")
+                || provider.base_url.starts_with("https://"))
+            {
                 return Err(invalid(
                     &format!("providers.{name}.base_url"),
                     format!("`{}` is not an http(s) URL", provider.base_url),
@@ -301,22 +314,37 @@ impl Config {
         let positive = [
             ("workers.count", self.workers.count as f64),
             ("workers.lease_ttl_secs", self.workers.lease_ttl_secs as f64),
-            ("workers.task_timeout_secs", self.workers.task_timeout_secs as f64),
+            (
+                "workers.task_timeout_secs",
+                self.workers.task_timeout_secs as f64,
+            ),
             ("workers.max_attempts", self.workers.max_attempts as f64),
-            ("models.request_timeout_secs", self.models.request_timeout_secs as f64),
+            (
+                "models.request_timeout_secs",
+                self.models.request_timeout_secs as f64,
+            ),
             ("models.max_tokens", self.models.max_tokens as f64),
-            ("validation.timeout_secs", self.validation.timeout_secs as f64),
+            (
+                "validation.timeout_secs",
+                self.validation.timeout_secs as f64,
+            ),
         ];
         for (field, value) in positive {
             if value < 1.0 {
                 return Err(invalid(field, "must be at least 1".into()));
             }
         }
-        if !(self.workers.retry_backoff_secs >= 0.0) {
-            return Err(invalid("workers.retry_backoff_secs", "must be 0 or more".into()));
+        if self.workers.retry_backoff_secs.is_nan() || self.workers.retry_backoff_secs < 0.0 {
+            return Err(invalid(
+                "workers.retry_backoff_secs",
+                "must be 0 or more".into(),
+            ));
         }
         if !(0.0..=2.0).contains(&self.models.temperature) {
-            return Err(invalid("models.temperature", "must be between 0 and 2".into()));
+            return Err(invalid(
+                "models.temperature",
+                "must be between 0 and 2".into(),
+            ));
         }
         Ok(())
     }
@@ -336,7 +364,11 @@ impl Config {
 
 /// The `PITCREW_*` variable for a section's scalar key: `workers.count` → `PITCREW_WORKERS_COUNT`.
 fn env_name(section: &str, key: &str) -> String {
-    format!("{ENV_PREFIX}{}_{}", section.to_uppercase(), key.to_uppercase())
+    format!(
+        "{ENV_PREFIX}{}_{}",
+        section.to_uppercase(),
+        key.to_uppercase()
+    )
 }
 
 /// Parses `raw` as the same TOML type as `current`.
@@ -358,7 +390,12 @@ fn env_value(current: &toml::Value, raw: &str) -> Result<toml::Value, String> {
                 .parse()
                 .map_err(|_| format!("expected true or false, got `{raw}`"))?,
         ),
-        other => return Err(format!("cannot be set from the environment ({})", other.type_str())),
+        other => {
+            return Err(format!(
+                "cannot be set from the environment ({})",
+                other.type_str()
+            ));
+        }
     })
 }
 
@@ -366,7 +403,11 @@ impl LoadedConfig {
     /// Loads the configuration for the repository at `repo_root`: `explicit` when given (it
     /// must exist), else `<repo_root>/pitcrew.toml` when present, else the defaults; then the
     /// `PITCREW_*` variables of `env`.
-    pub fn load(repo_root: &Path, explicit: Option<&Path>, env: Environment) -> Result<Self, ConfigError> {
+    pub fn load(
+        repo_root: &Path,
+        explicit: Option<&Path>,
+        env: Environment,
+    ) -> Result<Self, ConfigError> {
         let path = match explicit {
             Some(p) => Some(repo_root.join(p)),
             None => Some(repo_root.join(FILE_NAME)).filter(|p| p.is_file()),
@@ -392,7 +433,7 @@ impl LoadedConfig {
             config.presets.entry(name).or_insert(preset);
         }
 
-        let (mut config, env_fields) = apply_env(config, &env)?;
+        let (mut config, env_fields) = apply_env(&config, &env)?;
         for provider in config.providers.values_mut() {
             if let Some(url) = (!provider.base_url_env.is_empty())
                 .then(|| env.get(&provider.base_url_env))
@@ -408,14 +449,18 @@ impl LoadedConfig {
     /// What to call for `preset` (`None`: the default preset).
     pub fn resolve_model(&self, preset: Option<&str>) -> Result<ResolvedModel, ConfigError> {
         let name = preset.unwrap_or(&self.config.models.default);
-        let found = self.config.presets.get(name).ok_or_else(|| ConfigError::Invalid {
-            origin: Config::origin(self.path.as_deref()),
-            field: "presets".into(),
-            message: format!(
-                "unknown preset `{name}`; valid values: {}",
-                join(self.config.presets.keys())
-            ),
-        })?;
+        let found = self
+            .config
+            .presets
+            .get(name)
+            .ok_or_else(|| ConfigError::Invalid {
+                origin: Config::origin(self.path.as_deref()),
+                field: "presets".into(),
+                message: format!(
+                    "unknown preset `{name}`; valid values: {}",
+                    join(self.config.presets.keys())
+                ),
+            })?;
         let provider = &self.config.providers[&found.provider];
         Ok(ResolvedModel {
             preset: name.to_string(),
@@ -446,8 +491,11 @@ impl LoadedConfig {
 }
 
 /// Applies `PITCREW_<SECTION>_<KEY>` overrides; returns which fields came from which variable.
-fn apply_env(config: Config, env: &Environment) -> Result<(Config, BTreeMap<String, String>), ConfigError> {
-    let mut table = toml::Table::try_from(&config).expect("configuration serializes");
+fn apply_env(
+    config: &Config,
+    env: &Environment,
+) -> Result<(Config, BTreeMap<String, String>), ConfigError> {
+    let mut table = toml::Table::try_from(config).expect("configuration serializes");
     let mut known: BTreeMap<String, (String, String)> = BTreeMap::new();
     for (section, value) in &table {
         if let toml::Value::Table(fields) = value {
@@ -488,9 +536,153 @@ fn apply_env(config: Config, env: &Environment) -> Result<(Config, BTreeMap<Stri
         })?;
         env_fields.insert(format!("{section}.{key}"), var.clone());
     }
-    let config = table.try_into().map_err(|e: toml::de::Error| ConfigError::Env {
-        var: join(env_fields.values()),
-        message: e.message().to_string(),
-    })?;
+    let config = table
+        .try_into()
+        .map_err(|e: toml::de::Error| ConfigError::Env {
+            var: join(env_fields.values()),
+            message: e.message().to_string(),
+        })?;
     Ok((config, env_fields))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Environment {
+        Environment::from_vars(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    fn load(toml: &str, pairs: &[(&str, &str)]) -> Result<LoadedConfig, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(FILE_NAME), toml).unwrap();
+        LoadedConfig::load(dir.path(), None, env(pairs))
+    }
+
+    #[test]
+    fn the_shipped_file_states_the_built_in_defaults() {
+        let builtin = Config::builtin();
+        assert_eq!(builtin.store, StoreConfig::default());
+        assert_eq!(builtin.workers, WorkersConfig::default());
+        assert_eq!(builtin.models, ModelsConfig::default());
+        assert_eq!(builtin.validation, ValidationConfig::default());
+        assert!(builtin.presets.contains_key(&builtin.models.default));
+        let empty = load("", &[]).unwrap();
+        assert_eq!(empty.config, builtin);
+    }
+
+    #[test]
+    fn the_project_file_merges_over_the_defaults() {
+        let loaded = load(
+            "[workers]\ncount = 7\n[providers.local]\nbase_url = \"http://127.0.0.1:9/v1\"\n\
+             [presets.mine]\nprovider = \"local\"\nmodel = \"m/1\"\n[models]\ndefault = \"mine\"\n",
+            &[],
+        )
+        .unwrap();
+        let c = &loaded.config;
+        assert_eq!(c.workers.count, 7);
+        assert_eq!(c.workers.lease_ttl_secs, 60);
+        assert!(c.presets.contains_key("deepseek-v3") && c.presets.contains_key("mine"));
+        let model = loaded.resolve_model(None).unwrap();
+        assert_eq!(
+            (model.model.as_str(), model.base_url.as_str()),
+            ("m/1", "http://127.0.0.1:9/v1")
+        );
+        assert_eq!(loaded.api_key(&model).unwrap(), None);
+        let named = loaded.resolve_model(Some("deepseek-v3")).unwrap();
+        assert_eq!(named.model, "deepseek/deepseek-chat-v3.1:free");
+        let err = loaded.resolve_model(Some("gpt-9")).unwrap_err().to_string();
+        assert!(
+            err.contains("unknown preset `gpt-9`; valid values: deepseek-r1"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn environment_variables_override_single_values() {
+        let loaded = load(
+            "",
+            &[
+                ("PITCREW_WORKERS_COUNT", "5"),
+                ("PITCREW_STORE_URL", "sqlite:///tmp/q.db"),
+                ("PITCREW_MODELS_TEMPERATURE", "0.7"),
+                ("PITCREW_TEST_POSTGRES_URL", "postgres://ignored"),
+                ("PITCREW_LOG", "debug"),
+                ("OPENAI_BASE_URL", "http://127.0.0.1:8000/v1"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(loaded.config.workers.count, 5);
+        assert_eq!(loaded.config.store.url, "sqlite:///tmp/q.db");
+        assert_eq!(loaded.config.models.temperature, 0.7);
+        assert_eq!(
+            loaded.config.providers["openai"].base_url,
+            "http://127.0.0.1:8000/v1"
+        );
+
+        let err = load("", &[("PITCREW_WORKERS_COUNT", "0")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("environment variable PITCREW_WORKERS_COUNT"),
+            "{err}"
+        );
+        assert!(err.contains("workers.count"), "{err}");
+        let err = load("", &[("PITCREW_WORKERZ", "1")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("PITCREW_WORKERZ: not a pitcrew setting"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn keys_come_from_the_environment_and_are_never_printed() {
+        let loaded = load("", &[("OPENROUTER_API_KEY", "sk-or-secret")]).unwrap();
+        let model = loaded.resolve_model(Some("deepseek-v3")).unwrap();
+        let key = loaded.api_key(&model).unwrap().unwrap();
+        assert_eq!(key.expose(), "sk-or-secret");
+        assert!(!format!("{key:?} {loaded:?}").contains("sk-or-secret"));
+        let missing = load("", &[]).unwrap();
+        let err = missing.api_key(&model).unwrap_err().to_string();
+        assert!(err.contains("OPENROUTER_API_KEY: not set"), "{err}");
+    }
+
+    #[test]
+    fn dotenv_fills_in_what_the_process_lacks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".env");
+        std::fs::write(
+            &path,
+            "PITCREW_UNIT_TEST_ONLY_VAR=\"from file\"\n# comment\n",
+        )
+        .unwrap();
+        let env = Environment::from_process(Some(&path)).unwrap();
+        assert_eq!(env.get("PITCREW_UNIT_TEST_ONLY_VAR"), Some("from file"));
+        assert!(
+            std::env::var("PITCREW_UNIT_TEST_ONLY_VAR").is_err(),
+            ".env leaked into the process"
+        );
+        std::fs::write(&path, "not a valid line\n").unwrap();
+        assert!(Environment::from_process(Some(&path)).is_err());
+    }
+
+    #[test]
+    fn references_between_sections_are_checked() {
+        let err = load("[presets.x]\nprovider = \"nowhere\"\nmodel = \"m\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("presets.x.provider"), "{err}");
+        assert!(
+            err.contains("unknown provider `nowhere`; valid values: ollama, openai, openrouter"),
+            "{err}"
+        );
+        let err = load("[providers.bad]\nbase_url = \"ftp://x\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("providers.bad.base_url"), "{err}");
+        let err = load("[store]\nurl = 5\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("line 2"), "{err}");
+    }
 }

@@ -68,5 +68,9 @@ pub(crate) use named_enum;
 
 /// Joins names for messages: `a, b, c`.
 pub(crate) fn join<T: fmt::Display>(items: impl IntoIterator<Item = T>) -> String {
-    items.into_iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+    items
+        .into_iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }

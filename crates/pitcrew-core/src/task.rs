@@ -97,6 +97,8 @@ named_enum! {
         UnsafePath = "unsafe_path",
         /// A produced file does not parse.
         SyntaxError = "syntax_error",
+        /// The reply's code blocks could not be read (never closed, empty).
+        MalformedReply = "malformed_reply",
         /// The project's validation command failed on the produced files.
         ValidationFailed = "validation_failed",
         /// The provider rejected the API key.
@@ -131,7 +133,7 @@ impl ErrorKind {
             Connection | Timeout | RateLimit | ServerError | Truncated | LeaseExpired => {
                 ErrorClass::Infrastructure
             }
-            EmptyReply | NoFiles | UnsafePath | SyntaxError => ErrorClass::Content,
+            EmptyReply | NoFiles | UnsafePath | SyntaxError | MalformedReply => ErrorClass::Content,
             ValidationFailed => ErrorClass::Validation,
             Auth | BadRequest | Config | Workspace => ErrorClass::Permanent,
         }

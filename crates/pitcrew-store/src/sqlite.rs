@@ -114,7 +114,9 @@ fn attempt_from_row(row: &SqliteRow) -> Result<Attempt, StoreError> {
             tokens_out: row.try_get::<i64, _>("tokens_out")? as u64,
             cost_usd: row.try_get("cost_usd")?,
         },
-        latency_ms: row.try_get::<Option<i64>, _>("latency_ms")?.map(|v| v as u64),
+        latency_ms: row
+            .try_get::<Option<i64>, _>("latency_ms")?
+            .map(|v| v as u64),
         findings: json::<Vec<Finding>>("findings", row.try_get("findings")?)?,
         error_kind: row
             .try_get::<Option<&str>, _>("error_kind")?
@@ -131,7 +133,7 @@ impl SqliteStore {
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         let path = path.as_ref();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| sqlx::Error::Io(e))?;
+            std::fs::create_dir_all(dir).map_err(sqlx::Error::Io)?;
         }
         let options = SqliteConnectOptions::new()
             .filename(path)
@@ -173,7 +175,10 @@ impl SqliteStore {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 
-    async fn task_in(tx: &mut Transaction<'static, Sqlite>, id: TaskId) -> Result<Task, StoreError> {
+    async fn task_in(
+        tx: &mut Transaction<'static, Sqlite>,
+        id: TaskId,
+    ) -> Result<Task, StoreError> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?"
         )))
@@ -205,14 +210,14 @@ impl Store for SqliteStore {
         let mut tx = self.begin().await?;
         let mut submitted = Vec::with_capacity(tasks.len());
         for task in tasks {
-            if let Some(key) = &task.idempotency_key {
-                if let Some(id) = Self::unfinished_with_key(&mut tx, key).await? {
-                    submitted.push(Submitted {
-                        id,
-                        deduplicated: true,
-                    });
-                    continue;
-                }
+            if let Some(key) = &task.idempotency_key
+                && let Some(id) = Self::unfinished_with_key(&mut tx, key).await?
+            {
+                submitted.push(Submitted {
+                    id,
+                    deduplicated: true,
+                });
+                continue;
             }
             let id = TaskId::new();
             sqlx::query(
@@ -367,7 +372,11 @@ impl Store for SqliteStore {
         .bind(run_at)
         .bind(now)
         .bind(finished_at)
-        .bind((!completed).then(|| report.error_kind.map(|k| k.as_str())).flatten())
+        .bind(
+            (!completed)
+                .then(|| report.error_kind.map(|k| k.as_str()))
+                .flatten(),
+        )
         .bind((!completed).then_some(error).flatten())
         .bind(completed.then(|| report.commit.clone()).flatten())
         .bind(lease.task_id.to_string())
@@ -421,7 +430,9 @@ impl Store for SqliteStore {
             let id: String = row.try_get("id")?;
             let attempts: i64 = row.try_get("attempts")?;
             let max_attempts: i64 = row.try_get("max_attempts")?;
-            let owner: String = row.try_get::<Option<String>, _>("lease_owner")?.unwrap_or_default();
+            let owner: String = row
+                .try_get::<Option<String>, _>("lease_owner")?
+                .unwrap_or_default();
             let token: String = row.try_get("lease_token")?;
             let message = format!("lease expired: worker `{owner}` stopped heart-beating");
             let status = if attempts >= max_attempts {
@@ -520,13 +531,13 @@ impl Store for SqliteStore {
                 action: "only failed or cancelled tasks can be retried".into(),
             });
         }
-        if let Some(key) = &task.idempotency_key {
-            if let Some(other) = Self::unfinished_with_key(&mut tx, key).await? {
-                return Err(StoreError::IdempotencyConflict {
-                    key: key.clone(),
-                    task: other,
-                });
-            }
+        if let Some(key) = &task.idempotency_key
+            && let Some(other) = Self::unfinished_with_key(&mut tx, key).await?
+        {
+            return Err(StoreError::IdempotencyConflict {
+                key: key.clone(),
+                task: other,
+            });
         }
         sqlx::query(
             "UPDATE tasks SET status = 'queued', run_at = ?, updated_at = ?, finished_at = NULL, \

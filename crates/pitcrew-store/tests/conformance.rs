@@ -108,7 +108,13 @@ async fn claims_by_priority_then_fifo(store: Arc<dyn Store>) {
     assert_eq!(
         claimed,
         [
-            "critical-1", "critical-2", "high-1", "high-2", "normal-1", "normal-2", "low-1",
+            "critical-1",
+            "critical-2",
+            "high-1",
+            "high-2",
+            "normal-1",
+            "normal-2",
+            "low-1",
             "low-2"
         ]
     );
@@ -124,7 +130,12 @@ async fn claims_by_priority_then_fifo(store: Arc<dyn Store>) {
 
 async fn claim_creates_lease_and_attempt(store: Arc<dyn Store>) {
     let id = submit_one(&*store, task("src/a.py", Priority::Normal)).await;
-    let (t, lease) = store.claim("worker-a", 1, TTL).await.unwrap().pop().unwrap();
+    let (t, lease) = store
+        .claim("worker-a", 1, TTL)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
     assert_eq!(t.id, id);
     assert_eq!(t.status, TaskStatus::Running);
     assert_eq!(t.attempts, 1);
@@ -144,7 +155,9 @@ async fn finish_is_fenced_by_the_lease_token(store: Arc<dyn Store>) {
     let mut forged = lease.clone();
     forged.token = uuid::Uuid::now_v7();
     assert!(matches!(
-        store.finish(&forged, Disposition::Complete, &report(None, None)).await,
+        store
+            .finish(&forged, Disposition::Complete, &report(None, None))
+            .await,
         Err(StoreError::LeaseLost { .. })
     ));
     assert!(matches!(
@@ -160,11 +173,16 @@ async fn finish_is_fenced_by_the_lease_token(store: Arc<dyn Store>) {
     done.usage.cost_usd = Some(0.5);
     done.latency_ms = Some(1234);
     done.findings = vec![pitcrew_core::Finding::info("syntax", "ok").in_file("x.py")];
-    let status = store.finish(&lease, Disposition::Complete, &done).await.unwrap();
+    let status = store
+        .finish(&lease, Disposition::Complete, &done)
+        .await
+        .unwrap();
     assert_eq!(status, TaskStatus::Completed);
     // The same lease cannot write twice.
     assert!(matches!(
-        store.finish(&lease, Disposition::Fail, &report(None, None)).await,
+        store
+            .finish(&lease, Disposition::Fail, &report(None, None))
+            .await,
         Err(StoreError::LeaseLost { .. })
     ));
     let t = store.find(&lease.task_id.to_string()).await.unwrap();
@@ -200,7 +218,10 @@ async fn retry_waits_for_run_at_and_fails_when_attempts_run_out(store: Arc<dyn S
     assert_eq!(status, TaskStatus::Queued);
     let queued = store.find(&id.to_string()).await.unwrap();
     assert_eq!(queued.error_kind, Some(ErrorKind::ServerError));
-    assert!(store.claim("w", 1, TTL).await.unwrap().is_empty(), "claimed before run_at");
+    assert!(
+        store.claim("w", 1, TTL).await.unwrap().is_empty(),
+        "claimed before run_at"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (again, lease2) = store.claim("w", 1, TTL).await.unwrap().pop().unwrap();
     assert_eq!(again.attempts, 2);
@@ -216,7 +237,12 @@ async fn retry_waits_for_run_at_and_fails_when_attempts_run_out(store: Arc<dyn S
         .unwrap();
     assert_eq!(status, TaskStatus::Failed);
     let failed = store.find(&id.to_string()).await.unwrap();
-    assert!(failed.last_error.unwrap().contains("attempts used up: 2 of 2"));
+    assert!(
+        failed
+            .last_error
+            .unwrap()
+            .contains("attempts used up: 2 of 2")
+    );
     let outcomes: Vec<_> = store
         .attempts(id)
         .await
@@ -235,18 +261,28 @@ async fn rescue_requeues_expired_leases_and_fences_the_old_one(store: Arc<dyn St
         .unwrap()
         .pop()
         .unwrap();
-    assert!(store.rescue_expired().await.unwrap().is_empty(), "rescued a live lease");
+    assert!(
+        store.rescue_expired().await.unwrap().is_empty(),
+        "rescued a live lease"
+    );
     tokio::time::sleep(Duration::from_millis(120)).await;
     let rescued = store.rescue_expired().await.unwrap();
     assert_eq!(rescued.len(), 1);
     assert_eq!(rescued[0].id, id);
     assert_eq!(rescued[0].owner, "crashed");
     assert_eq!(rescued[0].status, TaskStatus::Queued);
-    let (t, fresh) = store.claim("survivor", 1, TTL).await.unwrap().pop().unwrap();
+    let (t, fresh) = store
+        .claim("survivor", 1, TTL)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
     assert_eq!(t.attempts, 2);
     // The crashed worker wakes up and tries to write: rejected.
     assert!(matches!(
-        store.finish(&stale, Disposition::Complete, &report(None, None)).await,
+        store
+            .finish(&stale, Disposition::Complete, &report(None, None))
+            .await,
         Err(StoreError::LeaseLost { .. })
     ));
     assert!(matches!(
@@ -259,7 +295,10 @@ async fn rescue_requeues_expired_leases_and_fences_the_old_one(store: Arc<dyn St
         .unwrap();
     let attempts = store.attempts(id).await.unwrap();
     let outcomes: Vec<_> = attempts.iter().map(|a| a.outcome).collect();
-    assert_eq!(outcomes, [AttemptOutcome::Abandoned, AttemptOutcome::Completed]);
+    assert_eq!(
+        outcomes,
+        [AttemptOutcome::Abandoned, AttemptOutcome::Completed]
+    );
     assert_eq!(attempts[0].error_kind, Some(ErrorKind::LeaseExpired));
 }
 
@@ -267,7 +306,10 @@ async fn rescue_fails_a_task_without_attempts_left(store: Arc<dyn Store>) {
     let mut t = task("src/a.py", Priority::Normal);
     t.max_attempts = 1;
     let id = submit_one(&*store, t).await;
-    store.claim("w", 1, Duration::from_millis(10)).await.unwrap();
+    store
+        .claim("w", 1, Duration::from_millis(10))
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     let rescued = store.rescue_expired().await.unwrap();
     assert_eq!(rescued[0].status, TaskStatus::Failed);
@@ -314,7 +356,9 @@ async fn cancel_and_requeue(store: Arc<dyn Store>) {
         Err(StoreError::LeaseLost { .. })
     ));
     assert!(matches!(
-        store.finish(&lease, Disposition::Complete, &report(None, None)).await,
+        store
+            .finish(&lease, Disposition::Complete, &report(None, None))
+            .await,
         Err(StoreError::LeaseLost { .. })
     ));
     assert_eq!(
@@ -336,7 +380,11 @@ async fn cancel_and_requeue(store: Arc<dyn Store>) {
     let (_, lease) = store.claim("w", 1, TTL).await.unwrap().pop().unwrap();
     assert_eq!(lease.task_id, spent);
     store
-        .finish(&lease, Disposition::Fail, &report(Some(ErrorKind::SyntaxError), Some("bad")))
+        .finish(
+            &lease,
+            Disposition::Fail,
+            &report(Some(ErrorKind::SyntaxError), Some("bad")),
+        )
         .await
         .unwrap();
     let again = store.requeue(spent).await.unwrap();
@@ -395,8 +443,16 @@ async fn list_filters_and_stats(store: Arc<dyn Store>) {
     let stats = store.stats().await.unwrap();
     assert_eq!(stats.count(TaskStatus::Queued), 2);
     assert_eq!(stats.count(TaskStatus::Running), 1);
-    assert!(stats.counts.contains(&(TaskStatus::Queued, Priority::High, 1)));
-    assert!(stats.counts.contains(&(TaskStatus::Queued, Priority::Low, 1)));
+    assert!(
+        stats
+            .counts
+            .contains(&(TaskStatus::Queued, Priority::High, 1))
+    );
+    assert!(
+        stats
+            .counts
+            .contains(&(TaskStatus::Queued, Priority::Low, 1))
+    );
     assert!(stats.next_run_at.is_some());
     assert!(stats.next_lease_expiry.unwrap() > chrono::Utc::now());
 }
@@ -408,7 +464,11 @@ async fn concurrent_claimers_never_share_a_task(store: Arc<dyn Store>, other: Ar
     store.submit(&batch).await.unwrap();
     let mut handles = Vec::new();
     for w in 0..6 {
-        let s = if w % 2 == 0 { store.clone() } else { other.clone() };
+        let s = if w % 2 == 0 {
+            store.clone()
+        } else {
+            other.clone()
+        };
         handles.push(tokio::spawn(async move {
             let mut mine = Vec::new();
             loop {
@@ -450,7 +510,9 @@ macro_rules! conformance {
                 ($name:ident) => {
                     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                     async fn $name() {
-                        let Some((store, _guard)) = $open.await else { return };
+                        let Some((store, _guard)) = $open.await else {
+                            return;
+                        };
                         super::$name(store).await;
                     }
                 };
@@ -471,7 +533,9 @@ macro_rules! conformance {
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn concurrent_claimers_never_share_a_task() {
-                let Some((store, guard)) = $open.await else { return };
+                let Some((store, guard)) = $open.await else {
+                    return;
+                };
                 let other = $reopen(&guard).await;
                 super::concurrent_claimers_never_share_a_task(store, other).await;
             }
@@ -485,12 +549,18 @@ mod sqlite_backend {
 
     pub async fn open() -> Option<(Arc<dyn Store>, tempfile::TempDir)> {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path().join("queue.db")).await.unwrap();
+        let store = SqliteStore::open(dir.path().join("queue.db"))
+            .await
+            .unwrap();
         Some((Arc::new(store), dir))
     }
 
     pub async fn reopen(dir: &tempfile::TempDir) -> Arc<dyn Store> {
-        Arc::new(SqliteStore::open(dir.path().join("queue.db")).await.unwrap())
+        Arc::new(
+            SqliteStore::open(dir.path().join("queue.db"))
+                .await
+                .unwrap(),
+        )
     }
 }
 

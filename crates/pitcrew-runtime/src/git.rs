@@ -1,0 +1,354 @@
+//! The git CLI, run with timeouts: repository discovery, worktrees for tasks, commits,
+//! patches and result branches. Hooks and the user's signing settings never run in
+//! pitcrew's own git calls, and GIT_* variables of the caller cannot redirect them.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pitcrew_sandbox::{CommandSpec, EnvPolicy};
+
+const GIT_TIMEOUT: Duration = Duration::from_secs(120);
+/// Patches are stored whole; a bigger one is an error, never a truncated patch.
+const MAX_PATCH_BYTES: usize = 32 * 1024 * 1024;
+/// Variables that would make git act on another repository or index than the one named.
+const GIT_REDIRECTS: &[&str] = &[
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_COMMON_DIR",
+    "GIT_NAMESPACE",
+    "GIT_CEILING_DIRECTORIES",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("`git {args}` in {dir} failed ({status}): {detail}")]
+    Failed {
+        args: String,
+        dir: PathBuf,
+        status: String,
+        detail: String,
+    },
+    #[error("cannot run git: {0}")]
+    Spawn(#[from] pitcrew_sandbox::SandboxError),
+    #[error("{0} is not inside a git repository")]
+    NotARepository(PathBuf),
+    #[error("`{rev}` is not a commit in {repo}")]
+    UnknownRevision { rev: String, repo: PathBuf },
+    #[error("the patch of commit {commit} exceeds {MAX_PATCH_BYTES} bytes")]
+    PatchTooLarge { commit: String },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs `git args…` in `dir`; returns stdout.
+async fn git(dir: &Path, args: &[&str], output_limit: usize) -> Result<String, GitError> {
+    let spec = CommandSpec::new("git", dir)
+        .args([
+            "-c",
+            "core.hooksPath=/dev/null",
+            "-c",
+            "commit.gpgsign=false",
+            "-c",
+            "core.quotePath=false",
+        ])
+        .args(args.iter().copied())
+        .env_policy(EnvPolicy::InheritScrubbed {
+            remove: GIT_REDIRECTS.iter().map(|s| s.to_string()).collect(),
+        })
+        .timeout(GIT_TIMEOUT)
+        .output_limit(output_limit);
+    let out = pitcrew_sandbox::run(spec).await?;
+    if !out.success() {
+        return Err(GitError::Failed {
+            args: args.join(" "),
+            dir: dir.to_path_buf(),
+            status: out.describe_status(),
+            detail: out.combined_tail(20),
+        });
+    }
+    if out.stdout_truncated {
+        return Err(GitError::Failed {
+            args: args.join(" "),
+            dir: dir.to_path_buf(),
+            status: "output too large".into(),
+            detail: format!("more than {output_limit} bytes"),
+        });
+    }
+    Ok(out.stdout)
+}
+
+async fn git_line(dir: &Path, args: &[&str]) -> Result<String, GitError> {
+    Ok(git(dir, args, 1 << 20).await?.trim().to_string())
+}
+
+/// A repository pitcrew works on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repo {
+    root: PathBuf,
+}
+
+impl Repo {
+    /// The repository containing `dir`.
+    pub async fn discover(dir: &Path) -> Result<Repo, GitError> {
+        match git_line(dir, &["rev-parse", "--show-toplevel"]).await {
+            Ok(top) => Ok(Repo {
+                root: PathBuf::from(top),
+            }),
+            Err(GitError::Failed { .. }) => Err(GitError::NotARepository(dir.to_path_buf())),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A repository at a known root (from a stored task).
+    pub fn at(root: impl Into<PathBuf>) -> Repo {
+        Repo { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// pitcrew's own directory in the repository; it ignores itself in git.
+    pub fn state_dir(&self) -> Result<PathBuf, GitError> {
+        let dir = self.root.join(".pitcrew");
+        std::fs::create_dir_all(&dir)?;
+        let ignore = dir.join(".gitignore");
+        if !ignore.exists() {
+            std::fs::write(
+                ignore,
+                "# pitcrew's queue and worktrees; not part of the project\n*\n",
+            )?;
+        }
+        Ok(dir)
+    }
+
+    /// The full id of the commit `rev` names.
+    pub async fn resolve_commit(&self, rev: &str) -> Result<String, GitError> {
+        let spec = format!("{rev}^{{commit}}");
+        git_line(&self.root, &["rev-parse", "--verify", "--quiet", &spec])
+            .await
+            .map_err(|_| GitError::UnknownRevision {
+                rev: rev.to_string(),
+                repo: self.root.clone(),
+            })
+    }
+
+    /// Whether `path` exists in `commit`.
+    pub async fn has_path(&self, commit: &str, path: &str) -> Result<bool, GitError> {
+        let object = format!("{commit}:{path}");
+        match git(&self.root, &["cat-file", "-e", &object], 1024).await {
+            Ok(_) => Ok(true),
+            Err(GitError::Failed { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Checks out `commit` into a new detached worktree at `dir`.
+    pub async fn add_worktree(&self, dir: &Path, commit: &str) -> Result<Worktree, GitError> {
+        if let Some(parent) = dir.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let dir_text = dir.to_string_lossy();
+        git_line(
+            &self.root,
+            &["worktree", "add", "--detach", "--quiet", &dir_text, commit],
+        )
+        .await?;
+        Ok(Worktree {
+            repo: self.clone(),
+            path: dir.to_path_buf(),
+            base: commit.to_string(),
+        })
+    }
+
+    /// Removes a worktree directory (whether or not git still knows it) and forgets it.
+    pub async fn remove_worktree(&self, dir: &Path) -> Result<(), GitError> {
+        let dir_text = dir.to_string_lossy();
+        if git_line(&self.root, &["worktree", "remove", "--force", &dir_text])
+            .await
+            .is_err()
+            && dir.exists()
+        {
+            std::fs::remove_dir_all(dir)?;
+        }
+        git_line(&self.root, &["worktree", "prune"]).await?;
+        Ok(())
+    }
+
+    /// Creates `refs/heads/<branch>` at `commit`; fails if the branch already exists.
+    pub async fn create_branch(&self, branch: &str, commit: &str) -> Result<(), GitError> {
+        let reference = format!("refs/heads/{branch}");
+        // The empty old value makes update-ref refuse to overwrite an existing branch.
+        git_line(&self.root, &["update-ref", &reference, commit, ""]).await?;
+        Ok(())
+    }
+
+    /// The names of the branches starting with `prefix` (e.g. `pitcrew/`).
+    pub async fn branches_with_prefix(&self, prefix: &str) -> Result<Vec<String>, GitError> {
+        let pattern = format!("refs/heads/{prefix}");
+        let listed = git(
+            &self.root,
+            &["for-each-ref", "--format=%(refname:lstrip=2)", &pattern],
+            MAX_PATCH_BYTES,
+        )
+        .await?;
+        Ok(listed.lines().map(str::to_string).collect())
+    }
+
+    /// The commit a branch points at, if it exists.
+    pub async fn branch_commit(&self, branch: &str) -> Result<Option<String>, GitError> {
+        let reference = format!("refs/heads/{branch}");
+        match git_line(
+            &self.root,
+            &["rev-parse", "--verify", "--quiet", &reference],
+        )
+        .await
+        {
+            Ok(sha) => Ok(Some(sha)),
+            Err(GitError::Failed { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `git diff --binary from to`: a patch that `git apply` accepts on `from`.
+    pub async fn diff(&self, from: &str, to: &str) -> Result<String, GitError> {
+        git(
+            &self.root,
+            &["diff", "--binary", "--no-color", "--no-ext-diff", from, to],
+            MAX_PATCH_BYTES,
+        )
+        .await
+        .map_err(|e| match e {
+            GitError::Failed { status, .. } if status == "output too large" => {
+                GitError::PatchTooLarge {
+                    commit: to.to_string(),
+                }
+            }
+            other => other,
+        })
+    }
+}
+
+/// A task's private checkout.
+#[derive(Debug, Clone)]
+pub struct Worktree {
+    repo: Repo,
+    path: PathBuf,
+    base: String,
+}
+
+impl Worktree {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub fn repo(&self) -> &Repo {
+        &self.repo
+    }
+
+    /// Commits exactly `files` (paths relative to the worktree), leaving anything else a
+    /// validation run produced (caches, reports) out; `None` when they match the base.
+    pub async fn commit_files(
+        &self,
+        files: &[String],
+        message: &str,
+    ) -> Result<Option<String>, GitError> {
+        let mut add = vec!["add", "--"];
+        add.extend(files.iter().map(String::as_str));
+        git_line(&self.path, &add).await?;
+        let staged = git_line(&self.path, &["diff", "--cached", "--name-only"]).await?;
+        if staged.is_empty() {
+            return Ok(None);
+        }
+        git_line(
+            &self.path,
+            &[
+                "-c",
+                "user.name=pitcrew",
+                "-c",
+                "user.email=pitcrew@localhost",
+                "commit",
+                "--quiet",
+                "--no-verify",
+                "-m",
+                message,
+            ],
+        )
+        .await?;
+        Ok(Some(git_line(&self.path, &["rev-parse", "HEAD"]).await?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pitcrew_testkit::TempRepo;
+
+    #[tokio::test]
+    async fn worktree_commit_patch_and_branch() {
+        let fixture = TempRepo::with_files(&[("src/a.py", "def f():\n    return 1\n")]);
+        let repo = Repo::discover(&fixture.path().join("src")).await.unwrap();
+        assert_eq!(repo.root(), fixture.path().canonicalize().unwrap());
+        let base = repo.resolve_commit("HEAD").await.unwrap();
+        assert_eq!(base.len(), 40);
+        assert!(repo.has_path(&base, "src/a.py").await.unwrap());
+        assert!(!repo.has_path(&base, "src/missing.py").await.unwrap());
+        assert!(matches!(
+            repo.resolve_commit("no-such-branch").await,
+            Err(GitError::UnknownRevision { .. })
+        ));
+
+        let dir = repo.state_dir().unwrap().join("worktrees/t1");
+        let wt = repo.add_worktree(&dir, &base).await.unwrap();
+        assert!(wt.path().join("src/a.py").is_file());
+        let unchanged = ["src/a.py".to_string()];
+        assert_eq!(wt.commit_files(&unchanged, "nothing").await.unwrap(), None);
+        std::fs::create_dir_all(wt.path().join("tests/__pycache__")).unwrap();
+        std::fs::write(
+            wt.path().join("tests/test_a.py"),
+            "def test_f():\n    assert True\n",
+        )
+        .unwrap();
+        std::fs::write(wt.path().join("tests/__pycache__/junk.pyc"), "junk").unwrap();
+        let written = ["tests/test_a.py".to_string()];
+        let commit = wt
+            .commit_files(&written, "add test")
+            .await
+            .unwrap()
+            .unwrap();
+        let patch = repo.diff(&base, &commit).await.unwrap();
+        assert!(patch.contains("+++ b/tests/test_a.py"), "{patch}");
+        assert!(
+            !patch.contains("junk"),
+            "a by-product was committed: {patch}"
+        );
+
+        repo.create_branch("pitcrew/t1", &commit).await.unwrap();
+        assert_eq!(
+            repo.branch_commit("pitcrew/t1").await.unwrap().as_deref(),
+            Some(commit.as_str())
+        );
+        assert!(
+            repo.create_branch("pitcrew/t1", &base).await.is_err(),
+            "overwrote a branch"
+        );
+        assert_eq!(repo.branch_commit("pitcrew/none").await.unwrap(), None);
+        assert_eq!(
+            repo.branches_with_prefix("pitcrew/").await.unwrap(),
+            ["pitcrew/t1"]
+        );
+
+        repo.remove_worktree(&dir).await.unwrap();
+        assert!(!dir.exists());
+        // The user's checkout never changed.
+        assert_eq!(fixture.git(&["status", "--porcelain"]), "");
+        assert!(!fixture.path().join("tests").exists());
+    }
+}

@@ -1,0 +1,15 @@
+//! Runtimes turn a task into changed files in its own git worktree. This crate holds the git
+//! plumbing for those worktrees, the built-in agent, and the parsing and path checks it
+//! applies to a model's reply.
+
+mod agent;
+mod git;
+mod paths;
+mod prompt;
+mod reply;
+
+pub use agent::{AgentRun, AgentSettings, BuiltinAgent};
+pub use git::{GitError, Repo, Worktree};
+pub use paths::{RefusedPath, normalize, resolve_inside};
+pub use prompt::{PromptFile, render};
+pub use reply::{Extraction, ReplyFile, extract_files};
