@@ -1,0 +1,249 @@
+//! Read-only commands: `status`, `list`, `queue`, `show`.
+
+use std::process::ExitCode;
+
+use pitcrew_core::{Attempt, Priority, Task, TaskFilter, TaskKind, TaskStatus};
+
+use crate::context::Context;
+use crate::output;
+
+fn time(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+/// `key  value` lines for a task.
+fn task_lines(task: &Task, default_model: &str) -> Vec<(String, String)> {
+    let mut lines = vec![
+        ("task".into(), task.id.to_string()),
+        (
+            "status".into(),
+            format!(
+                "{} (attempt {} of {})",
+                task.status, task.attempts, task.max_attempts
+            ),
+        ),
+        ("kind".into(), task.kind.to_string()),
+        ("targets".into(), task.targets.join(" ")),
+        ("priority".into(), task.priority.to_string()),
+        (
+            "model".into(),
+            task.model
+                .clone()
+                .unwrap_or_else(|| format!("{default_model} (default)")),
+        ),
+        ("description".into(), task.description.clone()),
+        ("base".into(), task.base_commit.clone()),
+        ("created".into(), time(task.created_at)),
+    ];
+    if let Some(owner) = &task.lease_owner {
+        lines.push(("worker".into(), owner.clone()));
+    }
+    if task.status == TaskStatus::Queued && task.run_at > chrono::Utc::now() {
+        lines.push(("not before".into(), time(task.run_at)));
+    }
+    if let Some(finished) = task.finished_at {
+        lines.push(("finished".into(), time(finished)));
+    }
+    if let Some(error) = &task.last_error {
+        let kind = task
+            .error_kind
+            .map(|k| format!("{k}: "))
+            .unwrap_or_default();
+        lines.push(("error".into(), format!("{kind}{error}")));
+    }
+    if let Some(commit) = &task.result_commit {
+        lines.push((
+            "result".into(),
+            format!("branch {} (commit {commit})", task.id.branch_name()),
+        ));
+    }
+    lines
+}
+
+fn print_lines(lines: &[(String, String)]) {
+    let width = lines.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (key, value) in lines {
+        let mut parts = value.lines();
+        output::line(&format!("{key:<width$}  {}", parts.next().unwrap_or("")));
+        for rest in parts {
+            output::line(&format!("{:<width$}  {rest}", ""));
+        }
+    }
+}
+
+pub async fn status(ctx: &Context, id: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let task = ctx.store().await?.find(id).await?;
+    if json {
+        output::json(&task);
+    } else {
+        print_lines(&task_lines(&task, &ctx.config.config.models.default));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn list(
+    ctx: &Context,
+    status: Option<TaskStatus>,
+    kind: Option<TaskKind>,
+    limit: Option<u32>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let tasks = ctx
+        .store()
+        .await?
+        .list(&TaskFilter {
+            status,
+            kind,
+            limit,
+        })
+        .await?;
+    if json {
+        output::json(&tasks);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if tasks.is_empty() {
+        output::message("no tasks");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut table = output::table(&[
+        "id", "status", "kind", "targets", "priority", "attempts", "error",
+    ]);
+    for t in &tasks {
+        let error = t
+            .last_error
+            .as_deref()
+            .and_then(|e| e.lines().next())
+            .unwrap_or("")
+            .chars()
+            .take(80)
+            .collect::<String>();
+        table.add_row(vec![
+            t.id.to_string(),
+            t.status.to_string(),
+            t.kind.to_string(),
+            t.targets.join(" "),
+            t.priority.to_string(),
+            format!("{}/{}", t.attempts, t.max_attempts),
+            error,
+        ]);
+    }
+    output::print_table(&table);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn queue(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
+    let stats = ctx.store().await?.stats().await?;
+    if json {
+        let counts: Vec<_> = stats
+            .counts
+            .iter()
+            .map(|(s, p, n)| serde_json::json!({"status": s, "priority": p, "count": n}))
+            .collect();
+        output::json(&serde_json::json!({
+            "counts": counts,
+            "total": TaskStatus::ALL.iter().map(|s| stats.count(*s)).sum::<u64>(),
+            "next_run_at": stats.next_run_at,
+            "next_lease_expiry": stats.next_lease_expiry,
+        }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut header = vec!["status"];
+    header.extend(Priority::ALL.iter().map(|p| p.as_str()));
+    header.push("total");
+    let mut table = output::table(&header);
+    for status in TaskStatus::ALL {
+        let mut row = vec![status.to_string()];
+        for priority in Priority::ALL {
+            let n = stats
+                .counts
+                .iter()
+                .find(|(s, p, _)| s == status && p == priority)
+                .map_or(0, |(_, _, n)| *n);
+            row.push(n.to_string());
+        }
+        row.push(stats.count(*status).to_string());
+        table.add_row(row);
+    }
+    output::print_table(&table);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn attempt_table(attempts: &[Attempt]) -> comfy_table::Table {
+    let mut table = output::table(&[
+        "#",
+        "outcome",
+        "worker",
+        "model",
+        "tokens in/out",
+        "cost",
+        "latency",
+        "error",
+    ]);
+    for a in attempts {
+        table.add_row(vec![
+            a.number.to_string(),
+            a.outcome.to_string(),
+            a.worker.clone(),
+            a.model.clone().unwrap_or_default(),
+            format!("{}/{}", a.usage.tokens_in, a.usage.tokens_out),
+            a.usage
+                .cost_usd
+                .map_or_else(|| "-".into(), |c| format!("${c:.4}")),
+            a.latency_ms
+                .map_or_else(|| "-".into(), |l| format!("{:.1}s", l as f64 / 1000.0)),
+            a.error_kind.map(|k| k.to_string()).unwrap_or_default(),
+        ]);
+    }
+    table
+}
+
+pub async fn show(ctx: &Context, id: &str, diff: bool, json: bool) -> anyhow::Result<ExitCode> {
+    let store = ctx.store().await?;
+    let task = store.find(id).await?;
+    let mut attempts = store.attempts(task.id).await?;
+    let patch = attempts
+        .iter()
+        .rev()
+        .find(|a| a.commit.is_some() && a.commit == task.result_commit)
+        .and_then(|a| a.patch.clone());
+    if json {
+        if !diff {
+            attempts.iter_mut().for_each(|a| a.patch = None);
+        }
+        output::json(&serde_json::json!({"task": task, "attempts": attempts}));
+        return Ok(ExitCode::SUCCESS);
+    }
+    print_lines(&task_lines(&task, &ctx.config.config.models.default));
+    if !attempts.is_empty() {
+        output::line("");
+        output::print_table(&attempt_table(&attempts));
+    }
+    for a in &attempts {
+        if a.findings.is_empty() {
+            continue;
+        }
+        output::line(&format!("\nattempt {} findings:", a.number));
+        for finding in &a.findings {
+            let text = finding.to_string();
+            let mut lines = text.lines();
+            output::line(&format!(
+                "  {} {}",
+                finding.severity,
+                lines.next().unwrap_or("")
+            ));
+            for rest in lines {
+                output::line(&format!("      {rest}"));
+            }
+        }
+    }
+    if diff {
+        match patch {
+            Some(patch) => {
+                output::line("");
+                output::line(patch.trim_end());
+            }
+            None => output::message("no accepted result yet, so no patch to show"),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

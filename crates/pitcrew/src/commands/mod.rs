@@ -1,0 +1,35 @@
+//! One module per group of commands; `dispatch` routes the parsed command line.
+
+mod init;
+mod inspect;
+mod manage;
+mod run;
+mod submit;
+
+use std::process::ExitCode;
+
+use crate::cli::{Cli, Command};
+use crate::context::Context;
+
+pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Init { force } = cli.command {
+        return init::init(&cli, force).await;
+    }
+    let ctx = Context::load(&cli).await?;
+    match cli.command {
+        Command::Init { .. } => unreachable!("handled above"),
+        Command::Submit(args) => submit::submit(&ctx, args).await,
+        Command::Status { id, format } => inspect::status(&ctx, &id, format.json).await,
+        Command::List {
+            status,
+            kind,
+            limit,
+            format,
+        } => inspect::list(&ctx, status, kind, limit, format.json).await,
+        Command::Queue { format } => inspect::queue(&ctx, format.json).await,
+        Command::Show { id, diff, format } => inspect::show(&ctx, &id, diff, format.json).await,
+        Command::Cancel { id, format } => manage::cancel(&ctx, &id, format.json).await,
+        Command::Retry { id, format } => manage::retry(&ctx, &id, format.json).await,
+        Command::Run(args) => run::run(&ctx, args).await,
+    }
+}

@@ -1,0 +1,317 @@
+//! `pitcrew submit`: one task from flags, or a batch from a .jsonl or .toml file. Every entry
+//! is checked (kind, targets at the base commit, preset, paths) before anything is stored, and
+//! the batch is stored in one transaction: all tasks or none.
+
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
+use std::process::ExitCode;
+
+use pitcrew_core::{NewTask, Priority, TaskKind};
+use serde::Deserialize;
+
+use crate::cli::SubmitArgs;
+use crate::context::Context;
+use crate::output::{self, usage};
+
+/// One task as written by the user, before checks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskSpec {
+    kind: TaskKind,
+    #[serde(default)]
+    target: Option<String>,
+    #[serde(default)]
+    targets: Vec<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    priority: Option<Priority>,
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+    #[serde(default)]
+    max_attempts: Option<u32>,
+    #[serde(default)]
+    base: Option<String>,
+    #[serde(default)]
+    metadata: Option<serde_json::Value>,
+}
+
+/// The `[[task]]` tables of a TOML batch file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TomlBatch {
+    #[serde(default)]
+    task: Vec<toml::Spanned<TaskSpec>>,
+}
+
+/// Turns specs into tasks, resolving base commits once each.
+struct Checker<'a> {
+    ctx: &'a Context,
+    commits: HashMap<String, String>,
+}
+
+impl Checker<'_> {
+    async fn commit(&mut self, rev: &str) -> Result<String, String> {
+        if let Some(commit) = self.commits.get(rev) {
+            return Ok(commit.clone());
+        }
+        let commit = self.ctx.repo.resolve_commit(rev).await.map_err(|_| {
+            format!(
+                "base `{rev}` is not a commit in {}",
+                self.ctx.repo.root().display()
+            )
+        })?;
+        self.commits.insert(rev.to_string(), commit.clone());
+        Ok(commit)
+    }
+
+    /// A target as a path relative to the repository root.
+    fn repo_path(&self, target: &str) -> Result<String, String> {
+        let root = self.ctx.repo.root();
+        let cwd = self
+            .ctx
+            .cwd
+            .canonicalize()
+            .unwrap_or_else(|_| self.ctx.cwd.clone());
+        let joined = cwd.join(target);
+        let absolute = if joined.exists() {
+            joined
+                .canonicalize()
+                .map_err(|e| format!("target `{target}`: {e}"))?
+        } else {
+            // A file that does not exist yet: resolve `..` by its text.
+            lexically_normal(&joined)
+        };
+        let relative = absolute.strip_prefix(root).map_err(|_| {
+            format!(
+                "target `{target}` is outside the repository {}",
+                root.display()
+            )
+        })?;
+        pitcrew_runtime::normalize(&relative.to_string_lossy())
+            .map_err(|e| format!("target `{target}`: {}", e.reason))
+    }
+
+    async fn check(&mut self, spec: TaskSpec) -> Result<NewTask, String> {
+        let config = &self.ctx.config.config;
+        let mut targets = Vec::new();
+        for target in spec.target.iter().chain(&spec.targets) {
+            targets.push(self.repo_path(target)?);
+        }
+        if spec.kind.needs_existing_targets() && targets.is_empty() {
+            return Err(format!(
+                "a {} task needs at least one target file",
+                spec.kind
+            ));
+        }
+        let base_rev = spec.base.as_deref().unwrap_or("HEAD");
+        let base = self.commit(base_rev).await?;
+        if spec.kind.needs_existing_targets() {
+            for target in &targets {
+                if !self
+                    .ctx
+                    .repo
+                    .has_path(&base, target)
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
+                    return Err(format!(
+                        "target `{target}` does not exist at {base_rev} ({}); commit it first or fix the path",
+                        &base[..12]
+                    ));
+                }
+            }
+        }
+        let description = match (spec.description, spec.kind) {
+            (Some(d), _) if !d.trim().is_empty() => d.trim().to_string(),
+            (_, TaskKind::UnitTest) => format!("Write unit tests for {}.", targets.join(", ")),
+            (_, TaskKind::IntegrationTest) => {
+                format!("Write integration tests for {}.", targets.join(", "))
+            }
+            (_, TaskKind::Docs) => format!("Document {}.", targets.join(", ")),
+            (_, kind) => return Err(format!("a {kind} task needs a description of what to do")),
+        };
+        if let Some(model) = &spec.model {
+            config.check_preset(model).map_err(|e| e.to_string())?;
+        }
+        let metadata = spec.metadata.unwrap_or_else(|| serde_json::json!({}));
+        if !metadata.is_object() {
+            return Err("metadata must be a JSON object".into());
+        }
+        if spec.max_attempts == Some(0) {
+            return Err("max_attempts must be at least 1".into());
+        }
+        if spec
+            .idempotency_key
+            .as_deref()
+            .is_some_and(|k| k.trim().is_empty())
+        {
+            return Err("idempotency key must not be empty".into());
+        }
+        Ok(NewTask {
+            kind: spec.kind,
+            description,
+            targets,
+            repo: self.ctx.repo.root().to_string_lossy().into_owned(),
+            base_commit: base,
+            priority: spec.priority.unwrap_or(Priority::Normal),
+            model: spec.model,
+            max_attempts: spec.max_attempts.unwrap_or(config.workers.max_attempts),
+            idempotency_key: spec.idempotency_key,
+            metadata,
+        })
+    }
+}
+
+/// `path` with `.` and `..` components resolved without touching the file system.
+fn lexically_normal(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// One entry of a batch file: its line and the task, or why it could not be read.
+type BatchEntry = (usize, Result<TaskSpec, String>);
+
+/// serde_json ends messages with ` at line 1 column N`; on a one-line entry the column is
+/// what helps.
+fn json_problem(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let message = text
+        .rsplit_once(" at line ")
+        .map_or(text.as_str(), |(m, _)| m);
+    format!("column {}: {message}", e.column())
+}
+
+/// Reads a batch file into entries, or the one problem that stops reading it at all.
+fn read_batch(path: &Path) -> Result<Vec<BatchEntry>, String> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {name}: {e}"))?;
+    let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    match extension {
+        "jsonl" | "ndjson" | "json" => Ok(text
+            .lines()
+            .enumerate()
+            .filter(|(_, line)| {
+                let t = line.trim();
+                !(t.is_empty() || t.starts_with("//") || t.starts_with('#'))
+            })
+            .map(|(index, line)| {
+                (
+                    index + 1,
+                    serde_json::from_str::<TaskSpec>(line.trim()).map_err(|e| json_problem(&e)),
+                )
+            })
+            .collect()),
+        "toml" => {
+            let batch: TomlBatch = toml::from_str(&text)
+                .map_err(|e| format!("{name}: {}", e.to_string().trim_end()))?;
+            Ok(batch
+                .task
+                .into_iter()
+                .map(|spanned| {
+                    let line = text[..spanned.span().start].matches('\n').count() + 1;
+                    (line, Ok(spanned.into_inner()))
+                })
+                .collect())
+        }
+        _ => Err(format!(
+            "{name}: unknown batch format `.{extension}`; use .jsonl (one JSON task per line) or .toml ([[task]] tables)"
+        )),
+    }
+}
+
+pub async fn submit(ctx: &Context, args: SubmitArgs) -> anyhow::Result<ExitCode> {
+    let mut checker = Checker {
+        ctx,
+        commits: HashMap::new(),
+    };
+    let tasks = if let Some(file) = &args.file {
+        let entries = read_batch(file).map_err(|problem| usage(batch_rejected(&[problem])))?;
+        if entries.is_empty() {
+            return Err(usage(format!("{}: no tasks in the file", file.display())));
+        }
+        let mut tasks = Vec::with_capacity(entries.len());
+        let mut problems = Vec::new();
+        for (line, entry) in entries {
+            match entry {
+                Ok(spec) => match checker.check(spec).await {
+                    Ok(task) => tasks.push(task),
+                    Err(reason) => problems.push(format!("{}:{line}: {reason}", file.display())),
+                },
+                Err(reason) => problems.push(format!("{}:{line}: {reason}", file.display())),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(usage(batch_rejected(&problems)));
+        }
+        tasks
+    } else {
+        let metadata = args
+            .metadata
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| usage(format!("--metadata is not valid JSON: {e}")))?;
+        let spec = TaskSpec {
+            kind: args.kind.expect("clap requires --kind or --file"),
+            target: None,
+            targets: args.targets,
+            description: args.description,
+            priority: Some(args.priority),
+            model: args.model,
+            idempotency_key: args.idempotency_key,
+            max_attempts: args.max_attempts,
+            base: Some(args.base),
+            metadata,
+        };
+        vec![checker.check(spec).await.map_err(usage)?]
+    };
+
+    let store = ctx.store().await?;
+    let submitted = store.submit(&tasks).await?;
+    if args.format.json {
+        output::json(&submitted);
+        return Ok(ExitCode::SUCCESS);
+    }
+    for (task, result) in tasks.iter().zip(&submitted) {
+        let note = if result.deduplicated {
+            " (already queued under this idempotency key)"
+        } else {
+            ""
+        };
+        output::line(&format!(
+            "{}  {} {}  [{}]{note}",
+            result.id,
+            task.kind,
+            task.targets.join(" "),
+            task.priority
+        ));
+    }
+    let new = submitted.iter().filter(|s| !s.deduplicated).count();
+    if submitted.len() > 1 {
+        output::message(&format!(
+            "submitted {new} new task(s) of {}",
+            submitted.len()
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn batch_rejected(problems: &[String]) -> String {
+    format!(
+        "the batch was not submitted (nothing was queued) because of {} problem(s):\n  {}",
+        problems.len(),
+        problems.join("\n  ")
+    )
+}

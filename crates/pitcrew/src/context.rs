@@ -1,0 +1,104 @@
+//! What every command needs: the repository, the configuration and the store.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use pitcrew_core::config::{Environment, LoadedConfig};
+use pitcrew_runtime::{GitError, Repo};
+use pitcrew_store::Store;
+
+use crate::cli::Cli;
+use crate::output::usage;
+
+#[derive(Debug)]
+pub struct Context {
+    pub repo: Repo,
+    pub config: LoadedConfig,
+    /// The directory the command was started in (targets may be given relative to it).
+    pub cwd: PathBuf,
+    store_url: String,
+}
+
+impl Context {
+    /// Finds the repository and loads the configuration (not yet the store).
+    pub async fn load(cli: &Cli) -> anyhow::Result<Self> {
+        let cwd = std::env::current_dir().context("cannot read the current directory")?;
+        let start = cli
+            .repo
+            .as_ref()
+            .map_or_else(|| cwd.clone(), |r| cwd.join(r));
+        let repo = match Repo::discover(&start).await {
+            Ok(repo) => repo,
+            Err(GitError::NotARepository(dir)) => {
+                return Err(usage(format!(
+                    "{} is not inside a git repository; pitcrew works on git repositories \
+                     (run `git init` there, or pass --repo DIR)",
+                    dir.display()
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let env = Environment::from_process(Some(&repo.root().join(".env")))?;
+        let config = LoadedConfig::load(repo.root(), cli.config.as_deref(), env)?;
+        let store_url = cli
+            .store
+            .clone()
+            .unwrap_or_else(|| config.config.store.url.clone());
+        Ok(Context {
+            store_url: absolute_store_url(&store_url, repo.root()),
+            repo,
+            config,
+            cwd,
+        })
+    }
+
+    pub async fn store(&self) -> anyhow::Result<Arc<dyn Store>> {
+        if self.store_url.starts_with("sqlite:") {
+            self.repo.state_dir()?;
+        }
+        pitcrew_store::open(&self.store_url)
+            .await
+            .with_context(|| format!("cannot open the store at {}", self.store_url))
+    }
+}
+
+/// Makes a relative SQLite path relative to the repository root rather than the cwd.
+fn absolute_store_url(url: &str, root: &Path) -> String {
+    for prefix in ["sqlite://", "sqlite:"] {
+        if let Some(path) = url.strip_prefix(prefix) {
+            let path = Path::new(path);
+            if path.is_relative() {
+                return format!("sqlite://{}", root.join(path).display());
+            }
+            return format!("sqlite://{}", path.display());
+        }
+    }
+    url.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_sqlite_paths_are_under_the_repository() {
+        let root = Path::new("/repo");
+        assert_eq!(
+            absolute_store_url("sqlite://.pitcrew/pitcrew.db", root),
+            "sqlite:///repo/.pitcrew/pitcrew.db"
+        );
+        assert_eq!(
+            absolute_store_url("sqlite:///abs/q.db", root),
+            "sqlite:///abs/q.db"
+        );
+        assert_eq!(
+            absolute_store_url("sqlite:q.db", root),
+            "sqlite:///repo/q.db"
+        );
+        assert_eq!(
+            absolute_store_url("postgres://h/db", root),
+            "postgres://h/db"
+        );
+    }
+}

@@ -1,0 +1,12 @@
+//! End-to-end tests of the `pitcrew` binary: a real temporary git repository, a real SQLite
+//! queue, and a local HTTP server speaking the chat-completions API with scripted replies.
+//! One test binary (modules below) keeps linking cheap.
+
+mod support;
+
+mod config;
+mod crash;
+mod help;
+mod results;
+mod secrets;
+mod submit;
