@@ -13,6 +13,8 @@ named_enum! {
         Completed = "completed",
         /// Ended with an error (the task may be retried; see the task's status).
         Failed = "failed",
+        /// Produced a well-formed test that fails against the current code.
+        PossibleBug = "possible_bug",
         /// Its worker vanished and the lease expired; another attempt took over.
         Abandoned = "abandoned",
         /// The task was cancelled while this attempt ran.

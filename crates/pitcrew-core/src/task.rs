@@ -54,13 +54,17 @@ impl Priority {
 }
 
 named_enum! {
-    /// Where a task is in its life: `queued` → `running` → `completed` | `failed` | `cancelled`,
-    /// and `running` → `queued` again when an attempt failed for a reason worth retrying.
+    /// Where a task is in its life: `queued` → `running` → `completed` | `failed` |
+    /// `possible_bug` | `cancelled`, and `running` → `queued` again when an attempt failed for
+    /// a reason worth retrying.
     pub enum TaskStatus ("task status") {
         Queued = "queued",
         Running = "running",
         Completed = "completed",
         Failed = "failed",
+        /// A well-formed test that fails against the current code: kept for a human to judge
+        /// whether the code or the test is wrong.
+        PossibleBug = "possible_bug",
         Cancelled = "cancelled",
     }
 }
@@ -69,7 +73,10 @@ impl TaskStatus {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            TaskStatus::Completed | TaskStatus::Failed | TaskStatus::Cancelled
+            TaskStatus::Completed
+                | TaskStatus::Failed
+                | TaskStatus::PossibleBug
+                | TaskStatus::Cancelled
         )
     }
 }
@@ -81,20 +88,32 @@ named_enum! {
         Connection = "connection",
         /// A request or the whole task ran past its time limit.
         Timeout = "timeout",
-        /// The provider said 429.
+        /// The provider said 429: slow down for a short while.
         RateLimit = "rate_limit",
+        /// A daily or free-tier quota is used up: the model is unusable until its reset.
+        Quota = "quota",
         /// The provider answered 5xx.
         ServerError = "server_error",
         /// The reply stopped before it was complete.
         Truncated = "truncated",
         /// The worker holding the task stopped heart-beating (crash, kill, partition).
         LeaseExpired = "lease_expired",
+        /// Every model that could serve the call is cooling down or has an open circuit.
+        NoModelAvailable = "no_model_available",
         /// The model replied with nothing.
         EmptyReply = "empty_reply",
         /// The reply held no code block annotated with a file path.
         NoFiles = "no_files",
         /// The reply tried to write outside the task's worktree.
         UnsafePath = "unsafe_path",
+        /// The reply loops: the same tokens or lines over and over.
+        Degenerate = "degenerate",
+        /// The reply is prose where code was asked for.
+        ProseOnly = "prose_only",
+        /// The reply leaves placeholders (`... existing code ...`, `TODO: implement`).
+        Placeholder = "placeholder",
+        /// The provider's content filter withheld the reply.
+        ContentFilter = "content_filter",
         /// A produced file does not parse.
         SyntaxError = "syntax_error",
         /// The reply's code blocks could not be read (never closed, empty).
@@ -105,6 +124,12 @@ named_enum! {
         Auth = "auth",
         /// The provider rejected the request itself (unknown model, malformed body).
         BadRequest = "bad_request",
+        /// The account has no credit left for a paid model (HTTP 402).
+        Payment = "payment",
+        /// The prompt does not fit the context window of any model that could take it.
+        ContextTooLong = "context_too_long",
+        /// The task's or the run's cost budget is spent.
+        Budget = "budget",
         /// pitcrew's configuration cannot serve this task (unknown preset, missing key).
         Config = "config",
         /// The task's git workspace could not be prepared (missing base commit, git failure).
@@ -130,12 +155,14 @@ impl ErrorKind {
     pub fn class(self) -> ErrorClass {
         use ErrorKind::*;
         match self {
-            Connection | Timeout | RateLimit | ServerError | Truncated | LeaseExpired => {
-                ErrorClass::Infrastructure
-            }
-            EmptyReply | NoFiles | UnsafePath | SyntaxError | MalformedReply => ErrorClass::Content,
+            Connection | Timeout | RateLimit | Quota | ServerError | Truncated | LeaseExpired
+            | NoModelAvailable => ErrorClass::Infrastructure,
+            EmptyReply | NoFiles | UnsafePath | SyntaxError | MalformedReply | Degenerate
+            | ProseOnly | Placeholder | ContentFilter => ErrorClass::Content,
             ValidationFailed => ErrorClass::Validation,
-            Auth | BadRequest | Config | Workspace => ErrorClass::Permanent,
+            Auth | BadRequest | Payment | ContextTooLong | Budget | Config | Workspace => {
+                ErrorClass::Permanent
+            }
         }
     }
 

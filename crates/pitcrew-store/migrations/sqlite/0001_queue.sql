@@ -12,7 +12,7 @@ CREATE TABLE tasks (
     max_attempts     INTEGER NOT NULL CHECK (max_attempts >= 1),
     idempotency_key  TEXT,
     metadata         TEXT    NOT NULL DEFAULT '{}',
-    status           TEXT    NOT NULL CHECK (status IN ('queued', 'running', 'completed', 'failed', 'cancelled')),
+    status           TEXT    NOT NULL CHECK (status IN ('queued', 'running', 'completed', 'failed', 'possible_bug', 'cancelled')),
     attempts         INTEGER NOT NULL DEFAULT 0,        -- claims so far
     run_at           INTEGER NOT NULL,
     created_at       INTEGER NOT NULL,
@@ -39,7 +39,7 @@ CREATE TABLE attempts (
     number      INTEGER NOT NULL,
     worker      TEXT    NOT NULL,
     lease_token TEXT    NOT NULL,
-    outcome     TEXT    NOT NULL CHECK (outcome IN ('running', 'completed', 'failed', 'abandoned', 'cancelled')),
+    outcome     TEXT    NOT NULL CHECK (outcome IN ('running', 'completed', 'failed', 'possible_bug', 'abandoned', 'cancelled')),
     started_at  INTEGER NOT NULL,
     finished_at INTEGER,
     model       TEXT,
