@@ -11,7 +11,7 @@ use pitcrew_sandbox::{CommandSpec, EnvPolicy};
 
 use crate::git::Worktree;
 use crate::paths::resolve_inside;
-use crate::prompt::{PromptFile, render};
+use crate::prompt::{PromptContext, PromptFile, PromptLibrary};
 use crate::reply::extract_files;
 
 /// Settings the agent takes from the configuration.
@@ -93,18 +93,21 @@ impl BuiltinAgent {
             model: model.model.clone(),
             ..AgentRun::default()
         };
-        let mut files = Vec::new();
-        let mut missing = Vec::new();
+        let mut context = PromptContext::default();
         for target in &task.targets {
             match std::fs::read(worktree.path().join(target)) {
-                Ok(bytes) => files.push(PromptFile::new(
+                Ok(bytes) => context.files.push(PromptFile::new(
                     target,
                     String::from_utf8_lossy(&bytes).into_owned(),
                 )),
-                Err(_) => missing.push(target.clone()),
+                Err(_) => context.missing.push(target.clone()),
             }
         }
-        let (system, user) = render(task, &files, &missing);
+        let library = PromptLibrary::new(Some(worktree.repo().root()));
+        let (system, user) = match library.render_task(task, &context) {
+            Ok(messages) => messages,
+            Err(e) => return run.fail(ErrorKind::Config, e.to_string()),
+        };
         let request = ChatRequest {
             model: model.model.clone(),
             messages: vec![Message::system(system), Message::user(user)],

@@ -45,7 +45,17 @@ pub enum GitError {
 
 /// Runs `git args…` in `dir`; returns stdout.
 async fn git(dir: &Path, args: &[&str], output_limit: usize) -> Result<String, GitError> {
-    let spec = CommandSpec::new("git", dir)
+    git_with_input(dir, args, output_limit, None).await
+}
+
+/// [`git`] with `input` on stdin (a patch for `git apply`).
+async fn git_with_input(
+    dir: &Path,
+    args: &[&str],
+    output_limit: usize,
+    input: Option<&str>,
+) -> Result<String, GitError> {
+    let mut spec = CommandSpec::new("git", dir)
         .args([
             "-c",
             "core.hooksPath=/dev/null",
@@ -60,6 +70,9 @@ async fn git(dir: &Path, args: &[&str], output_limit: usize) -> Result<String, G
         })
         .timeout(GIT_TIMEOUT)
         .output_limit(output_limit);
+    if let Some(input) = input {
+        spec = spec.stdin(input.as_bytes().to_vec());
+    }
     let out = pitcrew_sandbox::run(spec).await?;
     if !out.success() {
         return Err(GitError::Failed {
@@ -119,7 +132,8 @@ impl Repo {
         if !ignore.exists() {
             std::fs::write(
                 ignore,
-                "# pitcrew's queue and worktrees; not part of the project\n*\n",
+                "# pitcrew's queue and worktrees are not part of the project; its prompt\n\
+                 # overrides (prompts/NAME.j2) may be.\n*\n!prompts/\n!prompts/**\n",
             )?;
         }
         Ok(dir)
@@ -228,6 +242,69 @@ impl Repo {
                 }
             }
             other => other,
+        })
+    }
+}
+
+/// What applying a result onto the user's branch did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// Committed on the current branch.
+    Committed { commit: String },
+    /// The branch already contains these changes.
+    AlreadyPresent,
+    /// The patch conflicts with the branch in these files; nothing was changed.
+    Conflict { files: Vec<String>, detail: String },
+}
+
+impl Repo {
+    /// The current branch's name, or `None` when HEAD is detached.
+    pub async fn current_branch(&self) -> Result<Option<String>, GitError> {
+        match git_line(&self.root, &["symbolic-ref", "--quiet", "--short", "HEAD"]).await {
+            Ok(name) => Ok(Some(name)),
+            Err(GitError::Failed { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether tracked files have no uncommitted changes (untracked files do not count).
+    pub async fn is_clean(&self) -> Result<bool, GitError> {
+        Ok(git_line(&self.root, &["status", "--porcelain", "--untracked-files=no"])
+            .await?
+            .is_empty())
+    }
+
+    /// Applies `patch` to the checked-out branch with a 3-way merge and commits it with
+    /// `message`. Expects a clean tree ([`Repo::is_clean`]); on conflict the tree is put back
+    /// as it was.
+    pub async fn apply_and_commit(&self, patch: &str, message: &str) -> Result<Applied, GitError> {
+        let limit = 1 << 20;
+        if git_with_input(&self.root, &["apply", "--check", "--reverse", "-"], limit, Some(patch))
+            .await
+            .is_ok()
+        {
+            return Ok(Applied::AlreadyPresent);
+        }
+        if let Err(e) =
+            git_with_input(&self.root, &["apply", "--3way", "--index", "-"], limit, Some(patch)).await
+        {
+            let conflicted = git_line(&self.root, &["diff", "--name-only", "--diff-filter=U"])
+                .await
+                .unwrap_or_default();
+            // Undo the partial merge: the tree was clean before.
+            git_line(&self.root, &["reset", "--hard", "--quiet", "HEAD"]).await?;
+            let detail = match e {
+                GitError::Failed { detail, .. } => detail,
+                other => other.to_string(),
+            };
+            return Ok(Applied::Conflict {
+                files: conflicted.lines().map(str::to_string).collect(),
+                detail,
+            });
+        }
+        git_line(&self.root, &["commit", "--quiet", "--no-verify", "-m", message]).await?;
+        Ok(Applied::Committed {
+            commit: git_line(&self.root, &["rev-parse", "HEAD"]).await?,
         })
     }
 }
@@ -350,5 +427,36 @@ mod tests {
         // The user's checkout never changed.
         assert_eq!(fixture.git(&["status", "--porcelain"]), "");
         assert!(!fixture.path().join("tests").exists());
+    }
+
+    #[tokio::test]
+    async fn apply_commits_a_patch_skips_a_present_one_and_reports_conflicts() {
+        let fixture = TempRepo::with_files(&[("src/a.py", "def f():\n    return 1\n")]);
+        let repo = Repo::discover(fixture.path()).await.unwrap();
+        let base = repo.resolve_commit("HEAD").await.unwrap();
+        let wt = repo.add_worktree(&fixture.path().join(".pitcrew/worktrees/x"), &base).await.unwrap();
+        std::fs::write(wt.path().join("src/a.py"), "def f():\n    return 2\n").unwrap();
+        let commit = wt.commit_files(&["src/a.py".into()], "change").await.unwrap().unwrap();
+        let patch = repo.diff(&base, &commit).await.unwrap();
+        repo.remove_worktree(wt.path()).await.unwrap();
+
+        assert_eq!(repo.current_branch().await.unwrap().as_deref(), Some("main"));
+        assert!(repo.is_clean().await.unwrap());
+        let applied = repo.apply_and_commit(&patch, "apply").await.unwrap();
+        assert!(matches!(applied, Applied::Committed { .. }), "{applied:?}");
+        assert_eq!(fixture.git(&["show", "HEAD:src/a.py"]), "def f():\n    return 2");
+        assert_eq!(repo.apply_and_commit(&patch, "again").await.unwrap(), Applied::AlreadyPresent);
+
+        // A branch that changed the same line conflicts and stays as it was.
+        fixture.git(&["checkout", "-q", "-b", "other", &base]);
+        fixture.write("src/a.py", "def f():\n    return 3\n");
+        let head = fixture.commit("diverge");
+        match repo.apply_and_commit(&patch, "apply").await.unwrap() {
+            Applied::Conflict { files, .. } => assert_eq!(files, ["src/a.py"]),
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        assert_eq!(fixture.git(&["rev-parse", "HEAD"]), head);
+        assert!(repo.is_clean().await.unwrap());
+        assert_eq!(fixture.git(&["show", "HEAD:src/a.py"]), "def f():\n    return 3");
     }
 }

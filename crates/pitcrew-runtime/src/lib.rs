@@ -9,7 +9,10 @@ mod prompt;
 mod reply;
 
 pub use agent::{AgentRun, AgentSettings, BuiltinAgent};
-pub use git::{GitError, Repo, Worktree};
+pub use git::{Applied, GitError, Repo, Worktree};
 pub use paths::{RefusedPath, normalize, resolve_inside};
-pub use prompt::{PromptFile, render};
+pub use prompt::{
+    Convention, PromptContext, PromptError, PromptFile, PromptInfo, PromptLibrary, PromptSource,
+    default_prompt, prompt_name,
+};
 pub use reply::{Extraction, ReplyFile, extract_files};

@@ -102,6 +102,33 @@ pub enum Command {
     /// Process the queue until it is empty, then print a summary.
     #[command(alias = "run-engine")]
     Run(RunArgs),
+    /// List the prompt templates (shipped, or overridden in .pitcrew/prompts/NAME.j2).
+    Prompts {
+        #[command(subcommand)]
+        action: Option<PromptsAction>,
+        #[command(flatten)]
+        format: Format,
+    },
+    /// Serve the queue until stopped (SIGTERM or Ctrl-C finish running tasks first); for
+    /// long-running workers sharing a queue, e.g. on PostgreSQL.
+    Worker(WorkerArgs),
+    /// Print the patch of a task's accepted result.
+    Diff {
+        /// Task id, or a unique prefix of it.
+        id: String,
+    },
+    /// Apply accepted results onto the current branch, one commit per task, with a 3-way
+    /// merge; a task whose patch conflicts is reported and left out.
+    Apply {
+        /// Task ids (or unique prefixes) to apply.
+        #[arg(required_unless_present = "all")]
+        ids: Vec<String>,
+        /// Apply every completed task not applied yet, oldest first.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        #[command(flatten)]
+        format: Format,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -151,9 +178,14 @@ pub struct SubmitArgs {
     #[arg(long, value_name = "JSON")]
     pub metadata: Option<String>,
 
+    /// Prompt template to use instead of the kind's own (see `pitcrew prompts`), e.g.
+    /// type_hints, error_handling, retry_wrapper.
+    #[arg(long, value_name = "NAME")]
+    pub prompt: Option<String>,
+
     /// Submit every task in this file (.jsonl: one JSON object per line; .toml: [[task]]
     /// tables). If any entry is invalid, nothing is submitted.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["targets", "description", "model", "idempotency_key", "metadata"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["targets", "description", "model", "idempotency_key", "metadata", "prompt"])]
     pub file: Option<PathBuf>,
 
     #[command(flatten)]
@@ -176,6 +208,26 @@ pub struct RunArgs {
 
     #[command(flatten)]
     pub format: Format,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PromptsAction {
+    /// Print one template's source (the project's override if there is one).
+    Show {
+        /// Template name, e.g. unit_test.
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Tasks processed at once (default: workers.count).
+    #[arg(long, short = 'w', value_name = "N")]
+    pub workers: Option<u32>,
+
+    /// Name of this worker process in leases (default: host:pid).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
 }
 
 #[cfg(test)]

@@ -201,11 +201,7 @@ pub async fn show(ctx: &Context, id: &str, diff: bool, json: bool) -> anyhow::Re
     let store = ctx.store().await?;
     let task = store.find(id).await?;
     let mut attempts = store.attempts(task.id).await?;
-    let patch = attempts
-        .iter()
-        .rev()
-        .find(|a| a.commit.is_some() && a.commit == task.result_commit)
-        .and_then(|a| a.patch.clone());
+    let patch = super::results::accepted_patch(&*store, &task).await.ok();
     if json {
         if !diff {
             attempts.iter_mut().for_each(|a| a.patch = None);

@@ -3,6 +3,8 @@
 mod init;
 mod inspect;
 mod manage;
+mod prompts;
+mod results;
 mod run;
 mod submit;
 
@@ -31,5 +33,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cancel { id, format } => manage::cancel(&ctx, &id, format.json).await,
         Command::Retry { id, format } => manage::retry(&ctx, &id, format.json).await,
         Command::Run(args) => run::run(&ctx, args).await,
+        Command::Worker(args) => run::worker(&ctx, args).await,
+        Command::Prompts { action, format } => prompts::prompts(&ctx, action, format.json),
+        Command::Diff { id } => results::diff(&ctx, &id).await,
+        Command::Apply { ids, all, format } => results::apply(&ctx, &ids, all, format.json).await,
     }
 }

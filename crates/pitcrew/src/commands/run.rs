@@ -10,7 +10,7 @@ use pitcrew_core::{TaskFilter, TaskStatus};
 use pitcrew_engine::{Engine, EngineSettings, Event, RunSummary};
 use tokio::sync::{mpsc, watch};
 
-use crate::cli::RunArgs;
+use crate::cli::{RunArgs, WorkerArgs};
 use crate::context::Context;
 use crate::output::{self, usage};
 
@@ -135,9 +135,15 @@ fn handle_signals(stop: watch::Sender<bool>) {
     });
 }
 
-pub async fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
+/// Runs the engine with the configured settings until it stops; prints events as they come.
+async fn drive(
+    ctx: &Context,
+    workers: Option<u32>,
+    name: Option<String>,
+    forever: bool,
+) -> anyhow::Result<RunSummary> {
     let config = &ctx.config.config;
-    let workers = args.workers.unwrap_or(config.workers.count);
+    let workers = workers.unwrap_or(config.workers.count);
     if workers == 0 {
         return Err(usage("--workers must be at least 1"));
     }
@@ -145,11 +151,11 @@ pub async fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
     preflight(ctx, &*store).await?;
     let settings = EngineSettings {
         workers,
-        worker_name: args.name.unwrap_or_else(default_worker_name),
+        worker_name: name.unwrap_or_else(default_worker_name),
         lease_ttl: Duration::from_secs(config.workers.lease_ttl_secs),
         task_timeout: Duration::from_secs(config.workers.task_timeout_secs),
         retry_backoff: Duration::from_secs_f64(config.workers.retry_backoff_secs),
-        forever: args.forever,
+        forever,
         poll_interval: Duration::from_secs(1),
     };
     let engine = Arc::new(Engine::new(store, ctx.config.clone(), settings)?);
@@ -163,7 +169,11 @@ pub async fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
     });
     let result = engine.run(events_tx, stop_rx).await;
     let _ = printer.await;
-    let summary: RunSummary = result?;
+    Ok(result?)
+}
+
+pub async fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
+    let summary = drive(ctx, args.workers, args.name, args.forever).await?;
     if args.format.json {
         output::json(&summary);
     } else {
@@ -177,4 +187,15 @@ pub async fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// A worker serves the queue until stopped; task failures are the tasks' business, so it
+/// exits 0 after a clean stop.
+pub async fn worker(ctx: &Context, args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    let summary = drive(ctx, args.workers, args.name, true).await?;
+    output::message(&format!(
+        "worker stopped: {} completed, {} failed, {} retried, {} leases lost, {} rescued",
+        summary.completed, summary.failed, summary.retried, summary.lease_lost, summary.rescued
+    ));
+    Ok(ExitCode::SUCCESS)
 }

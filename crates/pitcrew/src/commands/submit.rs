@@ -7,6 +7,7 @@ use std::path::{Component, Path, PathBuf};
 use std::process::ExitCode;
 
 use pitcrew_core::{NewTask, Priority, TaskKind};
+use pitcrew_runtime::PromptLibrary;
 use serde::Deserialize;
 
 use crate::cli::SubmitArgs;
@@ -36,6 +37,9 @@ struct TaskSpec {
     base: Option<String>,
     #[serde(default)]
     metadata: Option<serde_json::Value>,
+    /// A prompt template other than the kind's own, e.g. `type_hints`.
+    #[serde(default)]
+    prompt: Option<String>,
 }
 
 /// The `[[task]]` tables of a TOML batch file.
@@ -136,9 +140,15 @@ impl Checker<'_> {
         if let Some(model) = &spec.model {
             config.check_preset(model).map_err(|e| e.to_string())?;
         }
-        let metadata = spec.metadata.unwrap_or_else(|| serde_json::json!({}));
-        if !metadata.is_object() {
+        let mut metadata = spec.metadata.unwrap_or_else(|| serde_json::json!({}));
+        let Some(fields) = metadata.as_object_mut() else {
             return Err("metadata must be a JSON object".into());
+        };
+        if let Some(prompt) = spec.prompt {
+            PromptLibrary::new(Some(self.ctx.repo.root()))
+                .source(&prompt)
+                .map_err(|e| e.to_string())?;
+            fields.insert("prompt".into(), prompt.into());
         }
         if spec.max_attempts == Some(0) {
             return Err("max_attempts must be at least 1".into());
@@ -274,6 +284,7 @@ pub async fn submit(ctx: &Context, args: SubmitArgs) -> anyhow::Result<ExitCode>
             max_attempts: args.max_attempts,
             base: Some(args.base),
             metadata,
+            prompt: args.prompt,
         };
         vec![checker.check(spec).await.map_err(usage)?]
     };

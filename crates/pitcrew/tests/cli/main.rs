@@ -4,9 +4,11 @@
 
 mod support;
 
+mod apply;
 mod config;
 mod crash;
 mod help;
 mod results;
 mod secrets;
 mod submit;
+mod worker;

@@ -273,3 +273,32 @@ fn status_list_queue_cancel_and_retry() {
         stderr_of(&out)
     );
 }
+
+#[test]
+fn prompts_are_listed_shown_overridden_and_chosen_per_task() {
+    let p = Project::new();
+    let listed = p.json(&["prompts"]);
+    let names: Vec<_> = listed.as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_string()).collect();
+    for name in ["unit_test", "type_hints", "error_handling", "retry_wrapper", "docs", "custom", "refine"] {
+        assert!(names.iter().any(|n| n == name), "{name} missing: {names:?}");
+    }
+    let shown = p.cmd().args(["prompts", "show", "unit_test"]).output().unwrap();
+    assert!(stdout_of(&shown).contains("Write unit tests for {{ targets"), "{}", stdout_of(&shown));
+    let out = p.cmd().args(["prompts", "show", "nope"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr_of(&out).contains("unknown prompt `nope`; valid values:"), "{}", stderr_of(&out));
+
+    // A project override is used for the task's prompt.
+    p.repo.write(".pitcrew/prompts/type_hints.j2", "{# Ours #}\nOUR OWN HINTS PROMPT for {{ targets | join(\", \") }}\n{% include \"_context.j2\" %}\n");
+    let listed = p.json(&["prompts"]);
+    let hints = listed.as_array().unwrap().iter().find(|t| t["name"] == "type_hints").unwrap();
+    assert!(hints["source"]["project"].as_str().unwrap().ends_with("type_hints.j2"), "{hints}");
+    let out = p.cmd().args(["submit", "--kind", "refactor", "--target", "src/calc.py", "-d", "annotate", "--prompt", "typehints"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    p.submit("src/calc.py", &["--prompt", "type_hints"]);
+    p.server.push(Reply::content(&reply_with_file("tests/test_calc.py", GOOD_TEST)));
+    p.cmd().arg("run").assert().code(0);
+    let prompt = p.server.requests()[0].prompt_text();
+    assert!(prompt.contains("OUR OWN HINTS PROMPT for src/calc.py"), "{prompt}");
+    assert!(prompt.contains("def sign(x):"), "{prompt}");
+}
