@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pitcrew_core::config::LoadedConfig;
-use pitcrew_core::{AttemptReport, ErrorKind, Lease, Task, TaskFilter, TaskId, TaskStatus};
+use pitcrew_core::{AttemptReport, ErrorKind, Lease, Task, TaskFilter, TaskId, TaskStatus, Usage};
 use pitcrew_llm::{ChatClient, Endpoint};
-use pitcrew_runtime::{AgentRun, AgentSettings, BuiltinAgent, Repo, Worktree};
+use pitcrew_runtime::{AgentRun, AgentSettings, BuiltinAgent, ContextSettings, Repo, Worktree};
 use pitcrew_store::{Disposition, Rescued, Store, StoreError};
 use tokio::sync::{mpsc, watch};
 
@@ -50,6 +50,8 @@ pub enum Event {
         /// Set when the task went back to the queue.
         retry_in: Option<Duration>,
         branch: Option<String>,
+        /// What the attempt spent, as reported by the provider.
+        usage: Usage,
     },
     /// The task was rescued or cancelled while this worker held it; its result is discarded.
     LeaseLost {
@@ -128,6 +130,7 @@ impl Engine {
                 max_tokens: models.max_tokens,
                 validation_command: config.config.validation.command.clone(),
                 validation_timeout: Duration::from_secs(config.config.validation.timeout_secs),
+                context: ContextSettings::default(),
             },
         );
         Ok(Engine {
@@ -335,6 +338,7 @@ impl Engine {
                     error: end.report.error.clone(),
                     retry_in,
                     branch,
+                    usage: end.report.usage,
                 });
             }
             Err(StoreError::LeaseLost { .. }) => {

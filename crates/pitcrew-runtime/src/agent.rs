@@ -9,9 +9,10 @@ use pitcrew_core::{ErrorKind, Finding, Task, Usage};
 use pitcrew_llm::{ChatClient, ChatRequest, Endpoint, Message};
 use pitcrew_sandbox::{CommandSpec, EnvPolicy};
 
+use crate::context::{ContextReport, ContextSettings, gather};
 use crate::git::Worktree;
 use crate::paths::resolve_inside;
-use crate::prompt::{PromptContext, PromptFile, PromptLibrary};
+use crate::prompt::PromptLibrary;
 use crate::reply::extract_files;
 
 /// Settings the agent takes from the configuration.
@@ -23,6 +24,7 @@ pub struct AgentSettings {
     /// replaced by the written files, shell-quoted.
     pub validation_command: String,
     pub validation_timeout: Duration,
+    pub context: ContextSettings,
 }
 
 /// What one run of the agent produced and observed.
@@ -40,6 +42,8 @@ pub struct AgentRun {
     pub failure: Option<(ErrorKind, String)>,
     /// How long the provider asked to wait before calling again.
     pub retry_after: Option<Duration>,
+    /// What the prompt included besides the task, and what did not fit.
+    pub context: Option<ContextReport>,
 }
 
 impl AgentRun {
@@ -93,16 +97,9 @@ impl BuiltinAgent {
             model: model.model.clone(),
             ..AgentRun::default()
         };
-        let mut context = PromptContext::default();
-        for target in &task.targets {
-            match std::fs::read(worktree.path().join(target)) {
-                Ok(bytes) => context.files.push(PromptFile::new(
-                    target,
-                    String::from_utf8_lossy(&bytes).into_owned(),
-                )),
-                Err(_) => context.missing.push(target.clone()),
-            }
-        }
+        let (context, context_report) =
+            gather(worktree.path(), &task.targets, &self.settings.context);
+        run.context = Some(context_report);
         let library = PromptLibrary::new(Some(worktree.repo().root()));
         let (system, user) = match library.render_task(task, &context) {
             Ok(messages) => messages,

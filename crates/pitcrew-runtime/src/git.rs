@@ -269,9 +269,12 @@ impl Repo {
 
     /// Whether tracked files have no uncommitted changes (untracked files do not count).
     pub async fn is_clean(&self) -> Result<bool, GitError> {
-        Ok(git_line(&self.root, &["status", "--porcelain", "--untracked-files=no"])
-            .await?
-            .is_empty())
+        Ok(git_line(
+            &self.root,
+            &["status", "--porcelain", "--untracked-files=no"],
+        )
+        .await?
+        .is_empty())
     }
 
     /// Applies `patch` to the checked-out branch with a 3-way merge and commits it with
@@ -279,14 +282,24 @@ impl Repo {
     /// as it was.
     pub async fn apply_and_commit(&self, patch: &str, message: &str) -> Result<Applied, GitError> {
         let limit = 1 << 20;
-        if git_with_input(&self.root, &["apply", "--check", "--reverse", "-"], limit, Some(patch))
-            .await
-            .is_ok()
+        if git_with_input(
+            &self.root,
+            &["apply", "--check", "--reverse", "-"],
+            limit,
+            Some(patch),
+        )
+        .await
+        .is_ok()
         {
             return Ok(Applied::AlreadyPresent);
         }
-        if let Err(e) =
-            git_with_input(&self.root, &["apply", "--3way", "--index", "-"], limit, Some(patch)).await
+        if let Err(e) = git_with_input(
+            &self.root,
+            &["apply", "--3way", "--index", "-"],
+            limit,
+            Some(patch),
+        )
+        .await
         {
             let conflicted = git_line(&self.root, &["diff", "--name-only", "--diff-filter=U"])
                 .await
@@ -302,7 +315,11 @@ impl Repo {
                 detail,
             });
         }
-        git_line(&self.root, &["commit", "--quiet", "--no-verify", "-m", message]).await?;
+        git_line(
+            &self.root,
+            &["commit", "--quiet", "--no-verify", "-m", message],
+        )
+        .await?;
         Ok(Applied::Committed {
             commit: git_line(&self.root, &["rev-parse", "HEAD"]).await?,
         })
@@ -434,18 +451,34 @@ mod tests {
         let fixture = TempRepo::with_files(&[("src/a.py", "def f():\n    return 1\n")]);
         let repo = Repo::discover(fixture.path()).await.unwrap();
         let base = repo.resolve_commit("HEAD").await.unwrap();
-        let wt = repo.add_worktree(&fixture.path().join(".pitcrew/worktrees/x"), &base).await.unwrap();
+        let wt = repo
+            .add_worktree(&fixture.path().join(".pitcrew/worktrees/x"), &base)
+            .await
+            .unwrap();
         std::fs::write(wt.path().join("src/a.py"), "def f():\n    return 2\n").unwrap();
-        let commit = wt.commit_files(&["src/a.py".into()], "change").await.unwrap().unwrap();
+        let commit = wt
+            .commit_files(&["src/a.py".into()], "change")
+            .await
+            .unwrap()
+            .unwrap();
         let patch = repo.diff(&base, &commit).await.unwrap();
         repo.remove_worktree(wt.path()).await.unwrap();
 
-        assert_eq!(repo.current_branch().await.unwrap().as_deref(), Some("main"));
+        assert_eq!(
+            repo.current_branch().await.unwrap().as_deref(),
+            Some("main")
+        );
         assert!(repo.is_clean().await.unwrap());
         let applied = repo.apply_and_commit(&patch, "apply").await.unwrap();
         assert!(matches!(applied, Applied::Committed { .. }), "{applied:?}");
-        assert_eq!(fixture.git(&["show", "HEAD:src/a.py"]), "def f():\n    return 2");
-        assert_eq!(repo.apply_and_commit(&patch, "again").await.unwrap(), Applied::AlreadyPresent);
+        assert_eq!(
+            fixture.git(&["show", "HEAD:src/a.py"]),
+            "def f():\n    return 2"
+        );
+        assert_eq!(
+            repo.apply_and_commit(&patch, "again").await.unwrap(),
+            Applied::AlreadyPresent
+        );
 
         // A branch that changed the same line conflicts and stays as it was.
         fixture.git(&["checkout", "-q", "-b", "other", &base]);
@@ -457,6 +490,9 @@ mod tests {
         }
         assert_eq!(fixture.git(&["rev-parse", "HEAD"]), head);
         assert!(repo.is_clean().await.unwrap());
-        assert_eq!(fixture.git(&["show", "HEAD:src/a.py"]), "def f():\n    return 3");
+        assert_eq!(
+            fixture.git(&["show", "HEAD:src/a.py"]),
+            "def f():\n    return 3"
+        );
     }
 }

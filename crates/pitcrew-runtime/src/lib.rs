@@ -3,12 +3,14 @@
 //! applies to a model's reply.
 
 mod agent;
+mod context;
 mod git;
 mod paths;
 mod prompt;
 mod reply;
 
 pub use agent::{AgentRun, AgentSettings, BuiltinAgent};
+pub use context::{ContextItem, ContextReport, ContextSettings, count_tokens, gather};
 pub use git::{Applied, GitError, Repo, Worktree};
 pub use paths::{RefusedPath, normalize, resolve_inside};
 pub use prompt::{

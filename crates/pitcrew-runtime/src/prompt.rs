@@ -18,12 +18,18 @@ const BUILTIN: &[(&str, &str)] = &[
     ("system", include_str!("../prompts/system.j2")),
     ("_context", include_str!("../prompts/_context.j2")),
     ("unit_test", include_str!("../prompts/unit_test.j2")),
-    ("integration_test", include_str!("../prompts/integration_test.j2")),
+    (
+        "integration_test",
+        include_str!("../prompts/integration_test.j2"),
+    ),
     ("implement", include_str!("../prompts/implement.j2")),
     ("fix", include_str!("../prompts/fix.j2")),
     ("refactor", include_str!("../prompts/refactor.j2")),
     ("type_hints", include_str!("../prompts/type_hints.j2")),
-    ("error_handling", include_str!("../prompts/error_handling.j2")),
+    (
+        "error_handling",
+        include_str!("../prompts/error_handling.j2"),
+    ),
     ("docs", include_str!("../prompts/docs.j2")),
     ("retry_wrapper", include_str!("../prompts/retry_wrapper.j2")),
     ("custom", include_str!("../prompts/custom.j2")),
@@ -365,16 +371,23 @@ mod tests {
         PromptContext {
             files: vec![PromptFile::new(
                 "src/calc.py",
-                "def sign(x):\n    if x > 0:\n        return 1\n    return -1 if x < 0 else 0\n".into(),
+                "def sign(x):\n    if x > 0:\n        return 1\n    return -1 if x < 0 else 0\n"
+                    .into(),
             )],
             missing: vec![],
-            related: vec![PromptFile::new("src/util.py", "ZERO = 0\n".into()).because("imported by the target")],
+            related: vec![
+                PromptFile::new("src/util.py", "ZERO = 0\n".into())
+                    .because("imported by the target"),
+            ],
             repo_map: "src/calc.py: sign(x)\nsrc/util.py: ZERO".into(),
             conventions: vec![Convention {
                 path: "AGENTS.md".into(),
                 content: "Use pytest. No mocks of our own code.".into(),
             }],
-            rules: vec!["every file parses".into(), "the new tests pass three times in random order".into()],
+            rules: vec![
+                "every file parses".into(),
+                "the new tests pass three times in random order".into(),
+            ],
         }
     }
 
@@ -384,28 +397,43 @@ mod tests {
         let names: Vec<_> = library.list().into_iter().map(|p| p.name).collect();
         assert!(names.len() >= 10, "{names:?}");
         for info in library.list() {
-            assert!(!info.description.is_empty(), "{} has no description", info.name);
+            assert!(
+                !info.description.is_empty(),
+                "{} has no description",
+                info.name
+            );
             assert_eq!(info.source, PromptSource::Builtin);
             if matches!(info.name.as_str(), "system" | "refine") {
                 continue;
             }
             let (system, user) = library
-                .render_task(&task(TaskKind::Custom, serde_json::json!({"prompt": info.name})), &context())
+                .render_task(
+                    &task(TaskKind::Custom, serde_json::json!({"prompt": info.name})),
+                    &context(),
+                )
                 .unwrap();
             insta::assert_snapshot!(info.name.clone(), user);
             assert!(system.contains("path="));
             assert!(user.contains("def sign(x):"), "{}", info.name);
-            assert!(user.contains("Cover the branches of sign()."), "{}", info.name);
+            assert!(
+                user.contains("Cover the branches of sign()."),
+                "{}",
+                info.name
+            );
         }
     }
 
     #[test]
     fn system_and_refinement_prompts() {
         let library = PromptLibrary::new(None);
-        let (system, _) = library.render_task(&task(TaskKind::UnitTest, serde_json::json!({})), &context()).unwrap();
+        let (system, _) = library
+            .render_task(&task(TaskKind::UnitTest, serde_json::json!({})), &context())
+            .unwrap();
         insta::assert_snapshot!("system", system);
         let findings = vec![
-            Finding::error("syntax", "syntax error at line 4, column 7: missing `)`").in_file("tests/test_calc.py").at_line(4),
+            Finding::error("syntax", "syntax error at line 4, column 7: missing `)`")
+                .in_file("tests/test_calc.py")
+                .at_line(4),
             Finding::error("tests_pass", "test_sign failed: assert 1 == -1"),
         ];
         let refine = library.render_refinement(&findings, 1, 3).unwrap();
@@ -415,12 +443,28 @@ mod tests {
 
     #[test]
     fn the_kind_picks_the_template_and_metadata_can_override_it() {
-        assert_eq!(prompt_name(&task(TaskKind::UnitTest, serde_json::json!({}))), "unit_test");
-        assert_eq!(prompt_name(&task(TaskKind::Refactor, serde_json::json!({"prompt": "type_hints"}))), "type_hints");
+        assert_eq!(
+            prompt_name(&task(TaskKind::UnitTest, serde_json::json!({}))),
+            "unit_test"
+        );
+        assert_eq!(
+            prompt_name(&task(
+                TaskKind::Refactor,
+                serde_json::json!({"prompt": "type_hints"})
+            )),
+            "type_hints"
+        );
         let err = PromptLibrary::new(None)
-            .render_task(&task(TaskKind::Custom, serde_json::json!({"prompt": "nope"})), &context())
+            .render_task(
+                &task(TaskKind::Custom, serde_json::json!({"prompt": "nope"})),
+                &context(),
+            )
             .unwrap_err();
-        assert!(err.to_string().contains("unknown prompt `nope`; valid values: system, unit_test"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("unknown prompt `nope`; valid values: system, unit_test"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -430,16 +474,30 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("unit_test.j2"), "{# Ours. #}\nTests for {{ targets | join(\", \") }}, our way.\n{% include \"_context.j2\" %}").unwrap();
         let library = PromptLibrary::new(Some(repo.path()));
-        let info = library.list().into_iter().find(|p| p.name == "unit_test").unwrap();
+        let info = library
+            .list()
+            .into_iter()
+            .find(|p| p.name == "unit_test")
+            .unwrap();
         assert_eq!(info.description, "Ours.");
         assert!(matches!(info.source, PromptSource::Project(_)));
-        let (_, user) = library.render_task(&task(TaskKind::UnitTest, serde_json::json!({})), &context()).unwrap();
-        assert!(user.starts_with("Tests for src/calc.py, our way."), "{user}");
+        let (_, user) = library
+            .render_task(&task(TaskKind::UnitTest, serde_json::json!({})), &context())
+            .unwrap();
+        assert!(
+            user.starts_with("Tests for src/calc.py, our way."),
+            "{user}"
+        );
         assert!(user.contains("def sign(x):"));
 
         std::fs::write(dir.join("unit_test.j2"), "{% if %}").unwrap();
-        let err = library.render_task(&task(TaskKind::UnitTest, serde_json::json!({})), &context()).unwrap_err();
+        let err = library
+            .render_task(&task(TaskKind::UnitTest, serde_json::json!({})), &context())
+            .unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("unit_test.j2") && text.contains("line 1"), "{text}");
+        assert!(
+            text.contains("unit_test.j2") && text.contains("line 1"),
+            "{text}"
+        );
     }
 }

@@ -6,7 +6,11 @@ use crate::cli::PromptsAction;
 use crate::context::Context;
 use crate::output::{self, usage};
 
-pub fn prompts(ctx: &Context, action: Option<PromptsAction>, json: bool) -> anyhow::Result<ExitCode> {
+pub fn prompts(
+    ctx: &Context,
+    action: Option<PromptsAction>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let library = PromptLibrary::new(Some(ctx.repo.root()));
     if let Some(PromptsAction::Show { name }) = action {
         let source = library.source(&name).map_err(|e| usage(e.to_string()))?;

@@ -44,10 +44,17 @@ struct ApplyResult {
     conflicts: Vec<String>,
 }
 
-pub async fn apply(ctx: &Context, ids: &[String], all: bool, json: bool) -> anyhow::Result<ExitCode> {
+pub async fn apply(
+    ctx: &Context,
+    ids: &[String],
+    all: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let repo = &ctx.repo;
     let Some(branch) = repo.current_branch().await? else {
-        return Err(usage("HEAD is detached; check out the branch to apply the results onto"));
+        return Err(usage(
+            "HEAD is detached; check out the branch to apply the results onto",
+        ));
     };
     if !repo.is_clean().await? {
         return Err(usage(
@@ -99,7 +106,11 @@ pub async fn apply(ctx: &Context, ids: &[String], all: bool, json: bool) -> anyh
             },
             Applied::Conflict { files, detail } => {
                 if !json {
-                    output::message(&format!("{}: conflict, not applied:\n  {}", task.id, detail.replace('\n', "\n  ")));
+                    output::message(&format!(
+                        "{}: conflict, not applied:\n  {}",
+                        task.id,
+                        detail.replace('\n', "\n  ")
+                    ));
                 }
                 ApplyResult {
                     task: task.id.to_string(),

@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pitcrew_core::{TaskFilter, TaskStatus};
-use pitcrew_engine::{Engine, EngineSettings, Event, RunSummary};
+use pitcrew_engine::{Engine, EngineSettings, RunSummary};
 use tokio::sync::{mpsc, watch};
 
 use crate::cli::{RunArgs, WorkerArgs};
 use crate::context::Context;
 use crate::output::{self, usage};
+use crate::progress::Progress;
 
 fn default_worker_name() -> String {
     let host = std::fs::read_to_string("/etc/hostname")
@@ -52,58 +53,6 @@ async fn preflight(ctx: &Context, store: &dyn pitcrew_store::Store) -> anyhow::R
             problems.join("\n  ")
         )))
     }
-}
-
-fn first_line(text: &str) -> &str {
-    text.lines().next().unwrap_or("")
-}
-
-fn print_event(event: &Event) {
-    let text = match event {
-        Event::Started {
-            task,
-            attempt,
-            worker,
-            what,
-        } => format!("[started]    {task}  {what}  (attempt {attempt}, {worker})"),
-        Event::Finished {
-            task,
-            status,
-            model,
-            error,
-            retry_in,
-            branch,
-            ..
-        } => match (status, retry_in) {
-            (TaskStatus::Completed, _) => format!(
-                "[completed]  {task}  → {}  (model {})",
-                branch.as_deref().unwrap_or("branch pending"),
-                model.as_deref().unwrap_or("?")
-            ),
-            (TaskStatus::Queued, Some(delay)) => format!(
-                "[retry]      {task}  in {:.0}s: {}",
-                delay.as_secs_f64().ceil(),
-                first_line(error.as_deref().unwrap_or(""))
-            ),
-            _ => {
-                let error = error.as_deref().unwrap_or("no reason recorded");
-                let mut text = format!("[{status}]     {task}  {}", first_line(error));
-                for rest in error.lines().skip(1).take(12) {
-                    text.push_str(&format!("\n               {rest}"));
-                }
-                text
-            }
-        },
-        Event::LeaseLost { task, attempt } => format!(
-            "[lease lost] {task}  attempt {attempt}: the task was rescued or cancelled elsewhere; this result is discarded"
-        ),
-        Event::Rescued(r) => format!(
-            "[rescued]    {}  from worker `{}` whose lease expired → {}",
-            r.id, r.owner, r.status
-        ),
-        Event::Warning(w) => format!("[warning]    {w}"),
-    };
-    output::message(&text);
 }
 
 /// First SIGINT/SIGTERM: stop claiming and let running tasks finish. Second: exit now (leases
@@ -158,14 +107,25 @@ async fn drive(
         forever,
         poll_interval: Duration::from_secs(1),
     };
+    let stats = store.stats().await?;
+    let pending = stats.count(TaskStatus::Queued) + stats.count(TaskStatus::Running);
     let engine = Arc::new(Engine::new(store, ctx.config.clone(), settings)?);
     let (events_tx, mut events_rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = watch::channel(false);
     handle_signals(stop_tx);
     let printer = tokio::spawn(async move {
-        while let Some(event) = events_rx.recv().await {
-            print_event(&event);
+        let mut progress = Progress::new(pending);
+        let mut ticker = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                event = events_rx.recv() => match event {
+                    Some(event) => progress.event(&event),
+                    None => break,
+                },
+                _ = ticker.tick() => progress.tick(),
+            }
         }
+        progress.finish();
     });
     let result = engine.run(events_tx, stop_rx).await;
     let _ = printer.await;

@@ -13,7 +13,8 @@ def test_sign_of_negative():
 ";
 
 fn completed(p: &Project, test_file: &str, content: &str) -> String {
-    p.server.push(Reply::content(&reply_with_file(test_file, content)));
+    p.server
+        .push(Reply::content(&reply_with_file(test_file, content)));
     let id = p.submit("src/calc.py", &[]);
     p.cmd().arg("run").assert().code(0);
     id
@@ -27,13 +28,24 @@ fn apply_commits_accepted_results_on_the_current_branch_and_the_suite_passes() {
     p.repo.git(&["checkout", "-q", "-b", "with-tests"]);
 
     let diff = p.cmd().args(["diff", &first]).output().unwrap();
-    assert!(stdout_of(&diff).contains("+++ b/tests/test_calc.py"), "{}", stdout_of(&diff));
+    assert!(
+        stdout_of(&diff).contains("+++ b/tests/test_calc.py"),
+        "{}",
+        stdout_of(&diff)
+    );
 
     let out = p.cmd().args(["apply", "--all"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
-    assert!(stderr_of(&out).contains("2 applied onto with-tests"), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("2 applied onto with-tests"),
+        "{}",
+        stderr_of(&out)
+    );
     let log = p.repo.git(&["log", "--format=%B", "-2"]);
-    assert!(log.contains(&format!("Task: {first}")) && log.contains(&format!("Task: {second}")), "{log}");
+    assert!(
+        log.contains(&format!("Task: {first}")) && log.contains(&format!("Task: {second}")),
+        "{log}"
+    );
     assert!(p.path().join("tests/test_calc.py").is_file());
     assert_eq!(p.repo.git(&["status", "--porcelain"]), "");
 
@@ -43,7 +55,11 @@ fn apply_commits_accepted_results_on_the_current_branch_and_the_suite_passes() {
         .output()
         .unwrap();
     assert!(pytest.status.success(), "{}", stdout_of(&pytest));
-    assert!(stdout_of(&pytest).contains("3 passed"), "{}", stdout_of(&pytest));
+    assert!(
+        stdout_of(&pytest).contains("3 passed"),
+        "{}",
+        stdout_of(&pytest)
+    );
 
     // Applying again changes nothing.
     let again = p.json(&["apply", &first]);
@@ -54,12 +70,18 @@ fn apply_commits_accepted_results_on_the_current_branch_and_the_suite_passes() {
 fn a_conflicting_result_is_reported_and_the_branch_is_left_as_it_was() {
     let p = Project::new();
     let id = completed(&p, "tests/test_calc.py", GOOD_TEST);
-    p.repo.write("tests/test_calc.py", "def test_mine():\n    assert True\n");
+    p.repo
+        .write("tests/test_calc.py", "def test_mine():\n    assert True\n");
     let head = p.repo.commit("my own tests");
 
     let out = p.cmd().args(["apply", &id]).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
-    assert!(stdout_of(&out).contains("CONFLICT in tests/test_calc.py") || stdout_of(&out).contains("CONFLICT in"), "{}", stdout_of(&out));
+    assert!(
+        stdout_of(&out).contains("CONFLICT in tests/test_calc.py")
+            || stdout_of(&out).contains("CONFLICT in"),
+        "{}",
+        stdout_of(&out)
+    );
     assert_eq!(p.repo.git(&["rev-parse", "HEAD"]), head);
     assert_eq!(p.repo.git(&["status", "--porcelain"]), "");
 
@@ -67,7 +89,11 @@ fn a_conflicting_result_is_reported_and_the_branch_is_left_as_it_was() {
     p.repo.write("src/calc.py", "changed = True\n");
     let out = p.cmd().args(["apply", &id]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr_of(&out).contains("uncommitted changes"), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("uncommitted changes"),
+        "{}",
+        stderr_of(&out)
+    );
 }
 
 #[test]
@@ -76,5 +102,9 @@ fn only_completed_tasks_have_a_result_to_apply() {
     let id = p.submit("src/calc.py", &[]);
     let out = p.cmd().args(["diff", &id]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr_of(&out).contains("is queued; only completed tasks have an accepted result"), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("is queued; only completed tasks have an accepted result"),
+        "{}",
+        stderr_of(&out)
+    );
 }

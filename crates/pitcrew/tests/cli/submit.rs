@@ -4,6 +4,14 @@ use pitcrew_testkit::Reply;
 
 use crate::support::*;
 
+/// The module a unit-test prompt is about (other modules appear in its repository map).
+fn target_module(prompt: &str) -> String {
+    (0..8)
+        .map(|i| format!("m{i}"))
+        .find(|m| prompt.contains(&format!("Write unit tests for src/{m}.py")))
+        .unwrap()
+}
+
 #[test]
 fn tasks_are_claimed_critical_to_low_and_fifo_within_a_priority() {
     let p = Project::new();
@@ -27,10 +35,7 @@ fn tasks_are_claimed_critical_to_low_and_fifo_within_a_priority() {
     }
     p.server.respond_with(|request| {
         let prompt = request.prompt_text();
-        let module = (0..8)
-            .map(|i| format!("m{i}"))
-            .find(|m| prompt.contains(&format!("src/{m}.py")))
-            .unwrap();
+        let module = target_module(&prompt);
         Reply::content(&reply_with_file(
             &format!("tests/test_{module}.py"),
             &format!("from src.{module} import f\n\n\ndef test_f():\n    assert f() == 1\n"),
@@ -42,13 +47,7 @@ fn tasks_are_claimed_critical_to_low_and_fifo_within_a_priority() {
         .server
         .requests()
         .iter()
-        .map(|r| {
-            let prompt = r.prompt_text();
-            (0..8)
-                .map(|i| format!("m{i}"))
-                .find(|m| prompt.contains(&format!("src/{m}.py")))
-                .unwrap()
-        })
+        .map(|r| target_module(&r.prompt_text()))
         .collect();
     assert_eq!(served, ["m2", "m5", "m3", "m7", "m1", "m6", "m0", "m4"]);
     assert_eq!(p.pitcrew_branches().len(), 8);
@@ -278,27 +277,83 @@ fn status_list_queue_cancel_and_retry() {
 fn prompts_are_listed_shown_overridden_and_chosen_per_task() {
     let p = Project::new();
     let listed = p.json(&["prompts"]);
-    let names: Vec<_> = listed.as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap().to_string()).collect();
-    for name in ["unit_test", "type_hints", "error_handling", "retry_wrapper", "docs", "custom", "refine"] {
+    let names: Vec<_> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect();
+    for name in [
+        "unit_test",
+        "type_hints",
+        "error_handling",
+        "retry_wrapper",
+        "docs",
+        "custom",
+        "refine",
+    ] {
         assert!(names.iter().any(|n| n == name), "{name} missing: {names:?}");
     }
-    let shown = p.cmd().args(["prompts", "show", "unit_test"]).output().unwrap();
-    assert!(stdout_of(&shown).contains("Write unit tests for {{ targets"), "{}", stdout_of(&shown));
+    let shown = p
+        .cmd()
+        .args(["prompts", "show", "unit_test"])
+        .output()
+        .unwrap();
+    assert!(
+        stdout_of(&shown).contains("Write unit tests for {{ targets"),
+        "{}",
+        stdout_of(&shown)
+    );
     let out = p.cmd().args(["prompts", "show", "nope"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr_of(&out).contains("unknown prompt `nope`; valid values:"), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("unknown prompt `nope`; valid values:"),
+        "{}",
+        stderr_of(&out)
+    );
 
     // A project override is used for the task's prompt.
     p.repo.write(".pitcrew/prompts/type_hints.j2", "{# Ours #}\nOUR OWN HINTS PROMPT for {{ targets | join(\", \") }}\n{% include \"_context.j2\" %}\n");
     let listed = p.json(&["prompts"]);
-    let hints = listed.as_array().unwrap().iter().find(|t| t["name"] == "type_hints").unwrap();
-    assert!(hints["source"]["project"].as_str().unwrap().ends_with("type_hints.j2"), "{hints}");
-    let out = p.cmd().args(["submit", "--kind", "refactor", "--target", "src/calc.py", "-d", "annotate", "--prompt", "typehints"]).output().unwrap();
+    let hints = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "type_hints")
+        .unwrap();
+    assert!(
+        hints["source"]["project"]
+            .as_str()
+            .unwrap()
+            .ends_with("type_hints.j2"),
+        "{hints}"
+    );
+    let out = p
+        .cmd()
+        .args([
+            "submit",
+            "--kind",
+            "refactor",
+            "--target",
+            "src/calc.py",
+            "-d",
+            "annotate",
+            "--prompt",
+            "typehints",
+        ])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     p.submit("src/calc.py", &["--prompt", "type_hints"]);
-    p.server.push(Reply::content(&reply_with_file("tests/test_calc.py", GOOD_TEST)));
+    p.server.push(Reply::content(&reply_with_file(
+        "tests/test_calc.py",
+        GOOD_TEST,
+    )));
     p.cmd().arg("run").assert().code(0);
     let prompt = p.server.requests()[0].prompt_text();
-    assert!(prompt.contains("OUR OWN HINTS PROMPT for src/calc.py"), "{prompt}");
+    assert!(
+        prompt.contains("OUR OWN HINTS PROMPT for src/calc.py"),
+        "{prompt}"
+    );
     assert!(prompt.contains("def sign(x):"), "{prompt}");
 }

@@ -11,13 +11,20 @@ use crate::support::*;
 #[test]
 fn a_worker_picks_up_tasks_submitted_while_it_runs_and_stops_cleanly_on_sigterm() {
     let p = Project::new();
-    p.server.respond_with(|_| Reply::content(&reply_with_file("tests/test_calc.py", GOOD_TEST)));
+    p.server
+        .respond_with(|_| Reply::content(&reply_with_file("tests/test_calc.py", GOOD_TEST)));
     let worker = p.spawn(&["worker", "--name", "w"]);
     let first = p.submit("src/calc.py", &[]);
     let second = p.submit("src/calc.py", &["--priority", "high"]);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while [&first, &second].iter().any(|id| p.task(id)["status"] != "completed") {
-        assert!(std::time::Instant::now() < deadline, "the worker did not finish the tasks");
+    while [&first, &second]
+        .iter()
+        .any(|id| p.task(id)["status"] != "completed")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker did not finish the tasks"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     kill(Pid::from_raw(worker.id() as i32), Signal::SIGTERM).unwrap();
