@@ -1,5 +1,7 @@
 //! The durable queue. [`Store`] is what the engine and the CLI use; each backend implements
-//! it with its own SQL and migrations. Semantics (DESIGN.md, "Queue semantics"):
+//! it with its own SQL and migrations: [`SqliteStore`] (one file, one machine) and [`PgStore`]
+//! (PostgreSQL, many workers on many machines). [`open`] picks one by the URL's scheme.
+//! Semantics (DESIGN.md, "Queue semantics"), identical for both backends:
 //!
 //! - `submit` is one transaction: every task is stored, or none is.
 //! - `claim` hands out `queued` tasks whose `run_at` has come, `critical` first and FIFO within
@@ -8,6 +10,12 @@
 //!   cancelled or finished, writes carrying it fail with [`StoreError::LeaseLost`].
 //! - `rescue_expired` returns tasks whose lease ran out to the queue (or fails them when their
 //!   attempts are used up), marking the vanished attempt `abandoned`.
+//! - Idempotency keys are unique among `queued` and `running` tasks; submitting a key that is
+//!   taken returns the existing task, even when two submitters race.
+//! - Model health is shared by every worker on the store, so a cooldown one worker ran into
+//!   holds for all of them.
+//! - Opening a store applies pending migrations; a store migrated by a newer pitcrew is
+//!   refused with [`StoreError::SchemaTooNew`].
 
 use std::fmt;
 use std::sync::Arc;
@@ -16,12 +24,18 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use pitcrew_core::{
-    Attempt, AttemptReport, Lease, NewTask, Priority, Task, TaskFilter, TaskId, TaskStatus,
+    Attempt, AttemptReport, Lease, ModelHealth, NewTask, Priority, Task, TaskFilter, TaskId,
+    TaskStatus,
 };
 use serde::Serialize;
 
+mod postgres;
+mod rules;
+mod schema;
 mod sqlite;
 
+pub use postgres::PgStore;
+pub use schema::MigrationStatus;
 pub use sqlite::SqliteStore;
 
 /// The result of submitting one task.
@@ -42,6 +56,9 @@ pub enum Disposition {
     Fail,
     /// Try again after `delay` — or fail, when the task's attempts are used up.
     Retry { delay: Duration },
+    /// The result is a well-formed test that fails against the current code: kept (with its
+    /// commit) for a human to judge, not accepted.
+    PossibleBug,
 }
 
 /// How many tasks sit in each status and priority, and when work is next due.
@@ -99,7 +116,9 @@ pub enum StoreError {
          (up to {known}); upgrade pitcrew"
     )]
     SchemaTooNew { url: String, found: i64, known: i64 },
-    #[error("unsupported store URL `{0}`; use sqlite://PATH")]
+    #[error(
+        "unsupported store URL `{0}`; use sqlite://PATH or postgres://USER@HOST[:PORT]/DATABASE"
+    )]
     UnsupportedUrl(String),
     #[error("the store holds a row it cannot read ({0})")]
     Corrupt(String),
@@ -152,12 +171,105 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn attempts(&self, id: TaskId) -> Result<Vec<Attempt>, StoreError>;
 
     async fn stats(&self) -> Result<QueueStats, StoreError>;
+
+    /// Every model's stored health, by model name.
+    async fn model_health(&self) -> Result<Vec<ModelHealth>, StoreError>;
+
+    /// Stores `health` for its model, replacing what was stored, with one exception: a stored
+    /// `cooldown_until` or `circuit_open_until` that has not ended yet and ends later than the
+    /// one written is kept (a kept cooldown keeps its `cooldown_reason`), so one worker cannot
+    /// shorten a cooldown another ran into. `None` is no cooldown: it clears only one that is
+    /// over. `updated_at` is the store's clock at the write; the one in `health` is ignored.
+    async fn record_model_health(&self, health: &ModelHealth) -> Result<(), StoreError>;
+
+    /// Waits until new work may have arrived, or `max` has passed. A hint, not a promise: it
+    /// may return with nothing to claim, and work that arrived just before the call may not
+    /// end the wait, so callers claim after it returns and choose `max` as the longest they
+    /// can afford to be late. SQLite sleeps `max`; PostgreSQL wakes as soon as a task becomes
+    /// claimable (submitted, requeued, retried or rescued) and sleeps `max` while its listening
+    /// connection is down.
+    async fn wait_for_work(&self, max: Duration);
 }
 
-/// Opens (creating and migrating when needed) the store at `url`.
-pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
-    if let Some(path) = sqlite::path_from_url(url) {
-        return Ok(Arc::new(SqliteStore::open(path).await?));
+/// A store URL, split by scheme.
+enum Backend<'a> {
+    Sqlite(std::path::PathBuf),
+    Postgres(&'a str),
+}
+
+impl<'a> Backend<'a> {
+    fn of(url: &'a str) -> Result<Self, StoreError> {
+        if let Some(path) = sqlite::path_from_url(url) {
+            Ok(Backend::Sqlite(path))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres(url))
+        } else {
+            Err(StoreError::UnsupportedUrl(redact(url)))
+        }
     }
-    Err(StoreError::UnsupportedUrl(url.to_string()))
+}
+
+/// Opens the store at `url` (`sqlite://PATH`, `sqlite:PATH`, `postgres://…` or
+/// `postgresql://…`), applying pending migrations; a SQLite file is created when missing.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match Backend::of(url)? {
+        Backend::Sqlite(path) => Arc::new(SqliteStore::open(path).await?),
+        Backend::Postgres(url) => Arc::new(PgStore::open(url).await?),
+    })
+}
+
+/// Applies the pending migrations of the store at `url` and says what was done; what
+/// `pitcrew migrate` runs. Safe while other processes open or migrate the same store.
+pub async fn migrate(url: &str) -> Result<MigrationStatus, StoreError> {
+    match Backend::of(url)? {
+        Backend::Sqlite(path) => SqliteStore::connect(path).await?.migrate().await,
+        Backend::Postgres(url) => PgStore::connect(url)?.migrate().await,
+    }
+}
+
+/// `url` with its password (if any) replaced by `***`, fit for messages and logs.
+pub(crate) fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rsplit_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}{}", &rest[authority_end..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Reads a name stored as text (status, kind, …), reporting an unknown one as corruption.
+pub(crate) fn parse<T: std::str::FromStr>(column: &str, value: &str) -> Result<T, StoreError> {
+    value
+        .parse()
+        .map_err(|_| StoreError::Corrupt(format!("{column} = `{value}`")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_hides_only_the_password() {
+        assert_eq!(
+            redact("postgres://app:s3cret@db.example:5432/queue?sslmode=require"),
+            "postgres://app:***@db.example:5432/queue?sslmode=require"
+        );
+        assert_eq!(redact("postgres://app@db/queue"), "postgres://app@db/queue");
+        assert_eq!(redact("sqlite://.pitcrew/q.db"), "sqlite://.pitcrew/q.db");
+    }
+
+    #[test]
+    fn unsupported_schemes_are_named_without_their_password() {
+        let Err(e) = Backend::of("mysql://root:hunter2@db/q") else {
+            panic!("mysql accepted");
+        };
+        let message = e.to_string();
+        assert!(message.contains("mysql://root:***@db/q"), "{message}");
+        assert!(message.contains("postgres://"), "{message}");
+    }
 }

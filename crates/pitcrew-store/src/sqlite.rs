@@ -2,13 +2,12 @@
 //! which is what makes a claim or a fenced finish atomic across processes.
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use pitcrew_core::{
-    Attempt, AttemptOutcome, AttemptReport, Finding, Lease, NewTask, Priority, Task, TaskFilter,
+    Attempt, AttemptReport, Finding, Lease, ModelHealth, NewTask, Priority, Task, TaskFilter,
     TaskId, TaskStatus, Usage,
 };
 use sqlx::sqlite::{
@@ -17,7 +16,8 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, Transaction};
 
-use crate::{Disposition, QueueStats, Rescued, Store, StoreError, Submitted};
+use crate::schema::{self, MigrationStatus};
+use crate::{Disposition, QueueStats, Rescued, Store, StoreError, Submitted, parse, rules};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
@@ -49,12 +49,6 @@ fn to_time(ms: i64) -> DateTime<Utc> {
 
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
-fn parse<T: FromStr>(column: &str, value: &str) -> Result<T, StoreError> {
-    value
-        .parse()
-        .map_err(|_| StoreError::Corrupt(format!("{column} = `{value}`")))
 }
 
 fn json<T: serde::de::DeserializeOwned>(column: &str, value: &str) -> Result<T, StoreError> {
@@ -128,9 +122,34 @@ fn attempt_from_row(row: &SqliteRow) -> Result<Attempt, StoreError> {
     })
 }
 
+fn health_from_row(row: &SqliteRow) -> Result<ModelHealth, StoreError> {
+    let opt_time = |col: &str| -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(row.try_get::<Option<i64>, _>(col)?.map(to_time))
+    };
+    Ok(ModelHealth {
+        model: row.try_get("model")?,
+        consecutive_failures: row.try_get::<i64, _>("consecutive_failures")? as u32,
+        circuit_open_until: opt_time("circuit_open_until")?,
+        cooldown_until: opt_time("cooldown_until")?,
+        cooldown_reason: row.try_get("cooldown_reason")?,
+        success_rate: row.try_get("success_rate")?,
+        latency_ms: row.try_get("latency_ms")?,
+        quality: row.try_get("quality")?,
+        samples: row.try_get::<i64, _>("samples")? as u64,
+        updated_at: to_time(row.try_get("updated_at")?),
+    })
+}
+
 impl SqliteStore {
     /// Opens the database at `path`, creating it (and its directory) and migrating it.
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let store = Self::connect(path).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Opens the database at `path`, creating it (and its directory), without migrating it.
+    pub(crate) async fn connect(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         let path = path.as_ref();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(sqlx::Error::Io)?;
@@ -147,26 +166,22 @@ impl SqliteStore {
             .max_connections(8)
             .connect_with(options)
             .await?;
-        let store = SqliteStore {
+        Ok(SqliteStore {
             pool,
             url: format!("sqlite://{}", path.display()),
-        };
-        store.migrate().await?;
-        Ok(store)
+        })
     }
 
     /// Applies pending migrations; refuses a database migrated by a newer pitcrew.
-    pub async fn migrate(&self) -> Result<(), StoreError> {
-        match MIGRATOR.run(&self.pool).await {
-            Err(sqlx::migrate::MigrateError::VersionMissing(found)) => {
-                Err(StoreError::SchemaTooNew {
-                    url: self.url.clone(),
-                    found,
-                    known: MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0),
-                })
-            }
-            other => Ok(other?),
-        }
+    pub async fn migrate(&self) -> Result<MigrationStatus, StoreError> {
+        // sqlx's migration lock is a no-op on SQLite: one write transaction around the whole
+        // run makes a second process opening a fresh file wait, then find nothing to do,
+        // instead of applying the same migration twice. sqlx nests each migration in a
+        // savepoint inside it.
+        let mut tx = self.begin().await?;
+        let status = schema::run(&MIGRATOR, &mut *tx, &self.url).await?;
+        tx.commit().await?;
+        Ok(status)
     }
 
     async fn begin(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
@@ -345,56 +360,36 @@ impl Store for SqliteStore {
                 attempt: lease.attempt,
             });
         };
-        let attempts: i64 = held.try_get("attempts")?;
-        let max_attempts: i64 = held.try_get("max_attempts")?;
-        let mut error = report.error.clone();
-        let (status, run_at) = match disposition {
-            Disposition::Complete => (TaskStatus::Completed, now),
-            Disposition::Fail => (TaskStatus::Failed, now),
-            Disposition::Retry { .. } if attempts >= max_attempts => {
-                error = Some(format!(
-                    "{} (attempts used up: {attempts} of {max_attempts})",
-                    error.as_deref().unwrap_or("failed")
-                ));
-                (TaskStatus::Failed, now)
-            }
-            Disposition::Retry { delay } => (TaskStatus::Queued, now + ms(delay)),
-        };
-        let finished_at = status.is_terminal().then_some(now);
-        let completed = status == TaskStatus::Completed;
+        let next = rules::finished(
+            disposition,
+            held.try_get("attempts")?,
+            held.try_get("max_attempts")?,
+            report,
+        );
         sqlx::query(
             "UPDATE tasks SET status = ?, lease_owner = NULL, lease_token = NULL, \
              lease_expires_at = NULL, run_at = ?, updated_at = ?, finished_at = ?, \
              error_kind = ?, last_error = ?, result_commit = ? \
              WHERE id = ? AND lease_token = ?",
         )
-        .bind(status.as_str())
-        .bind(run_at)
+        .bind(next.status.as_str())
+        .bind(now + ms(next.delay))
         .bind(now)
-        .bind(finished_at)
-        .bind(
-            (!completed)
-                .then(|| report.error_kind.map(|k| k.as_str()))
-                .flatten(),
-        )
-        .bind((!completed).then_some(error).flatten())
-        .bind(completed.then(|| report.commit.clone()).flatten())
+        .bind(next.status.is_terminal().then_some(now))
+        .bind(next.error_kind)
+        .bind(&next.last_error)
+        .bind(next.result_commit)
         .bind(lease.task_id.to_string())
         .bind(&token)
         .execute(&mut *tx)
         .await?;
-        let outcome = if completed {
-            AttemptOutcome::Completed
-        } else {
-            AttemptOutcome::Failed
-        };
         sqlx::query(
             "UPDATE attempts SET outcome = ?, finished_at = ?, model = ?, tokens_in = ?, \
              tokens_out = ?, cost_usd = ?, latency_ms = ?, findings = ?, error_kind = ?, \
              error = ?, commit_sha = ?, patch = ? \
              WHERE task_id = ? AND number = ? AND lease_token = ?",
         )
-        .bind(outcome.as_str())
+        .bind(next.outcome.as_str())
         .bind(now)
         .bind(&report.model)
         .bind(report.usage.tokens_in as i64)
@@ -412,7 +407,7 @@ impl Store for SqliteStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(status)
+        Ok(next.status)
     }
 
     async fn rescue_expired(&self) -> Result<Vec<Rescued>, StoreError> {
@@ -434,38 +429,28 @@ impl Store for SqliteStore {
                 .try_get::<Option<String>, _>("lease_owner")?
                 .unwrap_or_default();
             let token: String = row.try_get("lease_token")?;
-            let message = format!("lease expired: worker `{owner}` stopped heart-beating");
-            let status = if attempts >= max_attempts {
-                TaskStatus::Failed
-            } else {
-                TaskStatus::Queued
-            };
+            let next = rules::expired(&owner, attempts, max_attempts);
             sqlx::query(
                 "UPDATE attempts SET outcome = 'abandoned', finished_at = ?, \
                  error_kind = 'lease_expired', error = ? \
                  WHERE task_id = ? AND lease_token = ?",
             )
             .bind(now)
-            .bind(&message)
+            .bind(&next.attempt_error)
             .bind(&id)
             .bind(&token)
             .execute(&mut *tx)
             .await?;
-            let last_error = if status == TaskStatus::Failed {
-                format!("{message} (attempts used up: {attempts} of {max_attempts})")
-            } else {
-                message
-            };
             sqlx::query(
                 "UPDATE tasks SET status = ?, lease_owner = NULL, lease_token = NULL, \
                  lease_expires_at = NULL, run_at = ?, updated_at = ?, finished_at = ?, \
                  error_kind = 'lease_expired', last_error = ? WHERE id = ? AND lease_token = ?",
             )
-            .bind(status.as_str())
+            .bind(next.status.as_str())
             .bind(now)
             .bind(now)
-            .bind(status.is_terminal().then_some(now))
-            .bind(last_error)
+            .bind(next.status.is_terminal().then_some(now))
+            .bind(&next.task_error)
             .bind(&id)
             .bind(&token)
             .execute(&mut *tx)
@@ -473,7 +458,7 @@ impl Store for SqliteStore {
             rescued.push(Rescued {
                 id: parse("id", &id)?,
                 owner,
-                status,
+                status: next.status,
             });
         }
         tx.commit().await?;
@@ -508,10 +493,11 @@ impl Store for SqliteStore {
         sqlx::query(
             "UPDATE tasks SET status = 'cancelled', lease_owner = NULL, lease_token = NULL, \
              lease_expires_at = NULL, updated_at = ?, finished_at = ?, \
-             last_error = 'cancelled by user' WHERE id = ?",
+             last_error = ? WHERE id = ?",
         )
         .bind(now)
         .bind(now)
+        .bind(rules::CANCELLED_BY_USER)
         .bind(id.to_string())
         .execute(&mut *tx)
         .await?;
@@ -630,5 +616,54 @@ impl Store for SqliteStore {
             next_run_at: next.try_get::<Option<i64>, _>("next_run_at")?.map(to_time),
             next_lease_expiry: next.try_get::<Option<i64>, _>("next_expiry")?.map(to_time),
         })
+    }
+
+    async fn model_health(&self) -> Result<Vec<ModelHealth>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM model_health ORDER BY model")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(health_from_row).collect()
+    }
+
+    async fn record_model_health(&self, health: &ModelHealth) -> Result<(), StoreError> {
+        // `stored > max(now, written)`: a stored end is kept while it is ahead of both; one
+        // already past is no cooldown at all and may be cleared.
+        sqlx::query(
+            "INSERT INTO model_health (model, consecutive_failures, circuit_open_until, \
+             cooldown_until, cooldown_reason, success_rate, latency_ms, quality, samples, \
+             updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+             ON CONFLICT (model) DO UPDATE SET \
+             consecutive_failures = excluded.consecutive_failures, \
+             circuit_open_until = CASE \
+                 WHEN circuit_open_until > max(?10, coalesce(excluded.circuit_open_until, ?10)) \
+                 THEN circuit_open_until ELSE excluded.circuit_open_until END, \
+             cooldown_until = CASE \
+                 WHEN cooldown_until > max(?10, coalesce(excluded.cooldown_until, ?10)) \
+                 THEN cooldown_until ELSE excluded.cooldown_until END, \
+             cooldown_reason = CASE \
+                 WHEN cooldown_until > max(?10, coalesce(excluded.cooldown_until, ?10)) \
+                 THEN cooldown_reason ELSE excluded.cooldown_reason END, \
+             success_rate = excluded.success_rate, latency_ms = excluded.latency_ms, \
+             quality = excluded.quality, samples = excluded.samples, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(&health.model)
+        .bind(i64::from(health.consecutive_failures))
+        .bind(health.circuit_open_until.map(|t| t.timestamp_millis()))
+        .bind(health.cooldown_until.map(|t| t.timestamp_millis()))
+        .bind(&health.cooldown_reason)
+        .bind(health.success_rate)
+        .bind(health.latency_ms)
+        .bind(health.quality)
+        .bind(health.samples as i64)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn wait_for_work(&self, max: Duration) {
+        // SQLite has no notifications across processes; polling is the only signal.
+        tokio::time::sleep(max).await;
     }
 }

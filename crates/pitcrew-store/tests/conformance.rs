@@ -1,16 +1,34 @@
-//! One suite for every `Store` backend: each test is a function over a fresh store, and the
-//! macro at the bottom instantiates the suite per backend.
+//! One suite for every `Store` backend: each test is a function over a fresh store (or over a
+//! [`Fixture`], the empty place a store lives in), and the macro at the bottom instantiates the
+//! suite per backend. PostgreSQL runs when `PITCREW_TEST_POSTGRES_URL` is set, each test in a
+//! schema of its own.
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use pitcrew_core::{
-    AttemptOutcome, AttemptReport, ErrorKind, NewTask, Priority, TaskFilter, TaskKind, TaskStatus,
+    AttemptOutcome, AttemptReport, ErrorKind, ModelHealth, NewTask, Priority, TaskFilter, TaskKind,
+    TaskStatus,
 };
-use pitcrew_store::{Disposition, Store, StoreError};
+use pitcrew_store::{Disposition, MigrationStatus, Store, StoreError};
 
 const TTL: Duration = Duration::from_secs(60);
+
+/// An empty place for a store (a temporary file, a fresh schema), removed when dropped.
+trait Fixture: Sized + Send + Sync + 'static {
+    /// A new one, or `None` (having said why) when this backend cannot be tested here.
+    async fn new() -> Option<Self>;
+    /// The URL that [`pitcrew_store::open`] takes.
+    fn url(&self) -> String;
+    /// Runs `sql` on the database directly, to make states the API never makes.
+    async fn execute(&self, sql: &str);
+}
+
+async fn open(fx: &impl Fixture) -> Arc<dyn Store> {
+    pitcrew_store::open(&fx.url()).await.unwrap()
+}
 
 fn task(target: &str, priority: Priority) -> NewTask {
     NewTask {
@@ -140,7 +158,7 @@ async fn claim_creates_lease_and_attempt(store: Arc<dyn Store>) {
     assert_eq!(t.status, TaskStatus::Running);
     assert_eq!(t.attempts, 1);
     assert_eq!(t.lease_owner.as_deref(), Some("worker-a"));
-    assert!(t.lease_expires_at.unwrap() > chrono::Utc::now());
+    assert!(t.lease_expires_at.unwrap() > Utc::now());
     assert_eq!(lease.attempt, 1);
     assert!(store.claim("worker-b", 1, TTL).await.unwrap().is_empty());
     let attempts = store.attempts(id).await.unwrap();
@@ -338,6 +356,40 @@ async fn idempotency_key_deduplicates_unfinished_tasks(store: Arc<dyn Store>) {
     assert_ne!(third.id, first.id);
 }
 
+async fn a_possible_bug_is_its_own_end_state_and_keeps_its_commit(store: Arc<dyn Store>) {
+    let id = submit_one(&*store, task("src/a.py", Priority::Normal)).await;
+    let (_, lease) = store.claim("w", 1, TTL).await.unwrap().pop().unwrap();
+    let mut kept = report(
+        Some(ErrorKind::ValidationFailed),
+        Some("test_sign fails against the current code"),
+    );
+    kept.commit = Some("c0ffee".into());
+    kept.patch = Some("diff --git a/tests/test_a.py b/tests/test_a.py".into());
+    let status = store
+        .finish(&lease, Disposition::PossibleBug, &kept)
+        .await
+        .unwrap();
+    assert_eq!(status, TaskStatus::PossibleBug);
+    let t = store.find(&id.to_string()).await.unwrap();
+    assert_eq!(t.status, TaskStatus::PossibleBug);
+    assert_eq!(t.result_commit.as_deref(), Some("c0ffee"));
+    assert!(t.finished_at.is_some() && t.lease_owner.is_none());
+    let listed = store
+        .list(&TaskFilter {
+            status: Some(TaskStatus::PossibleBug),
+            ..TaskFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    let attempt = &store.attempts(id).await.unwrap()[0];
+    assert_eq!(attempt.outcome, AttemptOutcome::PossibleBug);
+    assert!(attempt.patch.is_some());
+    // It is a human's to judge, not the queue's to retry.
+    let refused = store.requeue(id).await.unwrap_err().to_string();
+    assert!(refused.contains("only failed or cancelled"), "{refused}");
+}
+
 async fn cancel_and_requeue(store: Arc<dyn Store>) {
     let queued = submit_one(&*store, task("queued.py", Priority::Normal)).await;
     let cancelled = store.cancel(queued).await.unwrap();
@@ -454,10 +506,11 @@ async fn list_filters_and_stats(store: Arc<dyn Store>) {
             .contains(&(TaskStatus::Queued, Priority::Low, 1))
     );
     assert!(stats.next_run_at.is_some());
-    assert!(stats.next_lease_expiry.unwrap() > chrono::Utc::now());
+    assert!(stats.next_lease_expiry.unwrap() > Utc::now());
 }
 
-async fn concurrent_claimers_never_share_a_task(store: Arc<dyn Store>, other: Arc<dyn Store>) {
+async fn concurrent_claimers_never_share_a_task(fx: &impl Fixture) {
+    let (store, other) = (open(fx).await, open(fx).await);
     let batch: Vec<NewTask> = (0..60)
         .map(|i| task(&format!("t{i}.py"), Priority::ALL[i % 4]))
         .collect();
@@ -499,21 +552,224 @@ async fn concurrent_claimers_never_share_a_task(store: Arc<dyn Store>, other: Ar
     assert_eq!(stats.count(TaskStatus::Completed), 60);
 }
 
-/// Instantiates every test above for one backend. `$open` is an async expression giving a
-/// fresh `(Arc<dyn Store>, guard)`; `$reopen` opens a second handle on the same database.
+async fn concurrent_submits_of_one_key_make_one_task(fx: &impl Fixture) {
+    let handles = [open(fx).await, open(fx).await];
+    let mut t = task("src/a.py", Priority::Normal);
+    t.idempotency_key = Some("nightly-a".into());
+    let start = Arc::new(tokio::sync::Barrier::new(8));
+    let submits: Vec<_> = (0..8)
+        .map(|i| {
+            let (store, t, start) = (handles[i % 2].clone(), t.clone(), start.clone());
+            tokio::spawn(async move {
+                start.wait().await;
+                store.submit(&[t]).await.unwrap().remove(0)
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for s in submits {
+        results.push(s.await.unwrap());
+    }
+    assert_eq!(results.iter().filter(|s| !s.deduplicated).count(), 1);
+    assert!(results.iter().all(|s| s.id == results[0].id));
+    assert_eq!(
+        handles[0].list(&TaskFilter::default()).await.unwrap().len(),
+        1
+    );
+}
+
+async fn migrate_applies_pending_migrations_once(fx: &impl Fixture) {
+    let first = pitcrew_store::migrate(&fx.url()).await.unwrap();
+    assert!(!first.applied_now.is_empty());
+    assert_eq!(first.current, first.known);
+    assert_eq!(first.applied_now.last(), Some(&first.known));
+    let again = pitcrew_store::migrate(&fx.url()).await.unwrap();
+    assert_eq!(
+        again,
+        MigrationStatus {
+            applied_now: vec![],
+            current: first.known,
+            known: first.known,
+        }
+    );
+    open(fx).await.stats().await.unwrap();
+}
+
+async fn concurrent_opens_of_a_fresh_store_all_succeed(fx: &impl Fixture) {
+    let opens: Vec<_> = (0..4)
+        .map(|_| {
+            let url = fx.url();
+            tokio::spawn(async move { pitcrew_store::open(&url).await })
+        })
+        .collect();
+    let mut stores = Vec::new();
+    for o in opens {
+        stores.push(o.await.unwrap().expect("a concurrent open failed"));
+    }
+    let status = pitcrew_store::migrate(&fx.url()).await.unwrap();
+    assert!(status.applied_now.is_empty() && status.current == status.known);
+    let id = submit_one(&*stores[0], task("a.py", Priority::Normal)).await;
+    assert_eq!(stores[3].find(&id.to_string()).await.unwrap().id, id);
+}
+
+async fn a_schema_from_a_newer_pitcrew_is_refused(fx: &impl Fixture) {
+    open(fx).await;
+    fx.execute(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (99990101000000, 'from a newer pitcrew', TRUE, '', 0)",
+    )
+    .await;
+    for refused in [
+        pitcrew_store::open(&fx.url()).await.map(|_| ()),
+        pitcrew_store::migrate(&fx.url()).await.map(|_| ()),
+    ] {
+        let Err(e) = refused else {
+            panic!("a newer schema was accepted");
+        };
+        assert!(
+            matches!(e, StoreError::SchemaTooNew { found: 99990101000000, known, .. } if known < 99990101000000),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("upgrade pitcrew"), "{e}");
+    }
+}
+
+/// `at` to the millisecond, the precision every backend keeps.
+fn ms(at: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(at.timestamp_millis()).unwrap()
+}
+
+fn health(model: &str) -> ModelHealth {
+    ModelHealth {
+        model: model.into(),
+        consecutive_failures: 0,
+        circuit_open_until: None,
+        cooldown_until: None,
+        cooldown_reason: None,
+        success_rate: 0.9,
+        latency_ms: 1500.0,
+        quality: 0.75,
+        samples: 12,
+        updated_at: DateTime::UNIX_EPOCH,
+    }
+}
+
+async fn model_health_round_trips(store: Arc<dyn Store>) {
+    assert!(store.model_health().await.unwrap().is_empty());
+    let soon = ms(Utc::now() + chrono::Duration::seconds(60));
+    let mut b = health("model-b");
+    b.cooldown_until = Some(soon);
+    b.cooldown_reason = Some("daily quota".into());
+    b.circuit_open_until = Some(soon);
+    b.consecutive_failures = 5;
+    let a = health("model-a");
+    let before = Utc::now() - chrono::Duration::seconds(5);
+    store.record_model_health(&b).await.unwrap();
+    store.record_model_health(&a).await.unwrap();
+    let stored = store.model_health().await.unwrap();
+    assert_eq!(stored.len(), 2);
+    for (got, want) in stored.iter().zip([&a, &b]) {
+        assert!(got.updated_at > before, "updated_at is the store's clock");
+        let mut want = want.clone();
+        want.updated_at = got.updated_at;
+        assert_eq!(got, &want);
+    }
+    // Everything but a later cooldown is last-writer-wins.
+    let mut a2 = a.clone();
+    a2.success_rate = 0.5;
+    a2.latency_ms = 900.0;
+    a2.quality = 0.25;
+    a2.samples = 13;
+    a2.consecutive_failures = 1;
+    store.record_model_health(&a2).await.unwrap();
+    let got = store.model_health().await.unwrap().remove(0);
+    assert_eq!(
+        (got.success_rate, got.latency_ms, got.quality, got.samples),
+        (0.5, 900.0, 0.25, 13)
+    );
+    assert_eq!(got.consecutive_failures, 1);
+}
+
+async fn model_health_keeps_the_later_cooldown(store: Arc<dyn Store>) {
+    let in_secs = |s: i64| ms(Utc::now() + chrono::Duration::seconds(s));
+    let (minute, half) = (in_secs(60), in_secs(30));
+    let mut quota = health("m");
+    quota.cooldown_until = Some(minute);
+    quota.cooldown_reason = Some("daily quota".into());
+    quota.circuit_open_until = Some(half);
+    quota.consecutive_failures = 3;
+    store.record_model_health(&quota).await.unwrap();
+
+    // Another worker, which saw a short rate limit and a success, cannot shorten either.
+    let mut short = health("m");
+    short.cooldown_until = Some(in_secs(5));
+    short.cooldown_reason = Some("rate limit".into());
+    short.samples = 20;
+    store.record_model_health(&short).await.unwrap();
+    let got = store.model_health().await.unwrap().remove(0);
+    assert_eq!(got.cooldown_until, Some(minute));
+    assert_eq!(got.cooldown_reason.as_deref(), Some("daily quota"));
+    assert_eq!(got.circuit_open_until, Some(half));
+    assert_eq!((got.consecutive_failures, got.samples), (0, 20));
+
+    // A later end replaces it.
+    let mut longer = health("m");
+    let two_minutes = in_secs(120);
+    longer.cooldown_until = Some(two_minutes);
+    longer.cooldown_reason = Some("rate limit".into());
+    store.record_model_health(&longer).await.unwrap();
+    let got = store.model_health().await.unwrap().remove(0);
+    assert_eq!(got.cooldown_until, Some(two_minutes));
+    assert_eq!(got.cooldown_reason.as_deref(), Some("rate limit"));
+    assert_eq!(got.circuit_open_until, Some(half));
+
+    // An end already past is no cooldown: it can be cleared.
+    let mut over = health("n");
+    over.cooldown_until = Some(in_secs(-10));
+    over.cooldown_reason = Some("rate limit".into());
+    store.record_model_health(&over).await.unwrap();
+    store.record_model_health(&health("n")).await.unwrap();
+    let got = store.model_health().await.unwrap().remove(1);
+    assert_eq!((got.cooldown_until, got.cooldown_reason), (None, None));
+}
+
+async fn wait_for_work_returns_by_max(store: Arc<dyn Store>) {
+    let max = Duration::from_millis(300);
+    for _ in 0..3 {
+        let started = Instant::now();
+        store.wait_for_work(max).await;
+        assert!(started.elapsed() < max + Duration::from_millis(500));
+    }
+}
+
+/// Instantiates every test above for one backend, whose [`Fixture`] is `$fixture`.
 macro_rules! conformance {
-    ($backend:ident, $open:expr, $reopen:expr) => {
+    ($backend:ident, $fixture:ty) => {
         mod $backend {
             use super::*;
 
+            /// A test over a store opened in a fresh fixture.
             macro_rules! case {
                 ($name:ident) => {
                     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                     async fn $name() {
-                        let Some((store, _guard)) = $open.await else {
+                        let Some(fx) = <$fixture>::new().await else {
                             return;
                         };
-                        super::$name(store).await;
+                        super::$name(open(&fx).await).await;
+                    }
+                };
+            }
+
+            /// A test over the fixture itself.
+            macro_rules! fixture_case {
+                ($name:ident) => {
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $name() {
+                        let Some(fx) = <$fixture>::new().await else {
+                            return;
+                        };
+                        super::$name(&fx).await;
                     }
                 };
             }
@@ -528,40 +784,270 @@ macro_rules! conformance {
             case!(rescue_fails_a_task_without_attempts_left);
             case!(idempotency_key_deduplicates_unfinished_tasks);
             case!(cancel_and_requeue);
+            case!(a_possible_bug_is_its_own_end_state_and_keeps_its_commit);
             case!(requeue_refuses_a_taken_idempotency_key);
             case!(list_filters_and_stats);
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn concurrent_claimers_never_share_a_task() {
-                let Some((store, guard)) = $open.await else {
-                    return;
-                };
-                let other = $reopen(&guard).await;
-                super::concurrent_claimers_never_share_a_task(store, other).await;
-            }
+            case!(model_health_round_trips);
+            case!(model_health_keeps_the_later_cooldown);
+            case!(wait_for_work_returns_by_max);
+            fixture_case!(concurrent_claimers_never_share_a_task);
+            fixture_case!(concurrent_submits_of_one_key_make_one_task);
+            fixture_case!(migrate_applies_pending_migrations_once);
+            fixture_case!(concurrent_opens_of_a_fresh_store_all_succeed);
+            fixture_case!(a_schema_from_a_newer_pitcrew_is_refused);
         }
     };
 }
 
 mod sqlite_backend {
-    use super::*;
-    use pitcrew_store::SqliteStore;
+    use sqlx::Connection;
 
-    pub async fn open() -> Option<(Arc<dyn Store>, tempfile::TempDir)> {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path().join("queue.db"))
-            .await
-            .unwrap();
-        Some((Arc::new(store), dir))
+    use super::*;
+
+    /// A database file in a temporary directory.
+    pub struct SqliteFixture(tempfile::TempDir);
+
+    impl Fixture for SqliteFixture {
+        async fn new() -> Option<Self> {
+            Some(SqliteFixture(tempfile::tempdir().unwrap()))
+        }
+
+        fn url(&self) -> String {
+            format!("sqlite://{}", self.0.path().join("queue.db").display())
+        }
+
+        async fn execute(&self, sql: &str) {
+            let options =
+                sqlx::sqlite::SqliteConnectOptions::new().filename(self.0.path().join("queue.db"));
+            let mut conn = sqlx::SqliteConnection::connect_with(&options)
+                .await
+                .unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
     }
 
-    pub async fn reopen(dir: &tempfile::TempDir) -> Arc<dyn Store> {
-        Arc::new(
-            SqliteStore::open(dir.path().join("queue.db"))
-                .await
-                .unwrap(),
-        )
+    #[tokio::test]
+    async fn wait_for_work_sleeps_max() {
+        let fx = SqliteFixture::new().await.unwrap();
+        let store = open(&fx).await;
+        let max = Duration::from_millis(200);
+        let started = Instant::now();
+        store.wait_for_work(max).await;
+        assert!(started.elapsed() >= max);
     }
 }
 
-conformance!(sqlite, sqlite_backend::open(), sqlite_backend::reopen);
+conformance!(sqlite, sqlite_backend::SqliteFixture);
+
+mod postgres_backend {
+    use std::io::Write;
+
+    use sqlx::{Connection, PgConnection};
+
+    use super::*;
+
+    /// A fresh schema, dropped afterwards, in the database at `PITCREW_TEST_POSTGRES_URL`.
+    pub struct PgFixture {
+        base: String,
+        schema: String,
+    }
+
+    impl Fixture for PgFixture {
+        async fn new() -> Option<Self> {
+            let Ok(base) = std::env::var("PITCREW_TEST_POSTGRES_URL") else {
+                // Straight to stderr: the test harness swallows `eprintln!` of a passing test,
+                // and a skip must not look like a pass.
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "skipped: PITCREW_TEST_POSTGRES_URL is not set, so a PostgreSQL test did \
+                     not run (set it to e.g. postgres://postgres@127.0.0.1:5432/test)"
+                );
+                return None;
+            };
+            let schema = format!("pitcrew_t_{}", uuid::Uuid::now_v7().simple());
+            let mut conn = PgConnection::connect(&base).await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            Some(PgFixture { base, schema })
+        }
+
+        fn url(&self) -> String {
+            let separator = if self.base.contains('?') { '&' } else { '?' };
+            // The application name lets a test find the store's connections.
+            format!(
+                "{}{separator}options[search_path]={}&application_name={}",
+                self.base, self.schema, self.schema
+            )
+        }
+
+        async fn execute(&self, sql: &str) {
+            let mut conn = PgConnection::connect(&self.url()).await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+    }
+
+    impl Drop for PgFixture {
+        #[allow(clippy::print_stderr)]
+        fn drop(&mut self) {
+            let (base, schema) = (self.base.clone(), self.schema.clone());
+            // On a thread and runtime of its own: this may run while the test's runtime is
+            // unwinding from a failure, where it cannot be blocked on.
+            let dropped = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                runtime.block_on(async {
+                    let mut conn = PgConnection::connect(&base).await?;
+                    // A connection the test left in a transaction would block the drop forever.
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                        "SET lock_timeout = '10s'; DROP SCHEMA {schema} CASCADE"
+                    )))
+                    .execute(&mut conn)
+                    .await
+                    .map(drop)
+                })
+            })
+            .join();
+            if !matches!(dropped, Ok(Ok(()))) {
+                eprintln!("could not drop test schema {}: {dropped:?}", self.schema);
+            }
+        }
+    }
+
+    /// How long `wait` took.
+    async fn timed(wait: impl Future<Output = ()>) -> Duration {
+        let started = Instant::now();
+        wait.await;
+        started.elapsed()
+    }
+
+    /// Waits on `store` (up to 5 s) while `write` runs, and says how long the wait took.
+    async fn woken_by(store: &dyn Store, write: impl Future<Output = ()>) -> Duration {
+        // join! polls the wait first, so it listens before the write starts.
+        tokio::join!(timed(store.wait_for_work(Duration::from_secs(5))), write).0
+    }
+
+    /// A store whose listener is up: the first wait returns once it listens.
+    async fn listening(fx: &PgFixture) -> Arc<dyn Store> {
+        let store = open(fx).await;
+        assert!(timed(store.wait_for_work(Duration::from_secs(5))).await < Duration::from_secs(4));
+        store
+    }
+
+    const PROMPT: Duration = Duration::from_secs(1);
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_write_that_makes_work_wakes_a_waiter() {
+        let Some(fx) = PgFixture::new().await else {
+            return;
+        };
+        let waiter = listening(&fx).await;
+        let writer = open(&fx).await;
+        let quiet = timed(waiter.wait_for_work(Duration::from_millis(300))).await;
+        assert!(
+            quiet >= Duration::from_millis(300),
+            "woke with nothing written"
+        );
+
+        let submitted = woken_by(&*waiter, async {
+            submit_one(&*writer, task("a.py", Priority::Normal)).await;
+        })
+        .await;
+        assert!(
+            submitted < PROMPT,
+            "submit woke the waiter after {submitted:?}"
+        );
+
+        let (_, lease) = writer.claim("w", 1, TTL).await.unwrap().pop().unwrap();
+        let retried = woken_by(&*waiter, async {
+            let retry = Disposition::Retry {
+                delay: Duration::ZERO,
+            };
+            let status = writer.finish(&lease, retry, &report(None, None)).await;
+            assert_eq!(status.unwrap(), TaskStatus::Queued);
+        })
+        .await;
+        assert!(
+            retried < PROMPT,
+            "a retry woke the waiter after {retried:?}"
+        );
+
+        writer.cancel(lease.task_id).await.unwrap();
+        let requeued = woken_by(&*waiter, async {
+            writer.requeue(lease.task_id).await.unwrap();
+        })
+        .await;
+        assert!(
+            requeued < PROMPT,
+            "requeue woke the waiter after {requeued:?}"
+        );
+
+        writer
+            .claim("w", 1, Duration::from_millis(10))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let rescued = woken_by(&*waiter, async {
+            assert_eq!(writer.rescue_expired().await.unwrap().len(), 1);
+        })
+        .await;
+        assert!(
+            rescued < PROMPT,
+            "a rescue woke the waiter after {rescued:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn another_schema_does_not_wake_a_waiter() {
+        let (Some(mine), Some(theirs)) = (PgFixture::new().await, PgFixture::new().await) else {
+            return;
+        };
+        let waiter = listening(&mine).await;
+        let other = open(&theirs).await;
+        let max = Duration::from_millis(500);
+        let waited = tokio::join!(timed(waiter.wait_for_work(max)), async {
+            submit_one(&*other, task("a.py", Priority::Normal)).await;
+        })
+        .0;
+        assert!(waited >= max, "woken by another schema's submit");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_store_recovers_from_its_connections_being_killed() {
+        let Some(fx) = PgFixture::new().await else {
+            return;
+        };
+        let store = listening(&fx).await;
+        let admin = open(&fx).await;
+        // Every connection of `store` and `admin`, listener included, is killed.
+        let kill = format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = '{}' AND pid <> pg_backend_pid()",
+            fx.schema
+        );
+        // The waiter wakes when the listener is back: notifications may have been missed.
+        let killed = woken_by(&*store, fx.execute(&kill)).await;
+        assert!(killed < Duration::from_secs(4), "woke after {killed:?}");
+        // Listening again, a submit wakes it promptly, through fresh connections.
+        let submitted = woken_by(&*store, async {
+            submit_one(&*store, task("a.py", Priority::Normal)).await;
+        })
+        .await;
+        assert!(
+            submitted < PROMPT,
+            "submit woke the waiter after {submitted:?}"
+        );
+        assert_eq!(admin.stats().await.unwrap().count(TaskStatus::Queued), 1);
+    }
+}
+
+conformance!(postgres, postgres_backend::PgFixture);
