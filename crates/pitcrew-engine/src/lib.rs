@@ -28,7 +28,8 @@ pub struct EngineSettings {
     pub retry_backoff: Duration,
     /// Keep waiting for work when the queue is empty.
     pub forever: bool,
-    /// Longest sleep between looks at an idle queue.
+    /// Longest wait between looks at an idle queue (a store that signals new work wakes
+    /// workers sooner).
     pub poll_interval: Duration,
 }
 
@@ -232,8 +233,9 @@ impl Engine {
                 .and_then(|t| (t - now).to_std().ok())
                 .unwrap_or(self.settings.poll_interval)
                 .clamp(Duration::from_millis(20), self.settings.poll_interval);
+            // Returns early when the store signals new work (Postgres NOTIFY).
             tokio::select! {
-                _ = tokio::time::sleep(wake) => {}
+                () = self.store.wait_for_work(wake) => {}
                 _ = stop.changed() => {}
             }
         }

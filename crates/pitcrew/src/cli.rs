@@ -112,6 +112,12 @@ pub enum Command {
     /// Serve the queue until stopped (SIGTERM or Ctrl-C finish running tasks first); for
     /// long-running workers sharing a queue, e.g. on PostgreSQL.
     Worker(WorkerArgs),
+    /// Apply pending store migrations (workers also apply them on start; a store migrated by
+    /// a newer pitcrew is refused).
+    Migrate {
+        #[command(flatten)]
+        format: Format,
+    },
     /// Print the patch of a task's accepted result.
     Diff {
         /// Task id, or a unique prefix of it.

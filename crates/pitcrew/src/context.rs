@@ -53,6 +53,16 @@ impl Context {
         })
     }
 
+    pub fn store_url(&self) -> &str {
+        &self.store_url
+    }
+
+    /// Whether the store wakes idle workers itself (Postgres LISTEN/NOTIFY), so polling can
+    /// be rare.
+    pub fn store_notifies(&self) -> bool {
+        self.store_url.starts_with("postgres")
+    }
+
     pub async fn store(&self) -> anyhow::Result<Arc<dyn Store>> {
         if self.store_url.starts_with("sqlite:") {
             self.repo.state_dir()?;

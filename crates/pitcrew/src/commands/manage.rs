@@ -31,3 +31,27 @@ pub async fn retry(ctx: &Context, id: &str, json: bool) -> anyhow::Result<ExitCo
     }
     Ok(ExitCode::SUCCESS)
 }
+
+pub async fn migrate(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
+    if ctx.store_url().starts_with("sqlite:") {
+        ctx.repo.state_dir()?;
+    }
+    let status = pitcrew_store::migrate(ctx.store_url()).await?;
+    if json {
+        output::json(&status);
+    } else if status.applied_now.is_empty() {
+        output::line(&format!("the store is up to date (schema version {})", status.current));
+    } else {
+        output::line(&format!(
+            "applied migration(s) {} — the store is at schema version {}",
+            status
+                .applied_now
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            status.current
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -36,6 +36,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Worker(args) => run::worker(&ctx, args).await,
         Command::Prompts { action, format } => prompts::prompts(&ctx, action, format.json),
         Command::Diff { id } => results::diff(&ctx, &id).await,
+        Command::Migrate { format } => manage::migrate(&ctx, format.json).await,
         Command::Apply { ids, all, format } => results::apply(&ctx, &ids, all, format.json).await,
     }
 }

@@ -105,7 +105,7 @@ async fn drive(
         task_timeout: Duration::from_secs(config.workers.task_timeout_secs),
         retry_backoff: Duration::from_secs_f64(config.workers.retry_backoff_secs),
         forever,
-        poll_interval: Duration::from_secs(1),
+        poll_interval: Duration::from_secs(if ctx.store_notifies() { 10 } else { 1 }),
     };
     let stats = store.stats().await?;
     let pending = stats.count(TaskStatus::Queued) + stats.count(TaskStatus::Running);

@@ -9,6 +9,7 @@ mod config;
 mod crash;
 mod help;
 mod results;
+mod scale;
 mod secrets;
 mod submit;
 mod worker;
