@@ -3,6 +3,7 @@
 //! applies to a model's reply.
 
 mod agent;
+mod cache;
 mod context;
 mod git;
 mod paths;
@@ -10,6 +11,7 @@ mod prompt;
 mod reply;
 
 pub use agent::{AgentRun, AgentSettings, BuiltinAgent};
+pub use cache::{CachedReply, ReplyCache};
 pub use context::{ContextItem, ContextReport, ContextSettings, count_tokens, gather};
 pub use git::{Applied, GitError, Repo, Worktree};
 pub use paths::{RefusedPath, normalize, resolve_inside};
