@@ -5,7 +5,7 @@ use std::time::Duration;
 use pitcrew_core::ErrorKind;
 use pitcrew_core::config::Secret;
 use pitcrew_llm::{ChatClient, ChatRequest, Completion, Endpoint, LlmError, Message};
-use pitcrew_testkit::{Reply, ScriptedServer};
+use pitcrew_testkit::{Reply, ScriptedServer, SseEvent};
 use serde_json::json;
 
 fn request() -> ChatRequest {
@@ -174,4 +174,208 @@ async fn a_slow_provider_times_out_and_a_closed_port_is_a_connection_error() {
         .await
         .unwrap_err();
     assert_eq!(err.kind, ErrorKind::Connection);
+}
+
+fn chunk(content: &str, finish: Option<&str>) -> SseEvent {
+    SseEvent::Data(
+        json!({"choices": [{"index": 0, "delta": {"content": content}, "finish_reason": finish}]}),
+    )
+}
+
+async fn stream(
+    server: &ScriptedServer,
+    idle: Duration,
+) -> (Result<Completion, LlmError>, Vec<String>) {
+    let client = ChatClient::new(Duration::from_secs(10))
+        .unwrap()
+        .with_idle_timeout(idle);
+    let mut deltas = Vec::new();
+    let result = client
+        .stream(&endpoint(server), &request(), &mut |d| {
+            deltas.push(d.to_string())
+        })
+        .await;
+    (result, deltas)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_is_read_through_comments_and_odd_chunks() {
+    let server = ScriptedServer::start();
+    server.push(Reply::sse(vec![
+        SseEvent::Comment("OPENROUTER PROCESSING".into()),
+        SseEvent::Data(json!({"choices": [{"delta": {"role": "assistant", "reasoning": "thinking"}}]})),
+        SseEvent::Delay(Duration::from_millis(150)),
+        chunk("def test_", None),
+        SseEvent::RawLine("event: ignored".into()),
+        SseEvent::RawLine("data: not json at all".into()),
+        SseEvent::Data(json!({"choices": null})),
+        chunk("x(): pass", Some("")),
+        SseEvent::Data(json!({"choices": [{"delta": {}, "finish_reason": "eos"}]})),
+        SseEvent::Data(json!({"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 4, "cost": 0.0001}})),
+        SseEvent::Done,
+    ]));
+    let (result, deltas) = stream(&server, Duration::from_secs(2)).await;
+    let done = result.unwrap();
+    assert_eq!(done.text, "def test_x(): pass");
+    assert_eq!(deltas, ["def test_", "x(): pass"]);
+    assert_eq!(done.finish_reason.as_deref(), Some("eos"));
+    assert_eq!(
+        (
+            done.usage.tokens_in,
+            done.usage.tokens_out,
+            done.usage.cost_usd
+        ),
+        (7, 4, Some(0.0001))
+    );
+    // The reasoning chunk is the first token; the answer came 150 ms later.
+    assert!(
+        done.time_to_first_token < Duration::from_millis(140),
+        "{:?}",
+        done.time_to_first_token
+    );
+    assert!(done.latency >= Duration::from_millis(150));
+    let sent = &server.requests()[0];
+    assert_eq!(sent.body["stream"], true);
+    assert_eq!(sent.body["stream_options"]["include_usage"], true);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_testkit_content_reply_streams_and_a_json_answer_is_accepted() {
+    let server = ScriptedServer::start();
+    server.push(Reply::content("hello streaming world").with_usage(3, 3, None));
+    // A server that ignores `stream` and answers with plain JSON.
+    server.push(Reply::raw(
+        200,
+        "application/json",
+        &json!({"choices": [{"message": {"content": "plain"}, "finish_reason": "stop"}]})
+            .to_string(),
+    ));
+    let (first, deltas) = stream(&server, Duration::from_secs(2)).await;
+    assert_eq!(first.unwrap().text, "hello streaming world");
+    assert_eq!(deltas.len(), 3);
+    let (second, deltas) = stream(&server, Duration::from_secs(2)).await;
+    assert_eq!(second.unwrap().text, "plain");
+    assert_eq!(deltas, ["plain"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_without_an_end_or_that_stalls_is_truncated() {
+    let server = ScriptedServer::start();
+    server.push(Reply::sse(vec![chunk("def test_", None)]));
+    server.push(Reply::sse(vec![
+        chunk("def ", None),
+        SseEvent::Comment("keep-alive".into()),
+        SseEvent::Delay(Duration::from_millis(250)),
+        SseEvent::Comment("keep-alive".into()),
+        SseEvent::Delay(Duration::from_millis(250)),
+        SseEvent::Comment("keep-alive".into()),
+        SseEvent::Delay(Duration::from_secs(3)),
+        chunk("late", Some("stop")),
+        SseEvent::Done,
+    ]));
+    // Finished (finish reason) but then silent: complete, the usage chunk is optional.
+    server.push(Reply::sse(vec![
+        chunk("all", Some("stop")),
+        SseEvent::Delay(Duration::from_secs(3)),
+        SseEvent::Done,
+    ]));
+    // [DONE] without a finish reason is a complete stream too.
+    server.push(Reply::sse(vec![chunk("done", None), SseEvent::Done]));
+    let (cut, _) = stream(&server, Duration::from_millis(400)).await;
+    let cut = cut.unwrap_err();
+    assert_eq!(cut.kind, ErrorKind::Truncated);
+    assert!(cut.message.contains("without [DONE]"), "{}", cut.message);
+    assert!(cut.message.contains("9 characters"), "{}", cut.message);
+    let started = std::time::Instant::now();
+    let (stalled, deltas) = stream(&server, Duration::from_millis(400)).await;
+    let stalled = stalled.unwrap_err();
+    assert_eq!(stalled.kind, ErrorKind::Truncated);
+    assert!(stalled.message.contains("stalled"), "{}", stalled.message);
+    assert_eq!(deltas, ["def "]);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "comments do not count as progress"
+    );
+    let (finished, _) = stream(&server, Duration::from_millis(400)).await;
+    assert_eq!(finished.unwrap().text, "all");
+    let (done, _) = stream(&server, Duration::from_millis(400)).await;
+    assert_eq!(done.unwrap().text, "done");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn errors_inside_a_stream_are_classified() {
+    let server = ScriptedServer::start();
+    server.push(Reply::sse(vec![
+        chunk("partial", None),
+        SseEvent::Data(
+            json!({"error": {"message": "Provider returned error", "code": 502,
+            "metadata": {"raw": "upstream overloaded"}},
+            "choices": [{"delta": {"content": ""}, "finish_reason": "error"}]}),
+        ),
+    ]));
+    server.push(Reply::sse(vec![SseEvent::Data(
+        json!({"error": {"message": "Rate limit exceeded: free-models-per-day", "code": 429,
+            "metadata": {"headers": {"X-RateLimit-Reset": "3600"}}}}),
+    )]));
+    server.push(Reply::sse(vec![chunk("x", Some("error"))]));
+    server.push(Reply::sse(vec![
+        chunk("cut", Some("length")),
+        SseEvent::Done,
+    ]));
+    server.push(Reply::sse(vec![
+        chunk("", Some("content_filter")),
+        SseEvent::Done,
+    ]));
+    server.push(
+        Reply::status(429, json!({"error": {"message": "slow down"}}))
+            .header("x-ratelimit-reset", "5"),
+    );
+    let next = || stream(&server, Duration::from_secs(2));
+    let e = next().await.0.unwrap_err();
+    assert_eq!((e.kind, e.status), (ErrorKind::ServerError, Some(502)));
+    assert!(
+        e.message.contains("upstream overloaded") && e.message.contains("after 7 characters"),
+        "{}",
+        e.message
+    );
+    let e = next().await.0.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Quota);
+    assert_eq!(e.retry_after, Some(Duration::from_secs(3600)));
+    assert_eq!(next().await.0.unwrap_err().kind, ErrorKind::ServerError);
+    assert_eq!(next().await.0.unwrap_err().kind, ErrorKind::Truncated);
+    assert_eq!(next().await.0.unwrap_err().kind, ErrorKind::ContentFilter);
+    let e = next().await.0.unwrap_err();
+    assert_eq!(
+        (e.kind, e.retry_after),
+        (ErrorKind::RateLimit, Some(Duration::from_secs(5)))
+    );
+    assert_eq!(server.requests().len(), 6, "one request per call");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_that_sends_no_headers_times_out_at_the_idle_limit() {
+    let server = ScriptedServer::start();
+    server.push(Reply::content("late").delay(Duration::from_secs(5)));
+    let started = std::time::Instant::now();
+    let (result, _) = stream(&server, Duration::from_millis(300)).await;
+    assert_eq!(result.unwrap_err().kind, ErrorKind::Timeout);
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_model_list_is_fetched_for_sync() {
+    let server = ScriptedServer::start();
+    let client = ChatClient::new(Duration::from_secs(5)).unwrap();
+    let models = pitcrew_llm::sync::fetch_models(&client, &endpoint(&server), "openrouter")
+        .await
+        .unwrap();
+    let ids: Vec<&str> = models.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, ["scripted/coder", "scripted/coder:free"]);
+    assert_eq!(models[0].price_in, 0.000001);
+    assert!(models[1].free);
+    assert_eq!(server.requests()[0].path, "/v1/models");
+    let (registry, report) = pitcrew_llm::Registry::builtin().merge_synced(models);
+    assert_eq!(report.added, ["scripted/coder", "scripted/coder:free"]);
+    assert!(registry.get("scripted/coder").is_some());
+    assert!(!registry.fallback().contains(&"scripted/coder".to_string()));
 }
