@@ -22,6 +22,9 @@ pub struct Output {
     pub timed_out: bool,
     /// Wall-clock time from spawn until the process was reaped and its output drained.
     pub duration: Duration,
+    /// Whether the command ran in a network namespace of its own (asked for with
+    /// [`crate::CommandSpec::isolate_network`] and available on this machine).
+    pub network_isolated: bool,
 }
 
 impl Output {
@@ -124,6 +127,7 @@ mod tests {
             stderr_truncated: false,
             timed_out,
             duration: Duration::from_millis(5000),
+            network_isolated: false,
         }
     }
 

@@ -1,6 +1,5 @@
 //! Spawning, timing out, reaping and capturing one command.
 
-use std::ffi::OsString;
 use std::io;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
@@ -51,17 +50,10 @@ const DRAIN_GRACE: Duration = Duration::from_secs(1);
 /// killed with `SIGKILL` (`timed_out` is set); when the command exits, whatever is left of
 /// its group is killed too; and if this future is dropped, the group is killed as well.
 pub async fn run(spec: CommandSpec) -> Result<Output, SandboxError> {
-    // Collected first: `VarsOs` is not `Send`, and the future must be.
-    let parent_env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
-    run_with_parent_env(spec, parent_env).await
-}
-
-/// [`run`] with the parent environment given explicitly, so tests can prove what is scrubbed
-/// without mutating the real process environment.
-pub(crate) async fn run_with_parent_env(
-    spec: CommandSpec,
-    parent_env: Vec<(OsString, OsString)>,
-) -> Result<Output, SandboxError> {
+    let parent_env = match &spec.parent_env {
+        Some(vars) => vars.clone(),
+        None => std::env::vars_os().collect(),
+    };
     let mut env = child_env(&spec.env, parent_env);
     // Held until the run ends; dropping it removes the directory.
     let home = match spec.env {
@@ -78,7 +70,19 @@ pub(crate) async fn run_with_parent_env(
         env.push(("TMPDIR".into(), home.path().into()));
     }
 
-    let mut cmd = Command::new(&spec.program);
+    let isolation = if spec.isolate_network {
+        crate::net::isolation_prefix().await
+    } else {
+        None
+    };
+    let mut cmd = match isolation {
+        Some(prefix) => {
+            let mut cmd = Command::new(&prefix[0]);
+            cmd.args(&prefix[1..]).arg("--").arg(&spec.program);
+            cmd
+        }
+        None => Command::new(&spec.program),
+    };
     cmd.args(&spec.args)
         .current_dir(&spec.cwd)
         .env_clear()
@@ -175,6 +179,7 @@ pub(crate) async fn run_with_parent_env(
         stderr_truncated,
         timed_out,
         duration: started.elapsed(),
+        network_isolated: isolation.is_some(),
     })
 }
 

@@ -18,13 +18,16 @@ pub struct CommandSpec {
     pub(crate) output_limit: usize,
     pub(crate) limits: Limits,
     pub(crate) stdin: Option<Vec<u8>>,
+    pub(crate) isolate_network: bool,
+    pub(crate) parent_env: Option<Vec<(OsString, OsString)>>,
 }
 
 impl CommandSpec {
     /// `program` (looked up on the child's `PATH` unless it contains a `/`) run in `cwd`.
     ///
     /// Defaults: 60 s timeout, 64 KiB kept per output stream,
-    /// `EnvPolicy::InheritScrubbed { remove: vec![] }`, no resource limits, empty stdin.
+    /// `EnvPolicy::InheritScrubbed { remove: vec![] }`, no resource limits, empty stdin,
+    /// network access, the environment built from this process's.
     pub fn new(program: impl Into<OsString>, cwd: impl Into<PathBuf>) -> Self {
         Self {
             program: program.into(),
@@ -35,6 +38,8 @@ impl CommandSpec {
             output_limit: 64 * 1024,
             limits: Limits::default(),
             stdin: None,
+            isolate_network: false,
+            parent_env: None,
         }
     }
 
@@ -94,6 +99,38 @@ impl CommandSpec {
     #[must_use]
     pub fn stdin(mut self, bytes: Vec<u8>) -> Self {
         self.stdin = Some(bytes);
+        self
+    }
+
+    /// Runs the command in a network namespace of its own, where no interface (not even
+    /// loopback) is up, so it can reach nothing. It runs through `unshare --net` (plus
+    /// `--map-root-user` when only that works), which execs the program in place: same pid,
+    /// same process group. Where the machine allows neither, the command runs with the
+    /// machine's network, a warning is logged once per process, and
+    /// [`crate::Output::network_isolated`] says so. When isolated, a program that cannot be
+    /// started is reported by `unshare` (exit code 127 and its message on stderr), not as
+    /// [`crate::SandboxError::Spawn`].
+    #[must_use]
+    pub fn isolate_network(mut self, isolate: bool) -> Self {
+        self.isolate_network = isolate;
+        self
+    }
+
+    /// The variables the child's environment is built from (see [`EnvPolicy`]) instead of
+    /// this process's, e.g. to prove in a test that a secret in the parent never reaches the
+    /// child without mutating the real environment.
+    #[must_use]
+    pub fn parent_env<I, K, V>(mut self, vars: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<OsString>,
+        V: Into<OsString>,
+    {
+        self.parent_env = Some(
+            vars.into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        );
         self
     }
 }

@@ -123,7 +123,7 @@ pub fn check_syntax(path: &str, source: &str) -> SyntaxCheck {
     invalid(language, source, problem.at, &problem.description)
 }
 
-fn parse(language: Language, source: &str) -> tree_sitter::Tree {
+pub(crate) fn parse(language: Language, source: &str) -> tree_sitter::Tree {
     thread_local! {
         // One parser per language per thread: building a parser and loading its grammar costs
         // more than parsing a typical file.

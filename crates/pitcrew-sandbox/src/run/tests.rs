@@ -1,11 +1,13 @@
 //! End-to-end tests: real processes, real pipes, real signals.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::path::Path;
 
 use tempfile::TempDir;
 
 use super::*;
+use crate::network_isolation_available;
 
 fn sh(script: &str, dir: &TempDir) -> CommandSpec {
     CommandSpec::shell(script, dir.path()).timeout(Duration::from_secs(5))
@@ -54,7 +56,7 @@ fn env_names(stdout: &str) -> HashMap<&str, &str> {
 fn fake_parent(vars: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     vars.iter()
-        .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+        .map(|(k, v)| (k.into(), v.into()))
         .chain([("PATH".into(), path)])
         .collect()
 }
@@ -251,7 +253,7 @@ async fn inherit_scrubbed_drops_secrets_and_removed_names() {
     let policy = EnvPolicy::InheritScrubbed {
         remove: vec!["DROP_ME".into()],
     };
-    let out = run_with_parent_env(sh("env", &dir).env_policy(policy), parent)
+    let out = run(sh("env", &dir).env_policy(policy).parent_env(parent))
         .await
         .unwrap();
     let env = env_names(&out.stdout);
@@ -285,7 +287,7 @@ async fn allowlist_passes_only_what_is_asked_and_gives_a_private_home() {
     };
     let script =
         "set -e; test -d \"$HOME\"; echo ok > \"$HOME/probe\"; test \"$TMPDIR\" = \"$HOME\"; env";
-    let out = run_with_parent_env(sh(script, &dir).env_policy(policy), parent)
+    let out = run(sh(script, &dir).env_policy(policy).parent_env(parent))
         .await
         .unwrap();
     assert!(out.success(), "{}", out.combined_tail(10));
@@ -331,4 +333,63 @@ async fn cpu_limit_kills_a_busy_loop() {
         .unwrap();
     assert!(!out.timed_out, "{:?}", out.duration);
     assert_eq!(out.signal, Some(9), "{}", out.describe_status());
+}
+
+/// A connection attempt to `port` on loopback, exiting 0 only if it connects.
+fn connect_to(port: u16, dir: &TempDir) -> CommandSpec {
+    let script = format!(
+        "import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=2).close()"
+    );
+    CommandSpec::new("python3", dir.path())
+        .args(["-c", &script])
+        .timeout(Duration::from_secs(10))
+}
+
+#[tokio::test]
+async fn isolated_command_cannot_reach_a_listening_port() {
+    let dir = TempDir::new().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+
+    // Control: without isolation the same command connects, so a refusal below means
+    // something.
+    let open = run(connect_to(port, &dir)).await.unwrap();
+    assert!(open.success(), "{}", open.combined_tail(10));
+    assert!(!open.network_isolated);
+    let (accepted, _) = listener.accept().unwrap();
+    drop(accepted);
+
+    let isolated = run(connect_to(port, &dir).isolate_network(true))
+        .await
+        .unwrap();
+    if !network_isolation_available().await {
+        assert!(!isolated.network_isolated);
+        return;
+    }
+    assert!(isolated.network_isolated);
+    assert!(!isolated.success(), "connected from inside the namespace");
+    assert!(
+        isolated.stderr.contains("Network is unreachable")
+            || isolated.stderr.contains("Connection refused"),
+        "{}",
+        isolated.stderr
+    );
+    let pending = listener.accept().map(|_| ()).map_err(|e| e.kind());
+    assert_eq!(pending, Err(io::ErrorKind::WouldBlock));
+}
+
+#[tokio::test]
+async fn isolated_command_keeps_its_process_group_and_timeout() {
+    let dir = TempDir::new().unwrap();
+    let spec = sh(
+        "echo $$ > pids; sleep 100 & echo $! >> pids; sleep 100",
+        &dir,
+    )
+    .timeout(Duration::from_millis(800))
+    .isolate_network(true);
+    let out = run(spec).await.unwrap();
+    assert!(out.timed_out);
+    assert_eq!(out.network_isolated, network_isolation_available().await);
+    assert_all_gone(&read_pids(&dir.path().join("pids"), 2).await).await;
 }

@@ -1,0 +1,410 @@
+//! `[validation]` in `pitcrew.toml`: which rules run for which task kind, the commands they
+//! run, and the sandbox those commands run in. Every field has a default, so an empty table
+//! (or none) is the built-in configuration.
+
+use pitcrew_core::{Severity, TaskKind};
+use serde::{Deserialize, Serialize};
+
+use crate::rules::Rule;
+
+/// The `[validation]` table with every default and what it means, for `pitcrew init`.
+pub const DEFAULT_SETTINGS_TOML: &str = include_str!("default_settings.toml");
+
+/// How pitcrew verifies what a task produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ValidationSettings {
+    /// Runs tests (a shell command, run in the task's worktree). It must accept pytest's
+    /// options: pitcrew appends `--junitxml`, `-p` and `-o` options and the test files.
+    pub test_command: String,
+    /// Runs the same tests while recording coverage; `{data}` becomes the path of a fresh
+    /// coverage data file.
+    pub coverage_command: String,
+    /// Writes the coverage report from `{data}` to `{report}` (both fresh paths).
+    pub coverage_report_command: String,
+    /// The format `coverage_report_command` writes: `coverage_json` (coverage.py's
+    /// `coverage json`), `cobertura` (XML, e.g. `coverage xml`) or `lcov`.
+    pub coverage_format: CoverageFormat,
+    /// How many times the new tests run again after their first run, to catch flaky tests:
+    /// the first rerun in reverse order, the others shuffled, each with its own
+    /// `PYTHONHASHSEED`. Any test whose result changes is flaky.
+    pub reruns: u32,
+    /// Wall-clock limit in seconds for each command; past it the command's whole process
+    /// group is killed.
+    pub timeout_secs: u64,
+    /// Whether commands running generated code may use the network. When false they run in a
+    /// network namespace of their own where the machine allows it (a report warns when not).
+    pub allow_network: bool,
+    /// Environment variables passed from pitcrew's environment to the commands, besides
+    /// PATH, LANG, LC_ALL, LC_CTYPE, TZ and TERM. Names that look like secrets (containing
+    /// KEY, SECRET, TOKEN, PASSWORD, …) are never passed, even when listed.
+    pub pass_env: Vec<String>,
+    /// Resource limits for each process of a command.
+    pub limits: LimitSettings,
+    /// The second syntax gate: the language's own compiler or checker, run on the written
+    /// files of that language after the in-process tree-sitter parse passed.
+    pub toolchain: ToolchainSettings,
+    /// Which rules run for which task kind.
+    pub rules: RuleSettings,
+    /// The project's own checks, run after the static rules and before the tests. Each is a
+    /// `[[validation.commands]]` table.
+    pub commands: Vec<CommandRule>,
+}
+
+impl Default for ValidationSettings {
+    fn default() -> Self {
+        ValidationSettings {
+            test_command: "python3 -m pytest".into(),
+            coverage_command: "python3 -m coverage run --data-file={data} -m pytest".into(),
+            coverage_report_command:
+                "python3 -m coverage json --ignore-errors --data-file={data} -o {report}".into(),
+            coverage_format: CoverageFormat::CoverageJson,
+            reruns: 3,
+            timeout_secs: 300,
+            allow_network: false,
+            pass_env: Vec::new(),
+            limits: LimitSettings::default(),
+            toolchain: ToolchainSettings::default(),
+            rules: RuleSettings::default(),
+            commands: Vec::new(),
+        }
+    }
+}
+
+/// The coverage report formats pitcrew reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CoverageFormat {
+    CoverageJson,
+    Cobertura,
+    Lcov,
+}
+
+/// Limits applied to every process of a sandboxed command; 0 means no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitSettings {
+    /// CPU seconds per process.
+    pub cpu_secs: u64,
+    /// Virtual memory per process, in MiB. Runtimes that reserve much address space up front
+    /// (Node with WebAssembly, Go, the JVM) may need more, or 0.
+    pub address_space_mb: u64,
+    /// Largest file a process may write, in MiB.
+    pub file_size_mb: u64,
+    /// Processes of the user running pitcrew, counted across the whole machine (that is how
+    /// `RLIMIT_NPROC` works), so no limit by default; not enforced for root.
+    pub processes: u64,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        LimitSettings {
+            cpu_secs: 300,
+            address_space_mb: 8192,
+            file_size_mb: 256,
+            processes: 0,
+        }
+    }
+}
+
+impl LimitSettings {
+    pub(crate) fn to_sandbox(self) -> pitcrew_sandbox::Limits {
+        const MIB: u64 = 1024 * 1024;
+        let some = |v: u64| (v > 0).then_some(v);
+        pitcrew_sandbox::Limits {
+            cpu_secs: some(self.cpu_secs),
+            address_space_bytes: some(self.address_space_mb).map(|v| v.saturating_mul(MIB)),
+            file_size_bytes: some(self.file_size_mb).map(|v| v.saturating_mul(MIB)),
+            processes: some(self.processes),
+        }
+    }
+}
+
+/// Toolchain gate commands per language. The written files of the language are appended
+/// (shell-quoted), or replace `{files}` when the command contains it. Empty: no gate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ToolchainSettings {
+    /// Python files; `py_compile` compiles without running anything.
+    pub python: String,
+    /// Rust files, e.g. `cargo check --all-targets --quiet # {files}` (cargo checks the
+    /// whole crate; the shell comment keeps the files from being appended).
+    pub rust: String,
+    /// JavaScript files, e.g. `for f in {files}; do node --check "$f" || exit 1; done`.
+    pub javascript: String,
+    /// TypeScript and TSX files, e.g. `npx --no-install tsc --noEmit {files}`.
+    pub typescript: String,
+    /// Go files, e.g. `go vet ./... # {files}`.
+    pub go: String,
+}
+
+impl Default for ToolchainSettings {
+    fn default() -> Self {
+        ToolchainSettings {
+            python: "python3 -m py_compile".into(),
+            rust: String::new(),
+            javascript: String::new(),
+            typescript: String::new(),
+            go: String::new(),
+        }
+    }
+}
+
+/// The rules each task kind runs, by rule id, and the ones this project never runs. Built-in
+/// ids: file_exists, not_empty, syntax, toolchain, test_naming, assertions, imports_target,
+/// no_placeholders, tests_pass, not_flaky, coverage_gain, suite_green. They always run in
+/// that order, whatever the order of a list; the project's command rules run after
+/// no_placeholders, for the kinds each lists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuleSettings {
+    /// Writing unit tests: every rule.
+    pub unit_test: Vec<String>,
+    /// Writing integration tests: every rule.
+    pub integration_test: Vec<String>,
+    /// Writing new code: the file, syntax and placeholder rules, and the whole suite.
+    pub implement: Vec<String>,
+    /// Fixing code: as `implement`.
+    pub fix: Vec<String>,
+    /// Restructuring code: as `implement`.
+    pub refactor: Vec<String>,
+    /// Writing documentation: the file, syntax and placeholder rules.
+    pub docs: Vec<String>,
+    /// Anything else: the file, syntax, toolchain and placeholder rules.
+    pub custom: Vec<String>,
+    /// Rule ids (built-in or command rules) never run in this project, whatever the kind.
+    pub disable: Vec<String>,
+}
+
+impl Default for RuleSettings {
+    fn default() -> Self {
+        use Rule::*;
+        let ids = |rules: &[Rule]| rules.iter().map(|r| r.as_str().to_string()).collect();
+        let code = [
+            FileExists,
+            NotEmpty,
+            Syntax,
+            Toolchain,
+            NoPlaceholders,
+            SuiteGreen,
+        ];
+        RuleSettings {
+            unit_test: ids(Rule::ALL),
+            integration_test: ids(Rule::ALL),
+            implement: ids(&code),
+            fix: ids(&code),
+            refactor: ids(&code),
+            docs: ids(&[FileExists, NotEmpty, Syntax, NoPlaceholders]),
+            custom: ids(&[FileExists, NotEmpty, Syntax, Toolchain, NoPlaceholders]),
+            disable: Vec::new(),
+        }
+    }
+}
+
+impl RuleSettings {
+    fn for_kind(&self, kind: TaskKind) -> &[String] {
+        match kind {
+            TaskKind::UnitTest => &self.unit_test,
+            TaskKind::IntegrationTest => &self.integration_test,
+            TaskKind::Implement => &self.implement,
+            TaskKind::Fix => &self.fix,
+            TaskKind::Refactor => &self.refactor,
+            TaskKind::Docs => &self.docs,
+            TaskKind::Custom => &self.custom,
+        }
+    }
+
+    fn lists(&self) -> impl Iterator<Item = (&'static str, &[String])> {
+        TaskKind::ALL
+            .iter()
+            .map(|&kind| (kind.as_str(), self.for_kind(kind)))
+            .chain([("disable", self.disable.as_slice())])
+    }
+}
+
+/// A project check: a shell command run in the worktree; a non-zero exit is a finding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandRule {
+    /// The rule id findings carry, e.g. `ruff`; must differ from the built-in ids.
+    pub id: String,
+    /// `{files}` is replaced by the written files, shell-quoted; nothing is appended.
+    pub command: String,
+    /// The severity of the finding when the command fails: error, warning or info.
+    #[serde(default = "error")]
+    pub severity: Severity,
+    /// The task kinds it runs for; empty: every kind.
+    #[serde(default)]
+    pub kinds: Vec<TaskKind>,
+}
+
+fn error() -> Severity {
+    Severity::Error
+}
+
+/// Why the validation settings cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("validation.{field}: {message}")]
+pub struct SettingsError {
+    /// The offending field, e.g. `rules.unit_test`.
+    pub field: String,
+    pub message: String,
+}
+
+impl ValidationSettings {
+    /// Checks what serde cannot: rule ids exist, command ids are unique and not built-in,
+    /// commands are not empty.
+    pub fn check(&self) -> Result<(), SettingsError> {
+        let invalid = |field: &str, message: String| SettingsError {
+            field: field.to_string(),
+            message,
+        };
+        for (field, command) in [
+            ("test_command", &self.test_command),
+            ("coverage_command", &self.coverage_command),
+            ("coverage_report_command", &self.coverage_report_command),
+        ] {
+            if command.trim().is_empty() {
+                return Err(invalid(field, "must not be empty".into()));
+            }
+        }
+        if !self.coverage_command.contains("{data}") {
+            return Err(invalid("coverage_command", "must contain `{data}`".into()));
+        }
+        for placeholder in ["{data}", "{report}"] {
+            if !self.coverage_report_command.contains(placeholder) {
+                return Err(invalid(
+                    "coverage_report_command",
+                    format!("must contain `{placeholder}`"),
+                ));
+            }
+        }
+        if self.timeout_secs == 0 {
+            return Err(invalid("timeout_secs", "must be at least 1".into()));
+        }
+        for (i, rule) in self.commands.iter().enumerate() {
+            let field = format!("commands[{i}]");
+            if rule.id.trim().is_empty() || rule.command.trim().is_empty() {
+                return Err(invalid(
+                    &field,
+                    "needs a non-empty `id` and `command`".into(),
+                ));
+            }
+            if rule.id.parse::<Rule>().is_ok() {
+                return Err(invalid(
+                    &field,
+                    format!("id `{}` is a built-in rule's", rule.id),
+                ));
+            }
+            if self.commands[..i].iter().any(|r| r.id == rule.id) {
+                return Err(invalid(&field, format!("id `{}` is used twice", rule.id)));
+            }
+        }
+        for (list, ids) in self.rules.lists() {
+            for id in ids {
+                let known = id.parse::<Rule>().is_ok() || self.commands.iter().any(|r| r.id == *id);
+                if !known {
+                    let mut valid: Vec<&str> = Rule::ALL.iter().map(|r| r.as_str()).collect();
+                    valid.extend(self.commands.iter().map(|r| r.id.as_str()));
+                    return Err(invalid(
+                        &format!("rules.{list}"),
+                        format!("unknown rule `{id}`; valid: {}", valid.join(", ")),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `rule` runs for `kind`: listed for the kind (command rules: their `kinds`) and
+    /// not disabled. `Err` carries the reason it does not, for the report.
+    pub(crate) fn selects(&self, kind: TaskKind, rule: &str) -> Result<(), String> {
+        if self.rules.disable.iter().any(|d| d == rule) {
+            return Err("disabled in validation.rules.disable".into());
+        }
+        let listed = match self.commands.iter().find(|c| c.id == rule) {
+            Some(command) => command.kinds.is_empty() || command.kinds.contains(&kind),
+            None => self.rules.for_kind(kind).iter().any(|r| r == rule),
+        };
+        if listed {
+            Ok(())
+        } else {
+            Err(format!("not enabled for task kind `{kind}`"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_pass_their_own_check_and_an_empty_table_is_the_default() {
+        ValidationSettings::default().check().unwrap();
+        let parsed: ValidationSettings = toml::from_str("").unwrap();
+        assert_eq!(parsed, ValidationSettings::default());
+    }
+
+    #[test]
+    fn the_commented_default_table_is_the_default() {
+        #[derive(Deserialize)]
+        struct File {
+            validation: ValidationSettings,
+        }
+        let file: File = toml::from_str(DEFAULT_SETTINGS_TOML).unwrap();
+        assert_eq!(file.validation, ValidationSettings::default());
+    }
+
+    #[test]
+    fn a_project_table_overrides_fields_and_adds_command_rules() {
+        let parsed: ValidationSettings = toml::from_str(
+            r#"
+            reruns = 5
+            [limits]
+            cpu_secs = 10
+            [rules]
+            disable = ["coverage_gain", "ruff"]
+            [[commands]]
+            id = "ruff"
+            command = "ruff check {files}"
+            severity = "warning"
+            kinds = ["unit_test"]
+            "#,
+        )
+        .unwrap();
+        parsed.check().unwrap();
+        assert_eq!(parsed.reruns, 5);
+        assert_eq!(parsed.limits.cpu_secs, 10);
+        assert_eq!(parsed.limits.file_size_mb, 256);
+        assert_eq!(parsed.commands[0].severity, Severity::Warning);
+        assert!(parsed.selects(TaskKind::UnitTest, "tests_pass").is_ok());
+        assert_eq!(
+            parsed.selects(TaskKind::UnitTest, "coverage_gain"),
+            Err("disabled in validation.rules.disable".into())
+        );
+        assert_eq!(
+            parsed.selects(TaskKind::Docs, "tests_pass"),
+            Err("not enabled for task kind `docs`".into())
+        );
+    }
+
+    #[test]
+    fn unknown_fields_and_rule_ids_are_refused_with_the_valid_ones() {
+        assert!(toml::from_str::<ValidationSettings>("retries = 3").is_err());
+        let mut settings = ValidationSettings::default();
+        settings.rules.docs.push("spellcheck".into());
+        let err = settings.check().unwrap_err();
+        assert_eq!(err.field, "rules.docs");
+        assert!(err.message.contains("unknown rule `spellcheck`"), "{err}");
+        assert!(err.message.contains("coverage_gain"), "{err}");
+
+        let mut settings = ValidationSettings::default();
+        settings.commands.push(CommandRule {
+            id: "syntax".into(),
+            command: "true".into(),
+            severity: Severity::Error,
+            kinds: Vec::new(),
+        });
+        assert!(settings.check().unwrap_err().message.contains("built-in"));
+    }
+}

@@ -1,0 +1,741 @@
+//! The whole pipeline on a small real Python package (tests/fixtures/pyproj), with real
+//! pytest and coverage.py: each test commits the fixture into a fresh git repository, writes
+//! one candidate test file, validates it and checks the verdict and the rule that gave it.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use pitcrew_core::{Finding, TaskKind};
+use pitcrew_testkit::TempRepo;
+use pitcrew_validate::{
+    Outcome, RuleStatus, ValidationReport, ValidationRequest, ValidationSettings, validate,
+};
+
+const TARGET: &str = "src/pricing.py";
+
+/// The fixture committed into a fresh repository.
+struct Project {
+    repo: TempRepo,
+    base: String,
+    cache: PathBuf,
+    /// Set when the project has a baseline cache of its own.
+    _own_cache: Option<tempfile::TempDir>,
+}
+
+fn fixture_files(dir: &Path, prefix: &str, out: &mut Vec<(String, String)>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let rel = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}/{name}")
+        };
+        if path.is_dir() {
+            if name != "__pycache__" {
+                fixture_files(&path, &rel, out);
+            }
+        } else {
+            out.push((rel, std::fs::read_to_string(&path).unwrap()));
+        }
+    }
+}
+
+impl Project {
+    /// The fixture, committed with fixed dates so that every project has the same base
+    /// commit and shares one baseline cache: the existing suite is measured once per test
+    /// run, not once per test.
+    fn new() -> Project {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pyproj");
+        let mut files = Vec::new();
+        fixture_files(&root, "", &mut files);
+        let repo = TempRepo::new();
+        for (path, content) in &files {
+            repo.write(path, content);
+        }
+        repo.git(&["add", "-A"]);
+        let committed = Command::new("git")
+            .args(["commit", "--quiet", "--no-verify", "-m", "fixture"])
+            .current_dir(repo.path())
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_AUTHOR_DATE", "2026-01-01T00:00:00Z")
+            .env("GIT_COMMITTER_DATE", "2026-01-01T00:00:00Z")
+            .env_remove("GIT_DIR")
+            .env_remove("GIT_WORK_TREE")
+            .env_remove("GIT_INDEX_FILE")
+            .status()
+            .unwrap();
+        assert!(committed.success());
+        let base = repo.git(&["rev-parse", "HEAD"]);
+        Project {
+            repo,
+            base,
+            cache: Path::new(env!("CARGO_TARGET_TMPDIR")).join("pitcrew-validate-baselines"),
+            _own_cache: None,
+        }
+    }
+
+    /// A project whose baseline is measured afresh, in a cache of its own.
+    fn with_own_cache() -> Project {
+        let cache = tempfile::tempdir().unwrap();
+        Project {
+            cache: cache.path().to_path_buf(),
+            _own_cache: Some(cache),
+            ..Project::new()
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.repo.path()
+    }
+
+    fn request(&self, files: &[&str]) -> ValidationRequest {
+        ValidationRequest {
+            worktree: self.path().to_path_buf(),
+            kind: TaskKind::UnitTest,
+            targets: vec![TARGET.into()],
+            files: files.iter().map(|f| f.to_string()).collect(),
+            base_commit: self.base.clone(),
+            cache_dir: self.cache.clone(),
+            parent_env: None,
+        }
+    }
+
+    /// Writes `source` as `path` and validates it with `settings`.
+    async fn check_with(
+        &self,
+        path: &str,
+        source: &str,
+        settings: &ValidationSettings,
+    ) -> ValidationReport {
+        self.repo.write(path, source);
+        validate(settings, &self.request(&[path])).await.unwrap()
+    }
+
+    async fn check(&self, path: &str, source: &str) -> ValidationReport {
+        self.check_with(path, source, &settings()).await
+    }
+}
+
+/// The defaults, with one rerun (in reverse order) to keep the suite fast; the flaky tests
+/// use more.
+fn settings() -> ValidationSettings {
+    ValidationSettings {
+        reruns: 1,
+        timeout_secs: 60,
+        ..ValidationSettings::default()
+    }
+}
+
+fn status<'r>(report: &'r ValidationReport, rule: &str) -> &'r RuleStatus {
+    &report
+        .rules
+        .iter()
+        .find(|r| r.rule == rule)
+        .unwrap_or_else(|| panic!("no entry for {rule}: {report:#?}"))
+        .status
+}
+
+fn errors<'r>(report: &'r ValidationReport, rule: &str) -> Vec<&'r Finding> {
+    report.errors().filter(|f| f.rule == rule).collect()
+}
+
+/// Asserts the report is a rejection whose first failing rule is `rule`, and returns that
+/// rule's error findings.
+fn rejected_by<'r>(report: &'r ValidationReport, rule: &str) -> Vec<&'r Finding> {
+    assert_eq!(report.outcome, Outcome::Rejected, "{report:#?}");
+    let first_failed = report
+        .rules
+        .iter()
+        .find(|r| r.status == RuleStatus::Ran { passed: false })
+        .map(|r| r.rule.as_str());
+    assert_eq!(first_failed, Some(rule), "{report:#?}");
+    assert!(report.quality < 0.5, "{}", report.quality);
+    errors(report, rule)
+}
+
+fn line_of(needle: &str) -> u32 {
+    let source = include_str!("fixtures/pyproj/src/pricing.py");
+    let index = source
+        .lines()
+        .position(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("`{needle}` not in the fixture"));
+    u32::try_from(index + 1).unwrap()
+}
+
+const GOOD_TESTS: &str = r#"import pytest
+
+from pricing import discount, shipping
+
+
+def test_negative_totals_are_refused():
+    with pytest.raises(ValueError):
+        discount(-1)
+
+
+@pytest.mark.parametrize("code, expected", [("HALF", 50), ("TENOFF", 90)])
+def test_codes(code, expected):
+    assert discount(100, code) == expected
+
+
+def test_ten_off_never_goes_below_zero():
+    assert discount(4, "TENOFF") == 0
+
+
+def test_unknown_codes_are_refused():
+    with pytest.raises(KeyError):
+        discount(10, "NOPE")
+
+
+class TestShipping:
+    def test_foreign_rate(self):
+        assert shipping(10, "BE") == 15
+"#;
+
+#[tokio::test]
+async fn a_correct_test_file_is_accepted_with_the_newly_covered_lines() {
+    let project = Project::with_own_cache();
+    let report = project.check("tests/test_pricing.py", GOOD_TESTS).await;
+    assert_eq!(report.outcome, Outcome::Accepted, "{report:#?}");
+    for rule in report.rules.iter().filter(|r| r.rule != "toolchain") {
+        assert_eq!(rule.status, RuleStatus::Ran { passed: true }, "{rule:?}");
+    }
+    assert_eq!(report.quality, 1.0);
+    let gain = &report.coverage[0];
+    assert_eq!(gain.target, TARGET);
+    let mut expected = [
+        line_of("raise ValueError"),
+        line_of("if code == \"HALF\""),
+        line_of("return total / 2"),
+        line_of("if code == \"TENOFF\""),
+        line_of("return max("),
+        line_of("raise KeyError"),
+        line_of("return FOREIGN_RATE"),
+    ];
+    expected.sort();
+    assert_eq!(gain.newly_covered, expected);
+    assert_eq!(gain.still_uncovered, Vec::<u32>::new());
+    assert_eq!(gain.covered_after, gain.statements);
+    let info = report
+        .findings
+        .iter()
+        .find(|f| f.rule == "coverage_gain")
+        .unwrap();
+    assert!(
+        info.message.contains("cover 7 lines of `src/pricing.py`"),
+        "{info}"
+    );
+    // Validation leaves no bytecode or pytest cache in the worktree (it becomes a patch).
+    let status = project.repo.git(&["status", "--porcelain", "--ignored"]);
+    assert_eq!(status, "?? tests/test_pricing.py");
+    // The baseline is cached by base commit.
+    let cached = project
+        .cache
+        .join("baselines")
+        .join(format!("{}.json", project.base));
+    assert!(cached.is_file());
+}
+
+#[tokio::test]
+async fn the_cached_baseline_is_reused() {
+    let project = Project::with_own_cache();
+    let report = project.check("tests/test_pricing.py", GOOD_TESTS).await;
+    assert_eq!(report.outcome, Outcome::Accepted, "{report:#?}");
+    // Doctor the cache to claim the base already covered everything: the next validation
+    // must believe it, so it can only be reading the cache.
+    let cached = project
+        .cache
+        .join(format!("baselines/{}.json", project.base));
+    let mut baseline: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cached).unwrap()).unwrap();
+    let all: Vec<u32> = (1..=30).collect();
+    baseline["coverage"][TARGET]["executed"] = serde_json::json!(all);
+    baseline["coverage"][TARGET]["missing"] = serde_json::json!([]);
+    std::fs::write(&cached, baseline.to_string()).unwrap();
+    let again = validate(&settings(), &project.request(&["tests/test_pricing.py"]))
+        .await
+        .unwrap();
+    assert_eq!(again.coverage[0].newly_covered, Vec::<u32>::new());
+    assert!(
+        again
+            .findings
+            .iter()
+            .any(|f| f.message.contains("already cover every line")),
+        "{again:#?}"
+    );
+}
+
+#[tokio::test]
+async fn a_syntax_error_is_rejected_before_anything_runs() {
+    let project = Project::new();
+    let report = project
+        .check(
+            "tests/test_pricing.py",
+            "from pricing import discount\n\ndef test_half(:\n    assert discount(10, 'HALF') == 5\n",
+        )
+        .await;
+    let found = rejected_by(&report, "syntax");
+    assert_eq!(found[0].line, Some(3));
+    assert!(found[0].message.contains("def test_half(:"), "{}", found[0]);
+    for rule in ["toolchain", "test_naming", "assertions"] {
+        assert!(
+            matches!(status(&report, rule), RuleStatus::Skipped { reason } if reason.contains("syntax gate")),
+            "{rule}: {report:#?}"
+        );
+    }
+    assert_eq!(
+        status(&report, "tests_pass"),
+        &RuleStatus::Skipped {
+            reason: "earlier rules found errors: syntax".into()
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_test_without_assertions_is_rejected() {
+    let project = Project::new();
+    let report = project
+        .check(
+            "tests/test_pricing.py",
+            "from pricing import discount\n\ndef test_half():\n    discount(10, 'HALF')\n",
+        )
+        .await;
+    let found = rejected_by(&report, "assertions");
+    assert!(
+        found[0]
+            .message
+            .contains("`test_half` (line 3) asserts nothing"),
+        "{}",
+        found[0]
+    );
+}
+
+#[tokio::test]
+async fn a_test_asserting_only_true_is_rejected() {
+    let project = Project::new();
+    let report = project
+        .check(
+            "tests/test_pricing.py",
+            "import unittest\nfrom pricing import discount\n\n\
+             def test_half():\n    discount(10, 'HALF')\n    assert True\n\n\
+             class TestCodes(unittest.TestCase):\n    def test_ten_off(self):\n        discount(20, 'TENOFF')\n        self.assertTrue(True)\n",
+        )
+        .await;
+    let found = rejected_by(&report, "assertions");
+    assert_eq!(found.len(), 2);
+    assert!(
+        found[0].message.contains("`assert True` (line 6)"),
+        "{}",
+        found[0]
+    );
+    assert!(
+        found[1]
+            .message
+            .contains("`self.assertTrue(True)` (line 11)"),
+        "{}",
+        found[1]
+    );
+}
+
+#[tokio::test]
+async fn a_well_formed_test_failing_on_its_assertion_is_a_possible_bug() {
+    let project = Project::new();
+    let report = project
+        .check(
+            "tests/test_pricing.py",
+            "from pricing import discount\n\n\ndef test_ten_off():\n    assert discount(15, 'TENOFF') == 6\n",
+        )
+        .await;
+    assert_eq!(report.outcome, Outcome::PossibleBug, "{report:#?}");
+    let found = errors(&report, "tests_pass");
+    assert_eq!(found.len(), 1);
+    let finding = found[0];
+    assert_eq!(finding.file.as_deref(), Some("tests/test_pricing.py"));
+    assert_eq!(finding.line, Some(5));
+    assert!(
+        finding
+            .message
+            .contains("`tests/test_pricing.py::test_ten_off` fails against the current code")
+    );
+    assert!(finding.message.contains("assert 5 == 6"), "{finding}");
+    // The failure reproduced on the reruns; coverage is not judged for a failing test.
+    assert_eq!(
+        status(&report, "not_flaky"),
+        &RuleStatus::Ran { passed: true }
+    );
+    assert!(matches!(
+        status(&report, "coverage_gain"),
+        RuleStatus::Skipped { .. }
+    ));
+}
+
+#[tokio::test]
+async fn a_test_failing_on_an_import_error_is_rejected() {
+    let project = Project::new();
+    let report = project
+        .check(
+            "tests/test_pricing.py",
+            "import pricing_helpers\nfrom pricing import discount\n\n\ndef test_half():\n    assert discount(10, 'HALF') == pricing_helpers.FIVE\n",
+        )
+        .await;
+    let found = rejected_by(&report, "tests_pass");
+    assert!(
+        found[0]
+            .message
+            .contains("`tests/test_pricing.py` cannot be collected"),
+        "{}",
+        found[0]
+    );
+    assert!(
+        found[0]
+            .message
+            .contains("No module named 'pricing_helpers'"),
+        "{}",
+        found[0]
+    );
+}
+
+#[tokio::test]
+async fn a_test_failing_outside_its_assertions_is_rejected() {
+    let project = Project::new();
+    let report = project
+        .check(
+            "tests/test_pricing.py",
+            "from pricing import discount\n\n\ndef test_unknown():\n    assert discount(10, 'NOPE') == 10\n",
+        )
+        .await;
+    let found = rejected_by(&report, "tests_pass");
+    assert!(
+        found[0]
+            .message
+            .contains("fails with KeyError before its assertions"),
+        "{}",
+        found[0]
+    );
+}
+
+#[tokio::test]
+async fn skipped_and_xfail_tests_prove_nothing() {
+    let project = Project::new();
+    let report = project
+        .check(
+            "tests/test_pricing.py",
+            "import pytest\nfrom pricing import discount\n\n\
+             @pytest.mark.skip(reason='later')\ndef test_half():\n    assert discount(10, 'HALF') == 5\n\n\
+             @pytest.mark.xfail\ndef test_ten_off():\n    assert discount(15, 'TENOFF') == 6\n",
+        )
+        .await;
+    let found = rejected_by(&report, "tests_pass");
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert!(
+        found[0].message.contains("was skipped (later)"),
+        "{}",
+        found[0]
+    );
+    assert!(found[1].message.contains("is marked xfail"), "{}", found[1]);
+}
+
+#[tokio::test]
+async fn a_test_that_passes_only_on_its_first_run_is_flaky() {
+    let project = Project::new();
+    let settings = ValidationSettings {
+        reruns: 3,
+        ..settings()
+    };
+    let report = project
+        .check_with(
+            "tests/test_pricing.py",
+            "import os\nfrom pricing import discount\n\n\n\
+             def test_half_once():\n    assert not os.path.exists('ran-once.marker')\n    open('ran-once.marker', 'w').close()\n    assert discount(10, 'HALF') == 5\n",
+            &settings,
+        )
+        .await;
+    let found = rejected_by(&report, "not_flaky");
+    let message = &found[0].message;
+    assert!(
+        message.contains("`tests/test_pricing.py::test_half_once` passed on the first run"),
+        "{message}"
+    );
+    assert!(
+        message.contains("but failed on rerun 1 (reverse order, PYTHONHASHSEED=1)"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_test_that_depends_on_order_is_flaky() {
+    let project = Project::new();
+    let report = project
+        .check(
+            "tests/test_pricing.py",
+            "from pricing import discount\n\nstate = {}\n\n\n\
+             def test_a_computes():\n    state['half'] = discount(20, 'HALF')\n    assert state['half'] == 10\n\n\n\
+             def test_b_reuses():\n    assert state['half'] + discount(0) == 10\n",
+        )
+        .await;
+    let found = rejected_by(&report, "not_flaky");
+    assert_eq!(found.len(), 1, "{found:#?}");
+    assert!(
+        found[0]
+            .message
+            .contains("`tests/test_pricing.py::test_b_reuses` passed"),
+        "{}",
+        found[0]
+    );
+    assert!(found[0].message.contains("KeyError"), "{}", found[0]);
+}
+
+#[tokio::test]
+async fn a_file_without_tests_is_rejected_statically() {
+    let project = Project::new();
+    let report = project
+        .check(
+            "tests/test_pricing.py",
+            "from pricing import discount\n\nHALF = discount(10, 'HALF')\n",
+        )
+        .await;
+    let found = rejected_by(&report, "test_naming");
+    assert!(found[0].message.contains("defines no test"), "{}", found[0]);
+}
+
+#[tokio::test]
+async fn a_file_pytest_collects_nothing_from_is_rejected() {
+    let project = Project::new();
+    let report = project
+        .check(
+            "tests/test_pricing.py",
+            "from pricing import discount\n\n__test__ = False\n\n\ndef test_half():\n    assert discount(10, 'HALF') == 5\n",
+        )
+        .await;
+    let found = rejected_by(&report, "tests_pass");
+    assert!(
+        found[0]
+            .message
+            .contains("pytest collected no tests from tests/test_pricing.py"),
+        "{}",
+        found[0]
+    );
+}
+
+#[tokio::test]
+async fn a_test_that_does_not_raise_coverage_is_rejected() {
+    let project = Project::new();
+    let report = project
+        .check(
+            "tests/test_pricing.py",
+            "from pricing import discount, shipping\n\n\ndef test_again():\n    assert discount(30) == 30\n    assert shipping(80) == 0\n",
+        )
+        .await;
+    let found = rejected_by(&report, "coverage_gain");
+    assert!(
+        found[0]
+            .message
+            .contains("cover no line of `src/pricing.py`"),
+        "{}",
+        found[0]
+    );
+    assert!(
+        found[0].message.contains("still uncovered: "),
+        "{}",
+        found[0]
+    );
+    assert_eq!(report.coverage[0].newly_covered, Vec::<u32>::new());
+    assert!(matches!(
+        status(&report, "suite_green"),
+        RuleStatus::Skipped { .. }
+    ));
+}
+
+#[tokio::test]
+async fn a_test_that_breaks_another_is_rejected_by_the_whole_suite() {
+    let project = Project::new();
+    // Sorted before test_existing.py, so the leaked rate reaches the existing test.
+    let report = project
+        .check(
+            "tests/test_a_foreign.py",
+            "import pricing\n\n\ndef test_foreign_rate():\n    pricing.RATES['NL'] = 7\n    assert pricing.shipping(10, 'BE') == 15\n",
+        )
+        .await;
+    let found = rejected_by(&report, "suite_green");
+    assert!(
+        found[0].message.contains(
+            "`tests/test_existing.py::test_domestic_shipping` passed at the base commit but fails"
+        ),
+        "{}",
+        found[0]
+    );
+}
+
+fn is_running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        let state = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.chars().next());
+        !matches!(state, Some('Z' | 'X'))
+    })
+}
+
+#[tokio::test]
+async fn a_test_that_sleeps_past_the_timeout_is_killed_with_its_process_group() {
+    let project = Project::new();
+    let settings = ValidationSettings {
+        timeout_secs: 4,
+        ..settings()
+    };
+    let report = project
+        .check_with(
+            "tests/test_slow.py",
+            "import os\nimport subprocess\nimport time\nfrom pricing import discount\n\n\n\
+             def test_sleeps():\n    child = subprocess.Popen(['sleep', '120'])\n    \
+             with open('pids', 'w') as f:\n        f.write(f'{os.getpid()}\\n{child.pid}\\n')\n    \
+             time.sleep(120)\n    assert discount(10, 'HALF') == 5\n",
+            &settings,
+        )
+        .await;
+    let found = rejected_by(&report, "tests_pass");
+    assert!(
+        found[0].message.starts_with("timed out after"),
+        "{}",
+        found[0]
+    );
+    assert!(
+        found[0]
+            .message
+            .contains("while running `tests/test_slow.py::test_sleeps`"),
+        "{}",
+        found[0]
+    );
+    let pids: Vec<i32> = std::fs::read_to_string(project.path().join("pids"))
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 2);
+    for _ in 0..100 {
+        if !pids.iter().any(|&p| is_running(p)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("still running after the timeout: {pids:?}");
+}
+
+#[tokio::test]
+async fn a_test_never_sees_the_api_key_of_the_parent() {
+    let project = Project::new();
+    project.repo.write(
+        "tests/test_key.py",
+        "import os\nfrom pricing import discount\n\n\n\
+         def test_uses_the_key():\n    seen = {k: v for k, v in os.environ.items() if 'KEY' in k or 'TOKEN' in k}\n    \
+         with open('seen-env.txt', 'w') as f:\n        f.write(repr(seen))\n    \
+         assert os.environ['OPENAI_API_KEY'].startswith('sk-')\n    assert discount(10, 'HALF') == 5\n",
+    );
+    let mut parent: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    parent.push(("OPENAI_API_KEY".into(), "sk-test-secret-123".into()));
+    parent.push(("GITHUB_TOKEN".into(), "ghp-secret-456".into()));
+    let mut settings = settings();
+    // Even asked for by name, a secret-looking variable is not passed.
+    settings.pass_env = vec!["OPENAI_API_KEY".into()];
+    let request = ValidationRequest {
+        parent_env: Some(parent),
+        ..project.request(&["tests/test_key.py"])
+    };
+    let report = validate(&settings, &request).await.unwrap();
+    let seen = std::fs::read_to_string(project.path().join("seen-env.txt")).unwrap();
+    assert_eq!(seen, "{}");
+    let found = rejected_by(&report, "tests_pass");
+    assert!(found[0].message.contains("KeyError"), "{}", found[0]);
+    let json = serde_json::to_string(&report).unwrap();
+    assert!(
+        !json.contains("sk-test-secret") && !json.contains("ghp-secret"),
+        "{json}"
+    );
+}
+
+#[tokio::test]
+async fn a_test_cannot_reach_the_network() {
+    let project = Project::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let report = project
+        .check(
+            "tests/test_net.py",
+            &format!(
+                "import socket\nfrom pricing import discount\n\n\n\
+                 def test_fetches_a_rate():\n    socket.create_connection(('127.0.0.1', {port}), timeout=5).close()\n    \
+                 assert discount(10, 'HALF') == 5\n"
+            ),
+        )
+        .await;
+    if !pitcrew_sandbox::network_isolation_available().await {
+        let warned = report.findings.iter().any(|f| f.rule == "sandbox");
+        assert!(
+            warned,
+            "no warning that the network was reachable: {report:#?}"
+        );
+        return;
+    }
+    let found = rejected_by(&report, "tests_pass");
+    assert!(
+        found[0].message.contains("Network is unreachable")
+            || found[0].message.contains("Connection refused"),
+        "{}",
+        found[0]
+    );
+    assert_eq!(
+        listener.accept().map(|_| ()).map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::WouldBlock),
+        "the test reached the listener"
+    );
+}
+
+#[tokio::test]
+async fn the_report_lists_skipped_rules_with_reasons_for_other_kinds() {
+    let project = Project::new();
+    project.repo.write(
+        "src/pricing.py",
+        &include_str!("fixtures/pyproj/src/pricing.py")
+            .replace("FOREIGN_RATE = 15", "FOREIGN_RATE = 20"),
+    );
+    let request = ValidationRequest {
+        kind: TaskKind::Implement,
+        ..project.request(&["src/pricing.py"])
+    };
+    let report = validate(&settings(), &request).await.unwrap();
+    assert_eq!(report.outcome, Outcome::Accepted, "{report:#?}");
+    assert_eq!(
+        status(&report, "tests_pass"),
+        &RuleStatus::Skipped {
+            reason: "not enabled for task kind `implement`".into()
+        }
+    );
+    assert_eq!(
+        status(&report, "suite_green"),
+        &RuleStatus::Ran { passed: true }
+    );
+    assert_eq!(
+        status(&report, "toolchain"),
+        &RuleStatus::Ran { passed: true }
+    );
+}
+
+#[tokio::test]
+async fn a_missing_test_runner_is_an_error_not_a_rejection() {
+    let project = Project::new();
+    project.repo.write("tests/test_pricing.py", GOOD_TESTS);
+    let settings = ValidationSettings {
+        coverage_command: "pitcrew-no-such-runner --data {data}".into(),
+        ..settings()
+    };
+    let err = validate(&settings, &project.request(&["tests/test_pricing.py"]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, pitcrew_validate::ValidateError::CommandNotFound { command, .. } if command.starts_with("pitcrew-no-such-runner")),
+        "{err:?}"
+    );
+}
