@@ -1,7 +1,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::names::named_enum;
+use crate::named_enum;
 use crate::{ErrorKind, Finding, TaskId};
 
 named_enum! {
@@ -43,6 +43,14 @@ pub struct AttemptReport {
     pub error: Option<String>,
     pub commit: Option<String>,
     pub patch: Option<String>,
+    /// The `pitcrew run` (or worker process) that made the attempt.
+    pub run_id: Option<String>,
+    /// The validated quality of the final output, 0–1, when validation ran.
+    pub quality: Option<f64>,
+    /// What happened along the way, as JSON: iterations (model, tokens, cost, findings),
+    /// the context included and cut, the validation rules that ran, coverage gained, cache
+    /// hits. `Null` when there is nothing to say.
+    pub details: serde_json::Value,
 }
 
 /// One recorded attempt.
@@ -62,4 +70,7 @@ pub struct Attempt {
     pub error: Option<String>,
     pub commit: Option<String>,
     pub patch: Option<String>,
+    pub run_id: Option<String>,
+    pub quality: Option<f64>,
+    pub details: serde_json::Value,
 }

@@ -1,6 +1,6 @@
 use serde::{Deserialize, Serialize};
 
-use crate::names::named_enum;
+use crate::named_enum;
 
 named_enum! {
     /// How much a finding matters: any `error` rejects the output.

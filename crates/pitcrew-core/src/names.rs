@@ -1,8 +1,6 @@
 //! String enums shared by the CLI, the stores and the JSON output: one spelling each, parsed
 //! with an error that lists the valid values.
 
-use std::fmt;
-
 /// A value that is not one of a fixed set of names; the message lists the valid ones.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown {what} `{given}`; valid values: {}", .valid.join(", "))]
@@ -13,7 +11,9 @@ pub struct UnknownName {
 }
 
 /// Defines a `Copy` enum whose variants have one snake_case name each, with `as_str`, `ALL`,
-/// `Display`, `FromStr` (accepting `-` for `_`) and serde in the same spelling.
+/// `Display`, `FromStr` (accepting `-` for `_`) and serde in the same spelling. Exported for
+/// pitcrew's other crates (they need `serde` as a dependency).
+#[macro_export]
 macro_rules! named_enum {
     ($(#[$meta:meta])* $vis:vis enum $name:ident ($what:literal) { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
         $(#[$meta])*
@@ -35,14 +35,14 @@ macro_rules! named_enum {
         }
 
         impl ::std::str::FromStr for $name {
-            type Err = $crate::names::UnknownName;
+            type Err = $crate::UnknownName;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
                 let normalized = s.trim().to_ascii_lowercase().replace('-', "_");
                 Self::ALL
                     .iter()
                     .copied()
                     .find(|v| v.as_str() == normalized)
-                    .ok_or_else(|| $crate::names::UnknownName {
+                    .ok_or_else(|| $crate::UnknownName {
                         what: $what,
                         given: s.to_string(),
                         valid: Self::ALL.iter().map(|v| v.as_str().to_string()).collect(),
@@ -63,14 +63,4 @@ macro_rules! named_enum {
             }
         }
     };
-}
-pub(crate) use named_enum;
-
-/// Joins names for messages: `a, b, c`.
-pub(crate) fn join<T: fmt::Display>(items: impl IntoIterator<Item = T>) -> String {
-    items
-        .into_iter()
-        .map(|i| i.to_string())
-        .collect::<Vec<_>>()
-        .join(", ")
 }

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::names::named_enum;
+use crate::named_enum;
 
 named_enum! {
     /// What a task asks for; selects the prompt and the validation rules.

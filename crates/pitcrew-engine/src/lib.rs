@@ -1,18 +1,23 @@
-//! The worker pool behind `pitcrew run`: N workers claim tasks from the store, keep their
-//! leases alive, run the built-in agent in a fresh worktree per attempt, and record each
-//! outcome with a write fenced by the lease. Accepted results become a commit on
-//! `pitcrew/<task-id>` plus a stored patch. Progress is reported as [`Event`]s; printing them
-//! is the caller's business.
+//! The worker pool behind `pitcrew run` and `pitcrew worker`: N workers claim tasks from the
+//! store, keep their leases alive, run the built-in agent in a fresh worktree per attempt,
+//! and record each outcome with a write fenced by the lease. Accepted results become a commit
+//! on `pitcrew/<task-id>` plus a stored patch. The router's health is shared through the
+//! store, and the run stops claiming when its budget is spent. Progress is reported as
+//! [`Event`]s; printing them is the caller's business.
+
+mod attempt;
+mod tidy;
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pitcrew_core::config::LoadedConfig;
-use pitcrew_core::{AttemptReport, ErrorKind, Lease, Task, TaskFilter, TaskId, TaskStatus, Usage};
-use pitcrew_llm::{ChatClient, Endpoint};
-use pitcrew_runtime::{AgentRun, AgentSettings, BuiltinAgent, ContextSettings, Repo, Worktree};
+use pitcrew_config::LoadedConfig;
+use pitcrew_core::{Lease, Task, TaskId, TaskStatus, Usage};
+use pitcrew_llm::{ChatClient, Router};
+use pitcrew_runtime::{AgentSettings, BuiltinAgent, ContextSettings, Repo};
 use pitcrew_store::{Disposition, Rescued, Store, StoreError};
 use tokio::sync::{mpsc, watch};
 
@@ -31,6 +36,12 @@ pub struct EngineSettings {
     /// Longest wait between looks at an idle queue (a store that signals new work wakes
     /// workers sooner).
     pub poll_interval: Duration,
+    /// Reuse replies of identical earlier calls (`--cache`).
+    pub cache: bool,
+    /// Leave each attempt's worktree in place (`--keep-worktrees`).
+    pub keep_worktrees: bool,
+    /// Send the generated text of tasks whose id starts with this as [`Event::Output`].
+    pub follow: Option<String>,
 }
 
 /// What happened, as it happens.
@@ -42,17 +53,29 @@ pub enum Event {
         worker: String,
         what: String,
     },
+    /// A round of generation began, or a model call started or failed.
+    Progress {
+        task: TaskId,
+        message: String,
+    },
+    /// Generated text of a followed task, as it streams.
+    Output {
+        task: TaskId,
+        text: String,
+    },
     Finished {
         task: TaskId,
         attempt: u32,
         status: TaskStatus,
+        /// The provider's id of the model whose reply was used.
         model: Option<String>,
         error: Option<String>,
         /// Set when the task went back to the queue.
         retry_in: Option<Duration>,
         branch: Option<String>,
-        /// What the attempt spent, as reported by the provider.
+        /// What the attempt spent, failed calls included.
         usage: Usage,
+        iterations: usize,
     },
     /// The task was rescued or cancelled while this worker held it; its result is discarded.
     LeaseLost {
@@ -60,29 +83,40 @@ pub enum Event {
         attempt: u32,
     },
     Rescued(Rescued),
+    /// The run's budget is spent: no more tasks are claimed.
+    BudgetSpent {
+        spent_usd: f64,
+    },
     Warning(String),
 }
 
 /// What this run finished.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct RunSummary {
     pub completed: u32,
     pub failed: u32,
+    pub possible_bugs: u32,
     /// Attempts that failed for a reason worth retrying; their tasks went back to the queue.
     pub retried: u32,
     /// Attempts whose lease was lost (rescued or cancelled elsewhere).
     pub lease_lost: u32,
     /// Expired leases of other workers this run took back.
     pub rescued: u32,
+    /// USD spent by this run's calls.
+    pub cost_usd: f64,
+    /// The run stopped claiming because its budget was spent.
+    pub budget_spent: bool,
 }
 
 impl RunSummary {
     fn add(&mut self, other: RunSummary) {
         self.completed += other.completed;
         self.failed += other.failed;
+        self.possible_bugs += other.possible_bugs;
         self.retried += other.retried;
         self.lease_lost += other.lease_lost;
         self.rescued += other.rescued;
+        self.cost_usd += other.cost_usd;
     }
 }
 
@@ -97,59 +131,80 @@ pub enum EngineError {
 /// After this many store errors in a row a worker gives up (its tasks' leases will expire and
 /// be rescued by the next run).
 const MAX_STORE_ERRORS: u32 = 5;
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(600);
 
 #[derive(Debug)]
 pub struct Engine {
     store: Arc<dyn Store>,
-    config: LoadedConfig,
     agent: BuiltinAgent,
     settings: EngineSettings,
+    /// Identifies this run's attempts (`pitcrew report --run`).
+    run_id: String,
     /// Repositories already tidied by this run.
     tidied: Mutex<HashSet<PathBuf>>,
+    budget_announced: AtomicBool,
 }
 
-/// How one attempt ended, before it is written to the store.
-struct AttemptEnd {
-    disposition: Disposition,
-    report: AttemptReport,
+/// The router the configuration describes: its registry, providers and limits.
+pub fn router(config: &LoadedConfig) -> Result<Router, EngineError> {
+    let models = &config.config.models;
+    let client = ChatClient::new(Duration::from_secs(models.request_timeout_secs))
+        .map_err(|e| EngineError::Setup(e.to_string()))?
+        .with_idle_timeout(Duration::from_secs(models.idle_timeout_secs));
+    Ok(Router::new(
+        config.registry.clone(),
+        config.endpoints(),
+        client,
+        config.router_settings(),
+    ))
 }
 
 impl Engine {
     pub fn new(
         store: Arc<dyn Store>,
-        config: LoadedConfig,
+        config: &LoadedConfig,
         settings: EngineSettings,
     ) -> Result<Self, EngineError> {
         let models = &config.config.models;
-        let client = ChatClient::new(Duration::from_secs(models.request_timeout_secs))
-            .map_err(|e| EngineError::Setup(e.to_string()))?;
         let agent = BuiltinAgent::new(
-            client,
+            router(config)?,
             AgentSettings {
                 temperature: models.temperature,
                 max_tokens: models.max_tokens,
-                validation_command: config.config.validation.command.clone(),
-                validation_timeout: Duration::from_secs(config.config.validation.timeout_secs),
-                context: ContextSettings::default(),
+                default_model: models.default.clone(),
+                max_iterations: models.max_iterations,
+                free_only: models.free_only,
+                task_budget_usd: config.config.budget.per_task(),
+                context: ContextSettings {
+                    token_budget: config.config.context.token_budget as usize,
+                    conventions: config.config.context.conventions.clone(),
+                },
+                validation: config.config.validation.clone(),
+                use_cache: settings.cache,
             },
         );
         Ok(Engine {
             store,
-            config,
             agent,
             settings,
+            run_id: TaskId::new().to_string(),
             tidied: Mutex::new(HashSet::new()),
+            budget_announced: AtomicBool::new(false),
         })
     }
 
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
     /// Runs workers until the queue is drained (or, with `forever`, until `stop` turns true).
-    /// When `stop` turns true workers stop claiming and finish what they hold.
+    /// When `stop` turns true, or the run's budget is spent, workers stop claiming and finish
+    /// what they hold.
     pub async fn run(
         self: Arc<Self>,
         events: mpsc::UnboundedSender<Event>,
         stop: watch::Receiver<bool>,
     ) -> Result<RunSummary, EngineError> {
+        self.sync_health().await;
         let mut handles = Vec::new();
         for n in 0..self.settings.workers.max(1) {
             let engine = self.clone();
@@ -173,9 +228,39 @@ impl Engine {
                 }
             }
         }
+        summary.budget_spent = self.budget_announced.load(Ordering::Relaxed);
         match first_error {
             Some(e) => Err(e),
             None => Ok(summary),
+        }
+    }
+
+    /// Whether the run's budget is spent; announces it once.
+    fn budget_spent(&self, events: &mpsc::UnboundedSender<Event>) -> bool {
+        let budget = self.agent.router().run_budget();
+        if !budget.is_spent() {
+            return false;
+        }
+        if !self.budget_announced.swap(true, Ordering::Relaxed) {
+            let _ = events.send(Event::BudgetSpent {
+                spent_usd: budget.spent_usd(),
+            });
+        }
+        true
+    }
+
+    /// Shares what the router learned with the other workers through the store, and takes
+    /// in what they learned (cooldowns included).
+    async fn sync_health(&self) {
+        let router = self.agent.router();
+        for health in router.health() {
+            if let Err(e) = self.store.record_model_health(&health).await {
+                tracing::warn!("could not save the health of {}: {e}", health.model);
+            }
+        }
+        match self.store.model_health().await {
+            Ok(stored) => router.merge_health(&stored),
+            Err(e) => tracing::warn!("could not load model health: {e}"),
         }
     }
 
@@ -188,7 +273,7 @@ impl Engine {
         let mut summary = RunSummary::default();
         let mut store_errors = 0;
         loop {
-            if *stop.borrow() {
+            if *stop.borrow() || self.budget_spent(&events) {
                 return Ok(summary);
             }
             let step = async {
@@ -217,6 +302,7 @@ impl Engine {
             };
             if let Some((task, lease)) = claimed.into_iter().next() {
                 summary.add(self.process(task, lease, &events).await);
+                self.sync_health().await;
                 continue;
             }
             let stats = self.store.stats().await?;
@@ -224,7 +310,7 @@ impl Engine {
             if active == 0 && !self.settings.forever {
                 return Ok(summary);
             }
-            // Sleep until the next task is due or a lease may expire, but look again soon.
+            // Wait until the next task is due or a lease may expire, but look again soon.
             let now = chrono::Utc::now();
             let wake = [stats.next_run_at, stats.next_lease_expiry]
                 .into_iter()
@@ -238,6 +324,7 @@ impl Engine {
                 () = self.store.wait_for_work(wake) => {}
                 _ = stop.changed() => {}
             }
+            self.sync_health().await;
         }
     }
 
@@ -262,38 +349,19 @@ impl Engine {
             .join(".pitcrew/worktrees")
             .join(format!("{}-{}", task.id, lease.attempt));
 
-        let work = async {
-            match tokio::time::timeout(
-                self.settings.task_timeout,
-                self.attempt(&task, &repo, &worktree_dir, lease.attempt),
-            )
-            .await
-            {
-                Ok(end) => end,
-                Err(_) => AttemptEnd {
-                    disposition: self.retry(lease.attempt, None),
-                    report: AttemptReport {
-                        error_kind: Some(ErrorKind::Timeout),
-                        error: Some(format!(
-                            "the attempt ran past the task time limit of {}s",
-                            self.settings.task_timeout.as_secs()
-                        )),
-                        ..AttemptReport::default()
-                    },
-                },
-            }
-        };
         let end = tokio::select! {
-            end = work => Some(end),
+            end = self.attempt(&task, &repo, &worktree_dir, lease.attempt, events) => Some(end),
             () = self.keep_lease(&lease, events) => None,
         };
-        if let Err(e) = repo.remove_worktree(&worktree_dir).await {
+        if !self.settings.keep_worktrees
+            && let Err(e) = repo.remove_worktree(&worktree_dir).await
+        {
             let _ = events.send(Event::Warning(format!(
                 "could not remove worktree {}: {e}",
                 worktree_dir.display()
             )));
         }
-        let Some(end) = end else {
+        let Some(mut end) = end else {
             summary.lease_lost += 1;
             let _ = events.send(Event::LeaseLost {
                 task: task.id,
@@ -301,6 +369,8 @@ impl Engine {
             });
             return summary;
         };
+        end.report.run_id = Some(self.run_id.clone());
+        summary.cost_usd += end.report.usage.cost_usd.unwrap_or(0.0);
 
         match self
             .store
@@ -309,14 +379,16 @@ impl Engine {
         {
             Ok(status) => {
                 let mut branch = None;
-                if let (TaskStatus::Completed, Some(commit)) = (status, &end.report.commit) {
+                if let (TaskStatus::Completed | TaskStatus::PossibleBug, Some(commit)) =
+                    (status, &end.report.commit)
+                {
                     // Published only after the fenced write succeeded: a worker whose lease
                     // was lost never creates the branch.
                     match repo.create_branch(&task.id.branch_name(), commit).await {
                         Ok(()) => branch = Some(task.id.branch_name()),
                         Err(e) => {
                             let _ = events.send(Event::Warning(format!(
-                                "task {} completed but its branch could not be created ({e}); \
+                                "task {} finished but its branch could not be created ({e}); \
                                  the next run creates it",
                                 task.id
                             )));
@@ -325,6 +397,7 @@ impl Engine {
                 }
                 match status {
                     TaskStatus::Completed => summary.completed += 1,
+                    TaskStatus::PossibleBug => summary.possible_bugs += 1,
                     TaskStatus::Failed => summary.failed += 1,
                     _ => summary.retried += 1,
                 }
@@ -341,6 +414,7 @@ impl Engine {
                     retry_in,
                     branch,
                     usage: end.report.usage,
+                    iterations: end.iterations,
                 });
             }
             Err(StoreError::LeaseLost { .. }) => {
@@ -376,217 +450,6 @@ impl Engine {
                         lease.task_id
                     )));
                 }
-            }
-        }
-    }
-
-    /// Retry after the backoff for `attempt` (at least what the provider asked for).
-    fn retry(&self, attempt: u32, asked: Option<Duration>) -> Disposition {
-        let exponent = attempt.saturating_sub(1).min(16);
-        let backoff = self
-            .settings
-            .retry_backoff
-            .mul_f64(f64::from(1u32 << exponent) * (0.8 + 0.4 * fastrand::f64()))
-            .min(MAX_RETRY_DELAY);
-        Disposition::Retry {
-            delay: backoff.max(asked.unwrap_or_default()),
-        }
-    }
-
-    fn failure(
-        &self,
-        kind: ErrorKind,
-        message: String,
-        attempt: u32,
-        asked: Option<Duration>,
-    ) -> AttemptEnd {
-        AttemptEnd {
-            disposition: if kind.is_retryable() {
-                self.retry(attempt, asked)
-            } else {
-                Disposition::Fail
-            },
-            report: AttemptReport {
-                error_kind: Some(kind),
-                error: Some(message),
-                ..AttemptReport::default()
-            },
-        }
-    }
-
-    /// One attempt: model and key from the configuration, a worktree at the base commit, the
-    /// agent, and, when it produced files, a commit and its patch.
-    async fn attempt(&self, task: &Task, repo: &Repo, dir: &Path, attempt: u32) -> AttemptEnd {
-        let model = match self.config.resolve_model(task.model.as_deref()) {
-            Ok(m) => m,
-            Err(e) => return self.failure(ErrorKind::Config, e.to_string(), attempt, None),
-        };
-        let api_key = match self.config.api_key(&model) {
-            Ok(k) => k,
-            Err(e) => return self.failure(ErrorKind::Config, e.to_string(), attempt, None),
-        };
-        let endpoint = Endpoint {
-            base_url: model.base_url.clone(),
-            api_key,
-            api_key_env: model.api_key_env.clone(),
-        };
-        let worktree = match self.fresh_worktree(repo, dir, &task.base_commit).await {
-            Ok(w) => w,
-            Err(e) => {
-                return self.failure(
-                    ErrorKind::Workspace,
-                    format!(
-                        "cannot prepare a worktree of {} at {}: {e}",
-                        task.repo, task.base_commit
-                    ),
-                    attempt,
-                    None,
-                );
-            }
-        };
-        let run = self.agent.run(task, &worktree, &model, &endpoint).await;
-        self.conclude(task, &worktree, run, attempt).await
-    }
-
-    async fn fresh_worktree(
-        &self,
-        repo: &Repo,
-        dir: &Path,
-        base: &str,
-    ) -> Result<Worktree, pitcrew_runtime::GitError> {
-        if dir.exists() {
-            repo.remove_worktree(dir).await?;
-        }
-        repo.add_worktree(dir, base).await
-    }
-
-    /// Turns the agent's run into the attempt's end: a commit and patch when it succeeded.
-    async fn conclude(
-        &self,
-        task: &Task,
-        worktree: &Worktree,
-        run: AgentRun,
-        attempt: u32,
-    ) -> AttemptEnd {
-        let mut end = match &run.failure {
-            Some((kind, message)) => self.failure(*kind, message.clone(), attempt, run.retry_after),
-            None => {
-                let message = format!(
-                    "pitcrew: {} {}\n\n{}\n\nTask: {}\nModel: {}\n",
-                    task.kind,
-                    task.targets.join(" "),
-                    task.description,
-                    task.id,
-                    run.model
-                );
-                let committed = match worktree.commit_files(&run.written, &message).await {
-                    Ok(Some(commit)) => worktree
-                        .repo()
-                        .diff(worktree.base(), &commit)
-                        .await
-                        .map(|patch| (commit, patch)),
-                    Ok(None) => {
-                        return self.with_run(
-                            self.failure(
-                                ErrorKind::NoFiles,
-                                "the reply's files are identical to the base commit: nothing changed".into(),
-                                attempt,
-                                None,
-                            ),
-                            run,
-                        );
-                    }
-                    Err(e) => Err(e),
-                };
-                match committed {
-                    Ok((commit, patch)) => AttemptEnd {
-                        disposition: Disposition::Complete,
-                        report: AttemptReport {
-                            commit: Some(commit),
-                            patch: Some(patch),
-                            ..AttemptReport::default()
-                        },
-                    },
-                    Err(e) => self.failure(
-                        ErrorKind::Workspace,
-                        format!("cannot commit the result: {e}"),
-                        attempt,
-                        None,
-                    ),
-                }
-            }
-        };
-        end = self.with_run(end, run);
-        end
-    }
-
-    fn with_run(&self, mut end: AttemptEnd, run: AgentRun) -> AttemptEnd {
-        end.report.model = Some(run.model);
-        end.report.usage = run.usage;
-        end.report.latency_ms = run.latency.map(|l| l.as_millis() as u64);
-        end.report.findings = run.findings;
-        end
-    }
-
-    /// Once per repository and run: removes worktrees left by attempts that no longer run,
-    /// and creates result branches a crash prevented.
-    async fn tidy(&self, repo: &Repo, events: &mpsc::UnboundedSender<Event>) {
-        if !self
-            .tidied
-            .lock()
-            .expect("not poisoned")
-            .insert(repo.root().to_path_buf())
-        {
-            return;
-        }
-        let warn = |message: String| {
-            let _ = events.send(Event::Warning(message));
-        };
-        let dir = repo.root().join(".pitcrew/worktrees");
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let still_running = match name.rsplit_once('-') {
-                Some((id, attempt)) => match self.store.find(id).await {
-                    Ok(t) => t.status == TaskStatus::Running && t.attempts.to_string() == attempt,
-                    Err(_) => false,
-                },
-                None => false,
-            };
-            if !still_running && let Err(e) = repo.remove_worktree(&entry.path()).await {
-                warn(format!(
-                    "could not remove stale worktree {}: {e}",
-                    entry.path().display()
-                ));
-            }
-        }
-        let completed = match self
-            .store
-            .list(&TaskFilter {
-                status: Some(TaskStatus::Completed),
-                ..TaskFilter::default()
-            })
-            .await
-        {
-            Ok(tasks) => tasks,
-            Err(e) => return warn(format!("could not list completed tasks: {e}")),
-        };
-        let existing: HashSet<String> = match repo.branches_with_prefix("pitcrew/").await {
-            Ok(b) => b.into_iter().collect(),
-            Err(e) => return warn(format!("could not list pitcrew branches: {e}")),
-        };
-        let root = repo.root().to_string_lossy();
-        for task in completed.iter().filter(|t| t.repo == root) {
-            let (Some(commit), false) = (
-                &task.result_commit,
-                existing.contains(&task.id.branch_name()),
-            ) else {
-                continue;
-            };
-            if let Err(e) = repo.create_branch(&task.id.branch_name(), commit).await {
-                warn(format!(
-                    "could not restore branch {}: {e}",
-                    task.id.branch_name()
-                ));
             }
         }
     }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use futures::StreamExt;
-use pitcrew_core::config::Secret;
+use pitcrew_core::Secret;
 use pitcrew_core::{ErrorKind, Usage};
 use serde::Serialize;
 

@@ -4,8 +4,6 @@
 //! shape, and `models sync` folds in a provider's model list (see [`crate::sync`]).
 
 use std::collections::{BTreeMap, HashSet};
-use std::fmt;
-use std::str::FromStr;
 
 use pitcrew_core::UnknownName;
 use serde::{Deserialize, Serialize};
@@ -13,56 +11,17 @@ use serde::{Deserialize, Serialize};
 /// The registry shipped with pitcrew.
 pub const BUILTIN_TOML: &str = include_str!("models.toml");
 
-/// What a model is good at; selection prefers models whose strength matches the task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Specialization {
-    /// Fast replies; fine for simple tasks.
-    Speed,
-    /// A generalist.
-    Balanced,
-    /// The best results for hard tasks.
-    Quality,
-    /// Thinks before answering (slow, good at fixes and algorithms).
-    Reasoning,
-}
-
-impl Specialization {
-    pub const ALL: [Specialization; 4] = [
-        Specialization::Speed,
-        Specialization::Balanced,
-        Specialization::Quality,
-        Specialization::Reasoning,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Specialization::Speed => "speed",
-            Specialization::Balanced => "balanced",
-            Specialization::Quality => "quality",
-            Specialization::Reasoning => "reasoning",
-        }
-    }
-}
-
-impl fmt::Display for Specialization {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Specialization {
-    type Err = UnknownName;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = s.trim().to_ascii_lowercase();
-        Self::ALL
-            .into_iter()
-            .find(|v| v.as_str() == s)
-            .ok_or_else(|| UnknownName {
-                what: "specialization",
-                given: s,
-                valid: Self::ALL.iter().map(|v| v.to_string()).collect(),
-            })
+pitcrew_core::named_enum! {
+    /// What a model is good at; selection prefers models whose strength matches the task.
+    pub enum Specialization ("specialization") {
+        /// Fast replies; fine for simple tasks.
+        Speed = "speed",
+        /// A generalist.
+        Balanced = "balanced",
+        /// The best results for hard tasks.
+        Quality = "quality",
+        /// Thinks before answering (slow, good at fixes and algorithms).
+        Reasoning = "reasoning",
     }
 }
 
@@ -418,15 +377,6 @@ mod tests {
             .filter(|m| m.free && m.provider == "openrouter" && m.price_in == 0.0)
             .count();
         assert!(free_openrouter >= 10, "{free_openrouter}");
-        // Every preset of the shipped pitcrew.toml exists here too.
-        let config = pitcrew_core::config::Config::builtin();
-        for (name, preset) in &config.presets {
-            let model = registry.resolve(name).unwrap();
-            assert_eq!(
-                (&model.provider, &model.id),
-                (&preset.provider, &preset.model)
-            );
-        }
     }
 
     #[test]

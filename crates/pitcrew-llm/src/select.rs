@@ -23,10 +23,9 @@
 
 use std::cmp::Ordering;
 use std::fmt;
-use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use pitcrew_core::{TaskKind, UnknownName};
+use pitcrew_core::TaskKind;
 use serde::Serialize;
 
 use crate::health::{ModelState, Unavailable};
@@ -41,46 +40,20 @@ const LATENCY_REFERENCE_MS: f64 = 10_000.0;
 /// A model must leave at least this many tokens for the reply after the prompt.
 const MIN_REPLY_TOKENS: u64 = 1024;
 
-/// How hard a task is; decides the specialization selection favours.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Complexity {
-    Low,
-    #[default]
-    Medium,
-    High,
-}
-
-impl Complexity {
-    pub const ALL: [Complexity; 3] = [Complexity::Low, Complexity::Medium, Complexity::High];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Complexity::Low => "low",
-            Complexity::Medium => "medium",
-            Complexity::High => "high",
-        }
+pitcrew_core::named_enum! {
+    /// How hard a task is; decides the specialization selection favours.
+    pub enum Complexity ("complexity") {
+        Low = "low",
+        Medium = "medium",
+        High = "high",
     }
 }
 
-impl fmt::Display for Complexity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Complexity {
-    type Err = UnknownName;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let s = s.trim().to_ascii_lowercase();
-        Self::ALL
-            .into_iter()
-            .find(|c| c.as_str() == s)
-            .ok_or_else(|| UnknownName {
-                what: "complexity",
-                given: s,
-                valid: Self::ALL.iter().map(|c| c.to_string()).collect(),
-            })
+// `named_enum!` derives a fixed set of traits, so `Default` is written out.
+#[allow(clippy::derivable_impls)]
+impl Default for Complexity {
+    fn default() -> Self {
+        Complexity::Medium
     }
 }
 

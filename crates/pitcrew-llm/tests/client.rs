@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use pitcrew_core::ErrorKind;
-use pitcrew_core::config::Secret;
+use pitcrew_core::Secret;
 use pitcrew_llm::{ChatClient, ChatRequest, Completion, Endpoint, LlmError, Message};
 use pitcrew_testkit::{Reply, ScriptedServer, SseEvent};
 use serde_json::json;

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pitcrew_core::ErrorKind;
-use pitcrew_core::config::Secret;
+use pitcrew_core::Secret;
 use pitcrew_llm::{
     Budget, ChatClient, CircuitState, Endpoint, Exclusion, Expect, Message, Registry, Requirements,
     RouteError, RouteEvent, RouteRequest, Routed, Router, RouterSettings, circuit_state,

@@ -1,14 +1,20 @@
-//! The built-in agent: one prompt, one model call, files read from the reply, checked, and
-//! written into the task's worktree; then the project's validation command, if any. The agent
-//! reports what it observed; it never claims success the checks did not show.
+//! The built-in agent: prompt, model call (through the router), files read from the reply,
+//! checked, written into the task's worktree and validated; when validation fails, the
+//! findings go back to the model for another round, up to `max_iterations`. The agent reports
+//! what it observed; it never claims success the checks did not show.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use pitcrew_core::config::ResolvedModel;
 use pitcrew_core::{ErrorKind, Finding, Task, Usage};
-use pitcrew_llm::{ChatClient, ChatRequest, Endpoint, Message};
-use pitcrew_sandbox::{CommandSpec, EnvPolicy};
+use pitcrew_llm::{
+    Budget, CallRecord, Complexity, Expect, Message, Requirements, RouteError, RouteEvent,
+    RouteRequest, Router,
+};
+use pitcrew_validate::{Outcome, ValidationReport, ValidationRequest, ValidationSettings};
+use serde::Serialize;
 
+use crate::cache::{CachedReply, ReplyCache};
 use crate::context::{ContextReport, ContextSettings, gather};
 use crate::git::Worktree;
 use crate::paths::resolve_inside;
@@ -20,224 +26,472 @@ use crate::reply::extract_files;
 pub struct AgentSettings {
     pub temperature: f64,
     pub max_tokens: u32,
-    /// Shell command run in the worktree after writing; empty for none. `{files}` is
-    /// replaced by the written files, shell-quoted.
-    pub validation_command: String,
-    pub validation_timeout: Duration,
+    /// The preset a task prefers when it names none.
+    pub default_model: String,
+    /// Rounds of generation and validation before the attempt fails.
+    pub max_iterations: u32,
+    pub free_only: bool,
+    /// USD one task may spend across its calls; `None`: no limit.
+    pub task_budget_usd: Option<f64>,
     pub context: ContextSettings,
+    pub validation: ValidationSettings,
+    /// Reuse replies of identical earlier calls (`--cache`), kept in the repository's
+    /// `.pitcrew/cache/replies`.
+    pub use_cache: bool,
+}
+
+/// What the agent tells its caller while it works.
+#[derive(Debug, Clone, Copy)]
+pub enum AgentEvent<'a> {
+    /// Round `number` of generation and validation begins.
+    Iteration { number: u32 },
+    /// A reply was taken from the cache instead of calling a model.
+    CacheHit { model: &'a str },
+    /// What the router reports: a call starts, streams, or fails.
+    Model(RouteEvent<'a>),
+    /// Validation of the written files begins.
+    Validating,
+}
+
+/// How the attempt ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Files written and every check passed.
+    Accepted,
+    /// A well-formed test that fails against the current code: kept for a human.
+    PossibleBug { message: String },
+    /// No acceptable output; `kind` decides whether the task is retried.
+    Failed {
+        kind: ErrorKind,
+        message: String,
+        retry_after: Option<Duration>,
+    },
+}
+
+/// One round of generation and validation, as recorded on the attempt.
+#[derive(Debug, Clone, Serialize)]
+pub struct IterationRecord {
+    pub number: u32,
+    /// The registry name of the model whose reply was used.
+    pub model: Option<String>,
+    pub cache_hit: bool,
+    /// Every model call of the round, failed ones included.
+    pub calls: Vec<CallRecord>,
+    pub usage: Usage,
+    pub findings: Vec<Finding>,
+    /// accepted, possible_bug, rejected, unusable_reply, model_error.
+    pub outcome: &'static str,
+}
+
+/// Everything recorded about an attempt besides its verdict.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AgentDetails {
+    pub iterations: Vec<IterationRecord>,
+    pub context: Option<ContextReport>,
+    pub validation: Option<ValidationReport>,
+    pub cache_hits: u32,
 }
 
 /// What one run of the agent produced and observed.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct AgentRun {
-    /// The model id called.
-    pub model: String,
+    pub verdict: Verdict,
+    /// The registry name and provider id of the model whose reply was used last.
+    pub model: Option<String>,
+    pub model_id: Option<String>,
+    /// Tokens and cost over every call, failed ones included; cache hits cost nothing.
     pub usage: Usage,
+    /// The last answering call's latency.
     pub latency: Option<Duration>,
+    /// The last round's findings.
     pub findings: Vec<Finding>,
     /// Files written into the worktree, relative to its root.
     pub written: Vec<String>,
-    /// Why the run produced no acceptable output; `None` only when files were written and
-    /// every check passed.
-    pub failure: Option<(ErrorKind, String)>,
-    /// How long the provider asked to wait before calling again.
-    pub retry_after: Option<Duration>,
-    /// What the prompt included besides the task, and what did not fit.
-    pub context: Option<ContextReport>,
+    pub quality: Option<f64>,
+    pub details: AgentDetails,
 }
 
-impl AgentRun {
-    fn fail(mut self, kind: ErrorKind, message: impl Into<String>) -> Self {
-        self.failure = Some((kind, message.into()));
-        self
-    }
+fn add_usage(total: &mut Usage, more: Usage) {
+    total.tokens_in += more.tokens_in;
+    total.tokens_out += more.tokens_out;
+    total.cost_usd = match (total.cost_usd, more.cost_usd) {
+        (None, None) => None,
+        (a, b) => Some(a.unwrap_or(0.0) + b.unwrap_or(0.0)),
+    };
 }
 
-/// The error kind a rule's `error` finding stands for.
+/// The error kind a static check's `error` finding stands for.
 fn kind_of_rule(rule: &str) -> ErrorKind {
     match rule {
         "safe_path" => ErrorKind::UnsafePath,
         "syntax" => ErrorKind::SyntaxError,
-        "validation_command" => ErrorKind::ValidationFailed,
+        "no_files" => ErrorKind::NoFiles,
         _ => ErrorKind::MalformedReply,
     }
 }
 
-fn shell_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/._-+=:@".contains(c))
-    {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
+fn summary(findings: &[Finding]) -> String {
+    findings
+        .iter()
+        .filter(|f| f.is_error())
+        .map(Finding::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// A reply's files, checked (paths, syntax) but not yet written.
+struct Candidate {
+    files: Vec<(String, PathBuf, String)>,
+    findings: Vec<Finding>,
+}
+
+fn read_reply(text: &str, worktree: &Worktree) -> Candidate {
+    let extraction = extract_files(text);
+    let mut findings = extraction.findings;
+    if extraction.files.is_empty() && !findings.iter().any(Finding::is_error) {
+        findings.push(Finding::error(
+            "no_files",
+            "the reply contains no code block annotated with a file path \
+             (expected e.g. ```python path=tests/test_example.py)",
+        ));
     }
+    let root = worktree
+        .path()
+        .canonicalize()
+        .unwrap_or_else(|_| worktree.path().to_path_buf());
+    let mut files = Vec::new();
+    for file in extraction.files {
+        let destination = match resolve_inside(worktree.path(), &file.path) {
+            Ok(d) => d,
+            Err(refused) => {
+                findings.push(Finding::error("safe_path", refused.to_string()).in_file(file.path));
+                continue;
+            }
+        };
+        let relative = destination
+            .strip_prefix(&root)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| file.path.clone());
+        if let Some(finding) =
+            pitcrew_validate::check_syntax(&relative, &file.content).to_finding(&relative)
+        {
+            findings.push(finding);
+        }
+        files.push((relative, destination, file.content));
+    }
+    Candidate { files, findings }
 }
 
 #[derive(Debug, Clone)]
 pub struct BuiltinAgent {
-    client: ChatClient,
+    router: Router,
     settings: AgentSettings,
 }
 
 impl BuiltinAgent {
-    pub fn new(client: ChatClient, settings: AgentSettings) -> Self {
-        BuiltinAgent { client, settings }
+    pub fn new(router: Router, settings: AgentSettings) -> Self {
+        BuiltinAgent { router, settings }
     }
 
-    /// Works `task` in `worktree` with `model` at `endpoint`.
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// Works `task` in `worktree`.
     pub async fn run(
         &self,
         task: &Task,
         worktree: &Worktree,
-        model: &ResolvedModel,
-        endpoint: &Endpoint,
+        on_event: &mut (dyn FnMut(AgentEvent<'_>) + Send),
     ) -> AgentRun {
+        // Coverage baselines and cached replies are kept per repository.
+        let cache_dir = worktree.repo().root().join(".pitcrew").join("cache");
+        let cache = self
+            .settings
+            .use_cache
+            .then(|| ReplyCache::new(cache_dir.join("replies")));
         let mut run = AgentRun {
-            model: model.model.clone(),
-            ..AgentRun::default()
+            verdict: Verdict::Failed {
+                kind: ErrorKind::Config,
+                message: "no iteration ran".into(),
+                retry_after: None,
+            },
+            model: None,
+            model_id: None,
+            usage: Usage::default(),
+            latency: None,
+            findings: Vec::new(),
+            written: Vec::new(),
+            quality: None,
+            details: AgentDetails::default(),
         };
-        let (context, context_report) =
+        let (mut context, context_report) =
             gather(worktree.path(), &task.targets, &self.settings.context);
-        run.context = Some(context_report);
+        run.details.context = Some(context_report);
+        context.rules = self.settings.validation.requirements(task.kind);
         let library = PromptLibrary::new(Some(worktree.repo().root()));
         let (system, user) = match library.render_task(task, &context) {
             Ok(messages) => messages,
-            Err(e) => return run.fail(ErrorKind::Config, e.to_string()),
-        };
-        let request = ChatRequest {
-            model: model.model.clone(),
-            messages: vec![Message::system(system), Message::user(user)],
-            temperature: self.settings.temperature,
-            max_tokens: self.settings.max_tokens,
-        };
-        let completion = match self.client.complete(endpoint, &request).await {
-            Ok(c) => c,
             Err(e) => {
-                run.retry_after = e.retry_after;
-                return run.fail(e.kind, format!("model `{}`: {}", model.model, e.message));
+                run.verdict = Verdict::Failed {
+                    kind: ErrorKind::Config,
+                    message: e.to_string(),
+                    retry_after: None,
+                };
+                return run;
             }
         };
-        run.usage = completion.usage;
-        run.latency = Some(completion.latency);
-        if completion.text.trim().is_empty() {
-            return run.fail(
-                ErrorKind::EmptyReply,
-                format!("model `{}` returned an empty reply", model.model),
-            );
-        }
+        let mut messages = vec![Message::system(system), Message::user(user)];
+        let task_budget = Budget::new(self.settings.task_budget_usd);
+        let complexity = task
+            .metadata
+            .get("complexity")
+            .and_then(|c| c.as_str())
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(Complexity::Medium);
 
-        let extraction = extract_files(&completion.text);
-        run.findings.extend(extraction.findings);
-        if extraction.files.is_empty() && !run.findings.iter().any(Finding::is_error) {
-            return run.fail(
-                ErrorKind::NoFiles,
-                "the reply contains no code block annotated with a file path \
-                 (expected e.g. ```python path=tests/test_example.py)",
-            );
-        }
-        let mut accepted = Vec::new();
-        for file in extraction.files {
-            let destination = match resolve_inside(worktree.path(), &file.path) {
-                Ok(d) => d,
-                Err(refused) => {
-                    run.findings
-                        .push(Finding::error("safe_path", refused.to_string()).in_file(file.path));
-                    continue;
+        for number in 1..=self.settings.max_iterations {
+            on_event(AgentEvent::Iteration { number });
+            let mut record = IterationRecord {
+                number,
+                model: None,
+                cache_hit: false,
+                calls: Vec::new(),
+                usage: Usage::default(),
+                findings: Vec::new(),
+                outcome: "model_error",
+            };
+            let request = RouteRequest {
+                messages: messages.clone(),
+                temperature: self.settings.temperature,
+                expect: Expect::Code,
+                requirements: Requirements {
+                    kind: Some(task.kind),
+                    complexity,
+                    max_output_tokens: self.settings.max_tokens,
+                    free_only: self.settings.free_only,
+                    prefer: Some(
+                        task.model
+                            .clone()
+                            .unwrap_or_else(|| self.settings.default_model.clone()),
+                    ),
+                    ..Requirements::default()
+                },
+                task_budget: Some(task_budget.clone()),
+            };
+            let reply = match self
+                .reply(&request, cache.as_ref(), &mut record, &mut run, on_event)
+                .await
+            {
+                Ok(text) => text,
+                Err(error) => {
+                    let content = error.kind.class() == pitcrew_core::ErrorClass::Content;
+                    record.outcome = if content {
+                        "unusable_reply"
+                    } else {
+                        "model_error"
+                    };
+                    run.details.iterations.push(record);
+                    run.verdict = Verdict::Failed {
+                        kind: error.kind,
+                        message: error.message,
+                        retry_after: error.retry_after,
+                    };
+                    // Every model gave unusable replies: another round with the same
+                    // messages may go better; anything else ends the attempt.
+                    if content && number < self.settings.max_iterations {
+                        continue;
+                    }
+                    return run;
                 }
             };
-            let relative = destination
-                .strip_prefix(worktree.path().canonicalize().unwrap_or_default())
-                .map(|p| p.to_string_lossy().into_owned())
-                .unwrap_or_else(|_| file.path.clone());
-            if let Some(finding) =
-                pitcrew_validate::check_syntax(&relative, &file.content).to_finding(&relative)
-            {
-                run.findings.push(finding);
+
+            if let Err(e) = worktree.reset().await {
+                run.details.iterations.push(record);
+                run.verdict = Verdict::Failed {
+                    kind: ErrorKind::Workspace,
+                    message: format!("cannot reset the worktree: {e}"),
+                    retry_after: None,
+                };
+                return run;
             }
-            accepted.push((relative, destination, file.content));
-        }
-        if let Some(first) = run.findings.iter().find(|f| f.is_error()) {
-            let errors: Vec<String> = run
-                .findings
+            let candidate = read_reply(&reply, worktree);
+            let mut findings = candidate.findings;
+            run.written.clear();
+            if !findings.iter().any(Finding::is_error) {
+                for (relative, destination, content) in &candidate.files {
+                    let written = destination
+                        .parent()
+                        .map_or(Ok(()), std::fs::create_dir_all)
+                        .and_then(|()| std::fs::write(destination, content));
+                    if let Err(e) = written {
+                        run.details.iterations.push(record);
+                        run.verdict = Verdict::Failed {
+                            kind: ErrorKind::Workspace,
+                            message: format!("cannot write {relative}: {e}"),
+                            retry_after: None,
+                        };
+                        return run;
+                    }
+                    run.written.push(relative.clone());
+                }
+                on_event(AgentEvent::Validating);
+                let validation = pitcrew_validate::validate(
+                    &self.settings.validation,
+                    &ValidationRequest {
+                        worktree: worktree.path().to_path_buf(),
+                        kind: task.kind,
+                        targets: task.targets.clone(),
+                        files: run.written.clone(),
+                        base_commit: task.base_commit.clone(),
+                        cache_dir: cache_dir.clone(),
+                        parent_env: None,
+                    },
+                )
+                .await;
+                let report = match validation {
+                    Ok(report) => report,
+                    Err(e) => {
+                        // The checks themselves could not run (pytest missing, a broken
+                        // suite): not the output's fault, and retrying will not help.
+                        run.details.iterations.push(record);
+                        run.verdict = Verdict::Failed {
+                            kind: ErrorKind::Config,
+                            message: format!("validation could not run: {e}"),
+                            retry_after: None,
+                        };
+                        return run;
+                    }
+                };
+                findings.extend(report.findings.iter().cloned());
+                run.quality = Some(report.quality);
+                if let Some(model) = &record.model
+                    && !record.cache_hit
+                {
+                    self.router.record_quality(model, report.quality);
+                }
+                let outcome = report.outcome;
+                run.details.validation = Some(report);
+                match outcome {
+                    Outcome::Accepted => {
+                        record.outcome = "accepted";
+                        record.findings = findings.clone();
+                        run.details.iterations.push(record);
+                        run.findings = findings;
+                        run.verdict = Verdict::Accepted;
+                        return run;
+                    }
+                    Outcome::PossibleBug => {
+                        record.outcome = "possible_bug";
+                        record.findings = findings.clone();
+                        run.details.iterations.push(record);
+                        run.verdict = Verdict::PossibleBug {
+                            message: summary(&findings),
+                        };
+                        run.findings = findings;
+                        return run;
+                    }
+                    Outcome::Rejected => {}
+                }
+            }
+
+            record.outcome = "rejected";
+            record.findings = findings.clone();
+            run.details.iterations.push(record);
+            let first_error = findings
                 .iter()
-                .filter(|f| f.is_error())
-                .map(|f| f.to_string())
-                .collect();
-            let kind = kind_of_rule(&first.rule);
-            return run.fail(kind, errors.join("\n"));
-        }
-
-        // Every check passed: only now does anything touch the worktree.
-        for (relative, destination, content) in accepted {
-            let written = destination
-                .parent()
-                .map_or(Ok(()), std::fs::create_dir_all)
-                .and_then(|()| std::fs::write(&destination, content));
-            if let Err(e) = written {
-                return run.fail(
-                    ErrorKind::Workspace,
-                    format!("cannot write {relative}: {e}"),
-                );
+                .find(|f| f.is_error())
+                .map(|f| f.rule.clone())
+                .unwrap_or_default();
+            let static_failure = run.details.validation.is_none() || run.written.is_empty();
+            run.verdict = Verdict::Failed {
+                kind: if static_failure {
+                    kind_of_rule(&first_error)
+                } else {
+                    ErrorKind::ValidationFailed
+                },
+                message: summary(&findings),
+                retry_after: None,
+            };
+            run.findings = findings.clone();
+            if number < self.settings.max_iterations {
+                let errors: Vec<Finding> = findings.into_iter().filter(Finding::is_error).collect();
+                match library.render_refinement(&errors, number, self.settings.max_iterations) {
+                    Ok(feedback) => {
+                        messages.push(Message::assistant(reply));
+                        messages.push(Message::user(feedback));
+                    }
+                    Err(e) => {
+                        run.verdict = Verdict::Failed {
+                            kind: ErrorKind::Config,
+                            message: e.to_string(),
+                            retry_after: None,
+                        };
+                        return run;
+                    }
+                }
             }
-            run.written.push(relative);
-        }
-
-        if !self.settings.validation_command.trim().is_empty() {
-            if let Err(finding) = self.validate(worktree, &run.written).await {
-                let message = finding.to_string();
-                run.findings.push(finding);
-                return run.fail(ErrorKind::ValidationFailed, message);
-            }
-            run.findings.push(Finding::info(
-                "validation_command",
-                format!("`{}` passed", self.settings.validation_command),
-            ));
         }
         run
     }
 
-    /// Runs the validation command in the worktree, with no secrets in its environment.
-    async fn validate(&self, worktree: &Worktree, written: &[String]) -> Result<(), Finding> {
-        let files: Vec<String> = written.iter().map(|f| shell_quote(f)).collect();
-        let command = self
-            .settings
-            .validation_command
-            .replace("{files}", &files.join(" "));
-        let spec = CommandSpec::shell(&command, worktree.path())
-            .env_policy(EnvPolicy::Allowlist {
-                pass: Vec::new(),
-                set: Vec::new(),
-            })
-            .timeout(self.settings.validation_timeout);
-        let output = pitcrew_sandbox::run(spec).await.map_err(|e| {
-            Finding::error(
-                "validation_command",
-                format!("`{command}` could not run: {e}"),
+    /// The reply to `request`: from the cache when enabled and present, else from the router
+    /// (storing it in the cache).
+    async fn reply(
+        &self,
+        request: &RouteRequest,
+        cache: Option<&ReplyCache>,
+        record: &mut IterationRecord,
+        run: &mut AgentRun,
+        on_event: &mut (dyn FnMut(AgentEvent<'_>) + Send),
+    ) -> Result<String, RouteError> {
+        let key = cache.map(|_| {
+            ReplyCache::key(
+                request.requirements.prefer.as_deref().unwrap_or(""),
+                &serde_json::json!({
+                    "messages": request.messages,
+                    "temperature": request.temperature,
+                    "max_tokens": request.requirements.max_output_tokens,
+                }),
             )
-        })?;
-        if output.success() {
-            return Ok(());
+        });
+        if let (Some(cache), Some(key)) = (cache, &key)
+            && let Some(hit) = cache.get(key)
+        {
+            on_event(AgentEvent::CacheHit { model: &hit.model });
+            record.cache_hit = true;
+            record.model = Some(hit.model.clone());
+            run.details.cache_hits += 1;
+            run.model_id = self.router.registry().get(&hit.model).map(|m| m.id.clone());
+            run.model = Some(hit.model);
+            return Ok(hit.text);
         }
-        Err(Finding::error(
-            "validation_command",
-            format!(
-                "`{command}` failed ({}):\n{}",
-                output.describe_status(),
-                output.combined_tail(40)
-            ),
-        ))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shell_quoting_keeps_plain_paths_and_quotes_the_rest() {
-        assert_eq!(shell_quote("tests/test_a.py"), "tests/test_a.py");
-        assert_eq!(shell_quote("a b.py"), "'a b.py'");
-        assert_eq!(shell_quote("it's.py"), r"'it'\''s.py'");
+        let result = self
+            .router
+            .complete(request, &mut |event| on_event(AgentEvent::Model(event)))
+            .await;
+        let (calls, usage) = match &result {
+            Ok(routed) => (routed.calls.clone(), routed.usage()),
+            Err(error) => (error.calls.clone(), error.usage()),
+        };
+        record.calls = calls;
+        record.usage = usage;
+        add_usage(&mut run.usage, usage);
+        let routed = result?;
+        record.model = Some(routed.model.clone());
+        run.model = Some(routed.model.clone());
+        run.model_id = Some(routed.model_id.clone());
+        run.latency = Some(routed.completion.latency);
+        if let (Some(cache), Some(key)) = (cache, &key) {
+            let entry = CachedReply {
+                model: routed.model.clone(),
+                text: routed.completion.text.clone(),
+                original_usage: usage,
+            };
+            if let Err(e) = cache.put(key, &entry) {
+                tracing::warn!("could not store a reply in the cache: {e}");
+            }
+        }
+        Ok(routed.completion.text)
     }
 }

@@ -55,7 +55,10 @@ impl ReplyCache {
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir)?;
         let partial = dir.join(format!(".{key}.{}.tmp", std::process::id()));
-        std::fs::write(&partial, serde_json::to_vec(reply).expect("a reply serializes"))?;
+        std::fs::write(
+            &partial,
+            serde_json::to_vec(reply).expect("a reply serializes"),
+        )?;
         std::fs::rename(partial, path)
     }
 }
@@ -72,12 +75,22 @@ mod tests {
         let key = ReplyCache::key("m/1", &request);
         assert_eq!(key.len(), 64);
         assert_ne!(key, ReplyCache::key("m/2", &request));
-        assert_ne!(key, ReplyCache::key("m/1", &serde_json::json!({"messages": [], "temperature": 0.2})));
+        assert_ne!(
+            key,
+            ReplyCache::key(
+                "m/1",
+                &serde_json::json!({"messages": [], "temperature": 0.2})
+            )
+        );
         assert_eq!(cache.get(&key), None);
         let reply = CachedReply {
             model: "m/1".into(),
             text: "```python path=a.py\nx = 1\n```".into(),
-            original_usage: Usage { tokens_in: 10, tokens_out: 5, cost_usd: Some(0.01) },
+            original_usage: Usage {
+                tokens_in: 10,
+                tokens_out: 5,
+                cost_usd: Some(0.01),
+            },
         };
         cache.put(&key, &reply).unwrap();
         assert_eq!(cache.get(&key), Some(reply));

@@ -87,8 +87,9 @@ fn read(root: &Path, path: &str) -> Option<String> {
         .map(|b| String::from_utf8_lossy(&b).into_owned())
 }
 
-/// Python files of the repository, relative paths, sorted.
-fn python_files(root: &Path) -> Vec<String> {
+/// Python files of the repository, relative paths, sorted (environments, build output and
+/// hidden directories skipped).
+pub fn python_files(root: &Path) -> Vec<String> {
     let mut found = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -205,8 +206,9 @@ fn resolve_module(module: &str, importer: &str, files: &BTreeSet<String>) -> Opt
     None
 }
 
-/// Existing test files for `target`, by the usual naming conventions.
-fn tests_of(target: &str, files: &BTreeSet<String>) -> Vec<String> {
+/// Existing test files for `target` among `files`, by the usual naming conventions
+/// (`test_<module>.py`, `<module>_test.py`).
+pub fn tests_of(target: &str, files: &BTreeSet<String>) -> Vec<String> {
     let stem = Path::new(target)
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())

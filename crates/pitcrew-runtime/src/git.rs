@@ -347,6 +347,14 @@ impl Worktree {
         &self.repo
     }
 
+    /// Puts the worktree back to its base commit: tracked files restored, everything else
+    /// (earlier iterations' files, caches, reports) removed.
+    pub async fn reset(&self) -> Result<(), GitError> {
+        git_line(&self.path, &["reset", "--hard", "--quiet", "HEAD"]).await?;
+        git_line(&self.path, &["clean", "-fdxq"]).await?;
+        Ok(())
+    }
+
     /// Commits exactly `files` (paths relative to the worktree), leaving anything else a
     /// validation run produced (caches, reports) out; `None` when they match the base.
     pub async fn commit_files(

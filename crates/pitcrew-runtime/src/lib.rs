@@ -10,9 +10,13 @@ mod paths;
 mod prompt;
 mod reply;
 
-pub use agent::{AgentRun, AgentSettings, BuiltinAgent};
+pub use agent::{
+    AgentDetails, AgentEvent, AgentRun, AgentSettings, BuiltinAgent, IterationRecord, Verdict,
+};
 pub use cache::{CachedReply, ReplyCache};
-pub use context::{ContextItem, ContextReport, ContextSettings, count_tokens, gather};
+pub use context::{
+    ContextItem, ContextReport, ContextSettings, count_tokens, gather, python_files, tests_of,
+};
 pub use git::{Applied, GitError, Repo, Worktree};
 pub use paths::{RefusedPath, normalize, resolve_inside};
 pub use prompt::{

@@ -175,6 +175,10 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Every model's stored health, by model name.
     async fn model_health(&self) -> Result<Vec<ModelHealth>, StoreError>;
 
+    /// `(model id, latency in ms)` of the most recent `limit` finished attempts that called a
+    /// model, newest first (for latency percentiles).
+    async fn recent_latencies(&self, limit: u32) -> Result<Vec<(String, u64)>, StoreError>;
+
     /// Stores `health` for its model, replacing what was stored, with one exception: a stored
     /// `cooldown_until` or `circuit_open_until` that has not ended yet and ends later than the
     /// one written is kept (a kept cooldown keeps its `cooldown_reason`), so one worker cannot

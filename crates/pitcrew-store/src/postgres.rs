@@ -124,6 +124,9 @@ fn attempt_from_row(row: &PgRow) -> Result<Attempt, StoreError> {
         error: row.try_get("error")?,
         commit: row.try_get("commit_sha")?,
         patch: row.try_get("patch")?,
+        run_id: row.try_get("run_id")?,
+        quality: row.try_get("quality")?,
+        details: json("details", row.try_get("details")?)?,
     })
 }
 
@@ -487,8 +490,8 @@ impl Store for PgStore {
         sqlx::query(
             "UPDATE attempts SET outcome = $1, finished_at = now(), model = $2, tokens_in = $3, \
              tokens_out = $4, cost_usd = $5, latency_ms = $6, findings = $7, error_kind = $8, \
-             error = $9, commit_sha = $10, patch = $11 \
-             WHERE task_id = $12 AND number = $13 AND lease_token = $14",
+             error = $9, commit_sha = $10, patch = $11, run_id = $12, quality = $13, \
+             details = $14 WHERE task_id = $15 AND number = $16 AND lease_token = $17",
         )
         .bind(next.outcome.as_str())
         .bind(&report.model)
@@ -501,6 +504,9 @@ impl Store for PgStore {
         .bind(&report.error)
         .bind(&report.commit)
         .bind(&report.patch)
+        .bind(&report.run_id)
+        .bind(report.quality)
+        .bind(Json(&report.details))
         .bind(lease.task_id.0)
         .bind(lease.attempt as i32)
         .bind(lease.token)
@@ -695,6 +701,21 @@ impl Store for PgStore {
             next_run_at: next.try_get("next_run_at")?,
             next_lease_expiry: next.try_get("next_expiry")?,
         })
+    }
+
+    async fn recent_latencies(&self, limit: u32) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT model, latency_ms FROM attempts \
+             WHERE model IS NOT NULL AND latency_ms IS NOT NULL \
+             ORDER BY finished_at DESC LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(m, l)| (m, l.max(0) as u64))
+            .collect())
     }
 
     async fn model_health(&self) -> Result<Vec<ModelHealth>, StoreError> {

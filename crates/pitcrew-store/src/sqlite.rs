@@ -119,6 +119,9 @@ fn attempt_from_row(row: &SqliteRow) -> Result<Attempt, StoreError> {
         error: row.try_get("error")?,
         commit: row.try_get("commit_sha")?,
         patch: row.try_get("patch")?,
+        run_id: row.try_get("run_id")?,
+        quality: row.try_get("quality")?,
+        details: json("details", row.try_get("details")?)?,
     })
 }
 
@@ -386,7 +389,7 @@ impl Store for SqliteStore {
         sqlx::query(
             "UPDATE attempts SET outcome = ?, finished_at = ?, model = ?, tokens_in = ?, \
              tokens_out = ?, cost_usd = ?, latency_ms = ?, findings = ?, error_kind = ?, \
-             error = ?, commit_sha = ?, patch = ? \
+             error = ?, commit_sha = ?, patch = ?, run_id = ?, quality = ?, details = ? \
              WHERE task_id = ? AND number = ? AND lease_token = ?",
         )
         .bind(next.outcome.as_str())
@@ -401,6 +404,9 @@ impl Store for SqliteStore {
         .bind(&report.error)
         .bind(&report.commit)
         .bind(&report.patch)
+        .bind(&report.run_id)
+        .bind(report.quality)
+        .bind(to_json(&report.details))
         .bind(lease.task_id.to_string())
         .bind(i64::from(lease.attempt))
         .bind(&token)
@@ -616,6 +622,21 @@ impl Store for SqliteStore {
             next_run_at: next.try_get::<Option<i64>, _>("next_run_at")?.map(to_time),
             next_lease_expiry: next.try_get::<Option<i64>, _>("next_expiry")?.map(to_time),
         })
+    }
+
+    async fn recent_latencies(&self, limit: u32) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT model, latency_ms FROM attempts \
+             WHERE model IS NOT NULL AND latency_ms IS NOT NULL \
+             ORDER BY finished_at DESC LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(m, l)| (m, l.max(0) as u64))
+            .collect())
     }
 
     async fn model_health(&self) -> Result<Vec<ModelHealth>, StoreError> {

@@ -191,6 +191,9 @@ async fn finish_is_fenced_by_the_lease_token(store: Arc<dyn Store>) {
     done.usage.cost_usd = Some(0.5);
     done.latency_ms = Some(1234);
     done.findings = vec![pitcrew_core::Finding::info("syntax", "ok").in_file("x.py")];
+    done.run_id = Some("run-1".into());
+    done.quality = Some(0.875);
+    done.details = serde_json::json!({"iterations": [{"model": "m", "cache_hit": false}]});
     let status = store
         .finish(&lease, Disposition::Complete, &done)
         .await
@@ -216,6 +219,13 @@ async fn finish_is_fenced_by_the_lease_token(store: Arc<dyn Store>) {
     assert_eq!(a.usage.cost_usd, Some(0.5));
     assert_eq!(a.latency_ms, Some(1234));
     assert_eq!(a.findings, done.findings);
+    assert_eq!(a.run_id.as_deref(), Some("run-1"));
+    assert_eq!(a.quality, Some(0.875));
+    assert_eq!(a.details, done.details);
+    assert_eq!(
+        store.recent_latencies(10).await.unwrap(),
+        [("test/model".to_string(), 1234)]
+    );
 }
 
 async fn retry_waits_for_run_at_and_fails_when_attempts_run_out(store: Arc<dyn Store>) {

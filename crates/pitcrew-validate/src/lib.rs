@@ -49,6 +49,7 @@ mod testfns;
 pub use error::ValidateError;
 pub use pipeline::{ValidationRequest, validate};
 pub use report::{CoverageGain, Outcome, RuleRun, RuleStatus, ValidationReport, quality};
+pub use reports::{Coverage, FileCoverage, ReportError, parse_coverage};
 pub use rules::{Rule, UnknownRule};
 pub use settings::{
     CommandRule, CoverageFormat, DEFAULT_SETTINGS_TOML, LimitSettings, RuleSettings, SettingsError,

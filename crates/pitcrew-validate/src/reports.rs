@@ -10,7 +10,7 @@ use crate::settings::CoverageFormat;
 /// A report that could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unreadable {format} report: {message}")]
-pub(crate) struct ReportError {
+pub struct ReportError {
     format: &'static str,
     message: String,
 }
@@ -108,7 +108,7 @@ pub(crate) fn parse_junit(xml: &str) -> Result<Vec<TestCase>, ReportError> {
 
 /// The line coverage of one file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub(crate) struct FileCoverage {
+pub struct FileCoverage {
     /// Executable lines that ran.
     pub executed: BTreeSet<u32>,
     /// Executable lines that did not.
@@ -116,9 +116,10 @@ pub(crate) struct FileCoverage {
 }
 
 /// Coverage by file path, as the report names files (relative or absolute).
-pub(crate) type Coverage = BTreeMap<String, FileCoverage>;
+pub type Coverage = BTreeMap<String, FileCoverage>;
 
-pub(crate) fn parse_coverage(format: CoverageFormat, text: &str) -> Result<Coverage, ReportError> {
+/// Reads a coverage report of `format`.
+pub fn parse_coverage(format: CoverageFormat, text: &str) -> Result<Coverage, ReportError> {
     match format {
         CoverageFormat::CoverageJson => parse_coverage_json(text),
         CoverageFormat::Cobertura => parse_cobertura(text),

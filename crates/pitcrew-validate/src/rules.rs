@@ -68,6 +68,34 @@ impl Rule {
     }
 }
 
+impl Rule {
+    /// What the rule demands, in words a model can act on (shown in prompts).
+    pub const fn requirement(self) -> &'static str {
+        match self {
+            Rule::FileExists => "every file named in the reply is written whole",
+            Rule::NotEmpty => "no file is empty",
+            Rule::Syntax => "every file parses",
+            Rule::Toolchain => "the language's compiler or checker accepts every file",
+            Rule::TestNaming => {
+                "test files and test functions are named so the framework collects them"
+            }
+            Rule::Assertions => "every test asserts something that fails if the code is wrong",
+            Rule::ImportsTarget => "the tests import the code under test and call it",
+            Rule::NoPlaceholders => {
+                "no placeholders such as `... existing code ...` or `TODO: implement`"
+            }
+            Rule::TestsPass => "the new tests are collected and pass",
+            Rule::NotFlaky => {
+                "the new tests pass again in a shuffled order and with other hash seeds"
+            }
+            Rule::CoverageGain => {
+                "the new tests cover lines of the target the existing tests do not"
+            }
+            Rule::SuiteGreen => "the whole existing test suite still passes",
+        }
+    }
+}
+
 impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -201,6 +201,28 @@ impl Default for RuleSettings {
     }
 }
 
+impl ValidationSettings {
+    /// What an output of `kind` must pass, in words, for the prompt.
+    pub fn requirements(&self, kind: TaskKind) -> Vec<String> {
+        let enabled = |id: &str| !self.rules.disable.iter().any(|d| d == id);
+        let mut out: Vec<String> = self
+            .rules
+            .for_kind(kind)
+            .iter()
+            .filter(|id| enabled(id))
+            .filter_map(|id| id.parse::<Rule>().ok())
+            .map(|rule| rule.requirement().to_string())
+            .collect();
+        out.extend(
+            self.commands
+                .iter()
+                .filter(|c| enabled(&c.id) && (c.kinds.is_empty() || c.kinds.contains(&kind)))
+                .map(|c| format!("the project's check `{}` passes", c.command)),
+        );
+        out
+    }
+}
+
 impl RuleSettings {
     fn for_kind(&self, kind: TaskKind) -> &[String] {
         match kind {

@@ -118,6 +118,63 @@ pub enum Command {
         #[command(flatten)]
         format: Format,
     },
+    /// List the model registry with each model's live health (circuit, cooldown, success
+    /// rate, latency, price).
+    Models {
+        #[command(subcommand)]
+        action: Option<ModelsAction>,
+        #[command(flatten)]
+        format: Format,
+    },
+    /// Rank the models for a kind of task, with each score component and why models were
+    /// left out.
+    SelectModel {
+        /// The task kind to select for.
+        #[arg(long, default_value = "unit_test")]
+        kind: TaskKind,
+        /// low, medium or high.
+        #[arg(long, default_value = "medium")]
+        complexity: pitcrew_llm::Complexity,
+        /// Leave out models whose learned quality is below this (0–1).
+        #[arg(long, value_name = "Q")]
+        min_quality: Option<f64>,
+        /// Only models that cost nothing.
+        #[arg(long)]
+        free_only: bool,
+        /// A preset or model to prefer.
+        #[arg(long, value_name = "PRESET")]
+        model: Option<String>,
+        #[command(flatten)]
+        format: Format,
+    },
+    /// Run the validation pipeline on files you already have (e.g. in a pre-commit hook).
+    Validate {
+        /// Files to validate (tests, or code), relative to the repository.
+        #[arg(required = true)]
+        paths: Vec<String>,
+        /// The code under test (for imports and coverage); repeat for several.
+        #[arg(long = "target", value_name = "SRC")]
+        targets: Vec<String>,
+        /// Which rules apply: those of this task kind.
+        #[arg(long, default_value = "unit_test")]
+        kind: TaskKind,
+        #[command(flatten)]
+        format: Format,
+    },
+    /// Summarise tasks: outcome, model, iterations, cost, quality, coverage gained.
+    Report {
+        /// Only attempts made by this run (its id is printed when `run` ends).
+        #[arg(long, value_name = "RUN")]
+        run: Option<String>,
+        /// md (Markdown) or json.
+        #[arg(long, default_value = "md")]
+        format: ReportFormat,
+    },
+    /// Plan a batch of tasks from what the repository lacks.
+    Plan {
+        #[command(subcommand)]
+        action: PlanAction,
+    },
     /// Print the patch of a task's accepted result.
     Diff {
         /// Task id, or a unique prefix of it.
@@ -135,6 +192,12 @@ pub enum Command {
         #[command(flatten)]
         format: Format,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    Md,
+    Json,
 }
 
 #[derive(Debug, Args)]
@@ -172,6 +235,10 @@ pub struct SubmitArgs {
     #[arg(long, value_name = "KEY")]
     pub idempotency_key: Option<String>,
 
+    /// low, medium or high: steers model selection (speed, balance, quality).
+    #[arg(long, value_name = "LEVEL")]
+    pub complexity: Option<pitcrew_llm::Complexity>,
+
     /// Attempts before the task fails (default: workers.max_attempts).
     #[arg(long, value_name = "N")]
     pub max_attempts: Option<u32>,
@@ -191,7 +258,7 @@ pub struct SubmitArgs {
 
     /// Submit every task in this file (.jsonl: one JSON object per line; .toml: [[task]]
     /// tables). If any entry is invalid, nothing is submitted.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["targets", "description", "model", "idempotency_key", "metadata", "prompt"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["targets", "description", "model", "idempotency_key", "metadata", "prompt", "complexity"])]
     pub file: Option<PathBuf>,
 
     #[command(flatten)]
@@ -212,8 +279,32 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
 
+    /// Print the generation of this task (id or prefix) live as it streams.
+    #[arg(long, value_name = "ID")]
+    pub follow: Option<String>,
+
+    #[command(flatten)]
+    pub engine: EngineFlags,
+
     #[command(flatten)]
     pub format: Format,
+}
+
+/// Flags shared by `run` and `worker`.
+#[derive(Debug, Args)]
+pub struct EngineFlags {
+    /// Reuse the reply of an identical earlier call instead of paying for it again (kept in
+    /// .pitcrew/cache/replies); hits are marked in attempts and reports.
+    #[arg(long)]
+    pub cache: bool,
+
+    /// Leave each attempt's worktree under .pitcrew/worktrees for inspection.
+    #[arg(long)]
+    pub keep_worktrees: bool,
+
+    /// Stop claiming tasks once this run has spent this many USD (default: budget.per_run_usd).
+    #[arg(long, value_name = "USD")]
+    pub budget: Option<f64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -234,6 +325,49 @@ pub struct WorkerArgs {
     /// Name of this worker process in leases (default: host:pid).
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
+
+    #[command(flatten)]
+    pub engine: EngineFlags,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelsAction {
+    /// Read a provider's model list (OpenRouter's /api/v1/models format) and keep its prices
+    /// and context windows in .pitcrew/synced-models.toml.
+    Sync {
+        /// Read the list from this JSON file instead of the provider.
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// The provider to fetch from (or whose models the file lists).
+        #[arg(long, default_value = "openrouter")]
+        provider: String,
+        #[command(flatten)]
+        format: Format,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PlanAction {
+    /// Queue a unit_test task for every module with no tests (or low coverage).
+    UnitTests {
+        /// Directory (or file) to look for modules in.
+        path: PathBuf,
+        /// A coverage report (coverage.py JSON, Cobertura XML or lcov): modules below
+        /// --below percent covered get a task.
+        #[arg(long, value_name = "REPORT")]
+        coverage: Option<PathBuf>,
+        /// With --coverage: the line coverage (percent) under which a module gets a task.
+        #[arg(long, default_value_t = 80.0, value_name = "PERCENT")]
+        below: f64,
+        /// critical, high, normal or low.
+        #[arg(long, default_value = "normal")]
+        priority: Priority,
+        /// Print the batch instead of submitting it.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        format: Format,
+    },
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use pitcrew_core::config::{Environment, LoadedConfig};
+use pitcrew_config::{Environment, LoadedConfig};
 use pitcrew_runtime::{GitError, Repo};
 use pitcrew_store::Store;
 

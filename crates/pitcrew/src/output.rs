@@ -28,7 +28,7 @@ pub fn usage(message: impl Into<String>) -> anyhow::Error {
 pub fn exit_code_for(error: &anyhow::Error) -> ExitCode {
     let is_usage = error
         .chain()
-        .any(|cause| cause.is::<UsageError>() || cause.is::<pitcrew_core::config::ConfigError>());
+        .any(|cause| cause.is::<UsageError>() || cause.is::<pitcrew_config::ConfigError>());
     ExitCode::from(if is_usage { 2 } else { 1 })
 }
 

@@ -31,6 +31,8 @@ pub struct Progress {
     started: Instant,
     last_summary: Instant,
     running: HashSet<TaskId>,
+    /// Generated text of followed tasks not yet printed (printed line by line).
+    followed: HashMap<TaskId, String>,
     bars: Option<(MultiProgress, ProgressBar, HashMap<TaskId, ProgressBar>)>,
 }
 
@@ -58,6 +60,7 @@ impl Progress {
             started: now,
             last_summary: now,
             running: HashSet::new(),
+            followed: HashMap::new(),
             bars,
         }
     }
@@ -114,6 +117,35 @@ impl Progress {
                     ));
                 }
             }
+            Event::Progress { task, message } => {
+                if let Some((_, _, tasks)) = &self.bars {
+                    if let Some(spinner) = tasks.get(task) {
+                        let what = spinner.message();
+                        let head = what.split("  · ").next().unwrap_or(&what).to_string();
+                        spinner.set_message(format!("{head}  · {}", first_line(message)));
+                    }
+                } else {
+                    self.say(&format!("[progress]   {task}  {}", first_line(message)));
+                }
+            }
+            Event::Output { task, text } => {
+                let buffer = self.followed.entry(*task).or_default();
+                buffer.push_str(text);
+                let complete: Vec<String> = match buffer.rfind('\n') {
+                    Some(end) => {
+                        let lines = buffer[..end].lines().map(str::to_string).collect();
+                        buffer.drain(..=end);
+                        lines
+                    }
+                    None => Vec::new(),
+                };
+                for line in complete {
+                    self.say(&format!("  │ {line}"));
+                }
+            }
+            Event::BudgetSpent { spent_usd } => self.say(&format!(
+                "[budget]     the run's budget is spent (${spent_usd:.4}): no more tasks are claimed"
+            )),
             Event::Finished {
                 task,
                 status,
@@ -122,14 +154,18 @@ impl Progress {
                 retry_in,
                 branch,
                 usage,
+                iterations,
                 ..
             } => {
+                if let Some(rest) = self.followed.remove(task).filter(|r| !r.is_empty()) {
+                    self.say(&format!("  │ {rest}"));
+                }
                 self.tally.cost_usd += usage.cost_usd.unwrap_or(0.0);
                 let text = match (status, retry_in) {
                     (TaskStatus::Completed, _) => {
                         self.tally.completed += 1;
                         format!(
-                            "[completed]  {task}  → {}  (model {})",
+                            "[completed]  {task}  → {}  (model {}, {iterations} round(s))",
                             branch.as_deref().unwrap_or("branch pending"),
                             model.as_deref().unwrap_or("?")
                         )

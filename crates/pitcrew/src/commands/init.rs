@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use pitcrew_core::config::{DEFAULT_CONFIG_TOML, FILE_NAME};
+use pitcrew_config::{FILE_NAME, default_config_toml};
 use pitcrew_runtime::{GitError, Repo};
 
 use crate::cli::Cli;
@@ -30,7 +30,7 @@ pub async fn init(cli: &Cli, force: bool) -> anyhow::Result<ExitCode> {
             path.display()
         )));
     }
-    std::fs::write(&path, DEFAULT_CONFIG_TOML)?;
+    std::fs::write(&path, default_config_toml())?;
     repo.state_dir()?;
     output::message(&format!(
         "wrote {}\nnext: set the API key variable of your provider (e.g. OPENROUTER_API_KEY) \

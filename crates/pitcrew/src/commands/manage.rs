@@ -40,7 +40,10 @@ pub async fn migrate(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
     if json {
         output::json(&status);
     } else if status.applied_now.is_empty() {
-        output::line(&format!("the store is up to date (schema version {})", status.current));
+        output::line(&format!(
+            "the store is up to date (schema version {})",
+            status.current
+        ));
     } else {
         output::line(&format!(
             "applied migration(s) {} — the store is at schema version {}",

@@ -3,14 +3,18 @@
 mod init;
 mod inspect;
 mod manage;
+mod models;
+mod plan;
 mod prompts;
+mod report;
 mod results;
 mod run;
 mod submit;
+mod validate;
 
 use std::process::ExitCode;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, PlanAction};
 use crate::context::Context;
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -37,6 +41,55 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Prompts { action, format } => prompts::prompts(&ctx, action, format.json),
         Command::Diff { id } => results::diff(&ctx, &id).await,
         Command::Migrate { format } => manage::migrate(&ctx, format.json).await,
+        Command::Models { action, format } => models::models(&ctx, action, format.json).await,
+        Command::SelectModel {
+            kind,
+            complexity,
+            min_quality,
+            free_only,
+            model,
+            format,
+        } => {
+            models::select_model(
+                &ctx,
+                kind,
+                complexity,
+                min_quality,
+                free_only,
+                model,
+                format.json,
+            )
+            .await
+        }
+        Command::Validate {
+            paths,
+            targets,
+            kind,
+            format,
+        } => validate::validate(&ctx, &paths, &targets, kind, format.json).await,
+        Command::Report { run, format } => report::report(&ctx, run.as_deref(), format).await,
+        Command::Plan {
+            action:
+                PlanAction::UnitTests {
+                    path,
+                    coverage,
+                    below,
+                    priority,
+                    dry_run,
+                    format,
+                },
+        } => {
+            plan::unit_tests(
+                &ctx,
+                &path,
+                coverage.as_deref(),
+                below,
+                priority,
+                dry_run,
+                format.json,
+            )
+            .await
+        }
         Command::Apply { ids, all, format } => results::apply(&ctx, &ids, all, format.json).await,
     }
 }

@@ -1,5 +1,5 @@
-//! `pitcrew run`: drain the queue with a pool of workers, print what happens, summarise, and
-//! exit 0 only if every task this run finished completed.
+//! `pitcrew run` drains the queue with a pool of workers and exits 0 only if every task it
+//! finished completed; `pitcrew worker` serves the queue until stopped.
 
 use std::collections::BTreeSet;
 use std::process::ExitCode;
@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use pitcrew_core::{TaskFilter, TaskStatus};
 use pitcrew_engine::{Engine, EngineSettings, RunSummary};
+use pitcrew_llm::{Complexity, Requirements};
 use tokio::sync::{mpsc, watch};
 
-use crate::cli::{RunArgs, WorkerArgs};
+use crate::cli::{EngineFlags, RunArgs, WorkerArgs};
 use crate::context::Context;
 use crate::output::{self, usage};
 use crate::progress::Progress;
@@ -24,8 +25,9 @@ fn default_worker_name() -> String {
     format!("{host}:{}", std::process::id())
 }
 
-/// Checks, before claiming anything, that every preset the queued tasks use resolves and has
-/// its API key: a missing key is a configuration error, not a hundred failed tasks.
+/// Checks, before claiming anything, that every queued task has at least one model it can
+/// use (its preset known, a provider with its key): a missing key is a configuration error,
+/// not a hundred failed tasks.
 async fn preflight(ctx: &Context, store: &dyn pitcrew_store::Store) -> anyhow::Result<()> {
     let queued = store
         .list(&TaskFilter {
@@ -33,17 +35,48 @@ async fn preflight(ctx: &Context, store: &dyn pitcrew_store::Store) -> anyhow::R
             ..TaskFilter::default()
         })
         .await?;
-    let presets: BTreeSet<Option<String>> = queued.into_iter().map(|t| t.model).collect();
+    let wanted: BTreeSet<(Option<String>, bool)> = queued
+        .iter()
+        .map(|t| (t.model.clone(), ctx.config.config.models.free_only))
+        .collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let router = pitcrew_engine::router(&ctx.config)?;
     let mut problems = Vec::new();
-    for preset in presets {
-        match ctx.config.resolve_model(preset.as_deref()) {
-            Ok(model) => {
-                if let Err(e) = ctx.config.api_key(&model) {
-                    problems.push(format!("preset `{}`: {e}", model.preset));
-                }
-            }
-            Err(e) => problems.push(e.to_string()),
+    for (preset, free_only) in wanted {
+        if let Some(name) = &preset
+            && let Err(e) = ctx.config.resolve(Some(name))
+        {
+            problems.push(e.to_string());
+            continue;
         }
+        let candidates = router.select(&Requirements {
+            complexity: Complexity::Medium,
+            max_output_tokens: ctx.config.config.models.max_tokens,
+            free_only,
+            prefer: preset
+                .clone()
+                .or_else(|| Some(ctx.config.config.models.default.clone())),
+            ..Requirements::default()
+        });
+        if candidates.iter().any(|c| c.is_eligible()) {
+            continue;
+        }
+        let mut reasons: Vec<String> = candidates
+            .iter()
+            .flat_map(|c| c.excluded.iter().map(|e| e.to_string()))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        reasons.truncate(5);
+        problems.push(format!(
+            "no model can serve tasks preferring `{}`: {}",
+            preset
+                .as_deref()
+                .unwrap_or(&ctx.config.config.models.default),
+            reasons.join("; ")
+        ));
     }
     if problems.is_empty() {
         Ok(())
@@ -84,18 +117,27 @@ fn handle_signals(stop: watch::Sender<bool>) {
     });
 }
 
-/// Runs the engine with the configured settings until it stops; prints events as they come.
+/// Runs the engine until it stops; shows its events as they come. Returns the run's id too.
 async fn drive(
     ctx: &Context,
     workers: Option<u32>,
     name: Option<String>,
     forever: bool,
-) -> anyhow::Result<RunSummary> {
-    let config = &ctx.config.config;
-    let workers = workers.unwrap_or(config.workers.count);
+    flags: &EngineFlags,
+    follow: Option<String>,
+) -> anyhow::Result<(RunSummary, String)> {
+    let workers = workers.unwrap_or(ctx.config.config.workers.count);
     if workers == 0 {
         return Err(usage("--workers must be at least 1"));
     }
+    let mut loaded = ctx.config.clone();
+    if let Some(budget) = flags.budget {
+        if budget.is_nan() || budget <= 0.0 {
+            return Err(usage("--budget must be a positive number of USD"));
+        }
+        loaded.config.budget.per_run_usd = budget;
+    }
+    let config = &loaded.config;
     let store = ctx.store().await?;
     preflight(ctx, &*store).await?;
     let settings = EngineSettings {
@@ -106,10 +148,14 @@ async fn drive(
         retry_backoff: Duration::from_secs_f64(config.workers.retry_backoff_secs),
         forever,
         poll_interval: Duration::from_secs(if ctx.store_notifies() { 10 } else { 1 }),
+        cache: flags.cache,
+        keep_worktrees: flags.keep_worktrees,
+        follow: follow.map(|f| f.to_ascii_lowercase()),
     };
     let stats = store.stats().await?;
     let pending = stats.count(TaskStatus::Queued) + stats.count(TaskStatus::Running);
-    let engine = Arc::new(Engine::new(store, ctx.config.clone(), settings)?);
+    let engine = Arc::new(Engine::new(store, &loaded, settings)?);
+    let run_id = engine.run_id().to_string();
     let (events_tx, mut events_rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = watch::channel(false);
     handle_signals(stop_tx);
@@ -129,20 +175,44 @@ async fn drive(
     });
     let result = engine.run(events_tx, stop_rx).await;
     let _ = printer.await;
-    Ok(result?)
+    Ok((result?, run_id))
 }
 
 pub async fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
-    let summary = drive(ctx, args.workers, args.name, args.forever).await?;
+    let (summary, run_id) = drive(
+        ctx,
+        args.workers,
+        args.name,
+        args.forever,
+        &args.engine,
+        args.follow,
+    )
+    .await?;
     if args.format.json {
-        output::json(&summary);
+        let mut json = serde_json::to_value(summary)?;
+        json["run_id"] = run_id.into();
+        output::json(&json);
     } else {
         output::line(&format!(
-            "{} completed, {} failed ({} retried, {} leases lost, {} rescued)",
-            summary.completed, summary.failed, summary.retried, summary.lease_lost, summary.rescued
+            "{} completed, {} failed, {} possible bugs ({} retried, {} leases lost, {} rescued), ${:.4} spent",
+            summary.completed,
+            summary.failed,
+            summary.possible_bugs,
+            summary.retried,
+            summary.lease_lost,
+            summary.rescued,
+            summary.cost_usd
+        ));
+        if summary.budget_spent {
+            output::line(
+                "the run's budget is spent: unclaimed tasks wait in the queue for the next run",
+            );
+        }
+        output::message(&format!(
+            "run {run_id}: `pitcrew report --run {run_id}` summarises it"
         ));
     }
-    Ok(if summary.failed == 0 {
+    Ok(if summary.failed == 0 && summary.possible_bugs == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
@@ -152,10 +222,15 @@ pub async fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
 /// A worker serves the queue until stopped; task failures are the tasks' business, so it
 /// exits 0 after a clean stop.
 pub async fn worker(ctx: &Context, args: WorkerArgs) -> anyhow::Result<ExitCode> {
-    let summary = drive(ctx, args.workers, args.name, true).await?;
+    let (summary, _) = drive(ctx, args.workers, args.name, true, &args.engine, None).await?;
     output::message(&format!(
-        "worker stopped: {} completed, {} failed, {} retried, {} leases lost, {} rescued",
-        summary.completed, summary.failed, summary.retried, summary.lease_lost, summary.rescued
+        "worker stopped: {} completed, {} failed, {} possible bugs, {} retried, {} leases lost, {} rescued",
+        summary.completed,
+        summary.failed,
+        summary.possible_bugs,
+        summary.retried,
+        summary.lease_lost,
+        summary.rescued
     ));
     Ok(ExitCode::SUCCESS)
 }

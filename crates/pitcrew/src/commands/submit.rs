@@ -7,6 +7,7 @@ use std::path::{Component, Path, PathBuf};
 use std::process::ExitCode;
 
 use pitcrew_core::{NewTask, Priority, TaskKind};
+use pitcrew_llm::Complexity;
 use pitcrew_runtime::PromptLibrary;
 use serde::Deserialize;
 
@@ -40,6 +41,9 @@ struct TaskSpec {
     /// A prompt template other than the kind's own, e.g. `type_hints`.
     #[serde(default)]
     prompt: Option<String>,
+    /// low, medium or high: steers model selection.
+    #[serde(default)]
+    complexity: Option<Complexity>,
 }
 
 /// The `[[task]]` tables of a TOML batch file.
@@ -138,7 +142,10 @@ impl Checker<'_> {
             (_, kind) => return Err(format!("a {kind} task needs a description of what to do")),
         };
         if let Some(model) = &spec.model {
-            config.check_preset(model).map_err(|e| e.to_string())?;
+            self.ctx
+                .config
+                .resolve(Some(model))
+                .map_err(|e| e.to_string())?;
         }
         let mut metadata = spec.metadata.unwrap_or_else(|| serde_json::json!({}));
         let Some(fields) = metadata.as_object_mut() else {
@@ -149,6 +156,9 @@ impl Checker<'_> {
                 .source(&prompt)
                 .map_err(|e| e.to_string())?;
             fields.insert("prompt".into(), prompt.into());
+        }
+        if let Some(complexity) = spec.complexity {
+            fields.insert("complexity".into(), complexity.to_string().into());
         }
         if spec.max_attempts == Some(0) {
             return Err("max_attempts must be at least 1".into());
@@ -285,6 +295,7 @@ pub async fn submit(ctx: &Context, args: SubmitArgs) -> anyhow::Result<ExitCode>
             base: Some(args.base),
             metadata,
             prompt: args.prompt,
+            complexity: args.complexity,
         };
         vec![checker.check(spec).await.map_err(usage)?]
     };

@@ -7,6 +7,7 @@ mod support;
 mod apply;
 mod config;
 mod crash;
+mod engine;
 mod help;
 mod results;
 mod scale;

@@ -172,7 +172,7 @@ fn a_reply_writing_outside_the_worktree_is_refused_and_nothing_is_written() {
 }
 
 #[test]
-fn a_server_error_is_retried_and_the_task_completes_on_the_next_attempt() {
+fn a_server_error_is_retried_by_the_router_within_the_attempt() {
     let p = Project::new();
     p.server.push(Reply::status(
         503,
@@ -185,19 +185,63 @@ fn a_server_error_is_retried_and_the_task_completes_on_the_next_attempt() {
     let id = p.submit("src/calc.py", &[]);
     let out = p.cmd().arg("run").output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
-    assert!(stderr_of(&out).contains("[retry]"), "{}", stderr_of(&out));
     assert!(
-        stdout_of(&out).contains("1 completed, 0 failed (1 retried"),
+        stderr_of(&out).contains("local failed (server_error)"),
+        "{}",
+        stderr_of(&out)
+    );
+    let attempts = p.attempts(&id);
+    assert_eq!(
+        attempts.len(),
+        1,
+        "the router retried; the task needed no second attempt"
+    );
+    assert_eq!(attempts[0]["outcome"], "completed");
+    let calls = &attempts[0]["details"]["iterations"][0]["calls"];
+    assert_eq!(calls.as_array().unwrap().len(), 2, "{calls}");
+    assert_eq!(calls[0]["error_kind"], "server_error");
+    assert_eq!(
+        p.server.requests().len(),
+        2,
+        "one HTTP request per call, no hidden retries"
+    );
+}
+
+#[test]
+fn a_rate_limit_longer_than_a_call_may_wait_returns_the_task_to_the_queue() {
+    let p = Project::new();
+    // Asks for 6 s; a call waits at most models.max_wait_secs = 5 s.
+    p.server.push(
+        Reply::status(429, json!({"error": {"message": "slow down", "code": 429}}))
+            .header("Retry-After", "6"),
+    );
+    p.server.push(Reply::content(&reply_with_file(
+        "tests/test_calc.py",
+        GOOD_TEST,
+    )));
+    let id = p.submit("src/calc.py", &[]);
+    let out = p.cmd().arg("run").output().unwrap();
+    let stderr = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("[retry]"), "{stderr}");
+    assert!(
+        stdout_of(&out).contains("1 completed, 0 failed, 0 possible bugs (1 retried"),
         "{}",
         stdout_of(&out)
     );
-    let outcomes: Vec<_> = p
-        .attempts(&id)
-        .iter()
-        .map(|a| a["outcome"].clone())
-        .collect();
+    let attempts = p.attempts(&id);
+    let outcomes: Vec<_> = attempts.iter().map(|a| a["outcome"].clone()).collect();
     assert_eq!(outcomes, ["failed", "completed"]);
-    assert_eq!(p.attempts(&id)[0]["error_kind"], "server_error");
+    assert_eq!(attempts[0]["error_kind"], "no_model_available");
+    // The provider's wait was honoured: the second request came at least 6 s after the first.
+    let requests = p.server.requests();
+    assert_eq!(requests.len(), 2);
+    assert!(
+        requests[1]
+            .received_at
+            .duration_since(requests[0].received_at)
+            >= std::time::Duration::from_secs(6)
+    );
 }
 
 #[test]
@@ -217,7 +261,7 @@ fn a_rejected_key_fails_at_once_naming_the_variable() {
 #[test]
 fn a_validation_command_failure_fails_the_task_with_its_output() {
     let p = Project::with_config(
-        "\n[validation]\ncommand = \"python3 -c 'import sys; print(\\\"checked\\\", sys.argv[1:]); sys.exit(3)' {files}\"\n",
+        "\n[[validation.commands]]\nid = \"project_check\"\ncommand = \"python3 -c 'import sys; print(\\\"checked\\\", sys.argv[1:]); sys.exit(3)' {files}\"\n",
     );
     let (task, _) = run_failing(
         &p,
@@ -231,7 +275,9 @@ fn a_validation_command_failure_fails_the_task_with_its_output() {
 
 #[test]
 fn a_passing_validation_command_lets_the_result_through() {
-    let p = Project::with_config("\n[validation]\ncommand = \"python3 -m py_compile {files}\"\n");
+    let p = Project::with_config(
+        "\n[[validation.commands]]\nid = \"project_check\"\ncommand = \"python3 -m py_compile {files}\"\n",
+    );
     p.server.push(Reply::content(&reply_with_file(
         "tests/test_calc.py",
         GOOD_TEST,
@@ -239,6 +285,16 @@ fn a_passing_validation_command_lets_the_result_through() {
     let id = p.submit("src/calc.py", &[]);
     p.cmd().arg("run").assert().code(0);
     assert_eq!(p.task(&id)["status"], "completed");
-    let findings = &p.attempts(&id)[0]["findings"];
-    assert!(findings.to_string().contains("passed"), "{findings}");
+    let rules = p.attempts(&id)[0]["details"]["validation"]["rules"].clone();
+    let check = rules
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["rule"] == "project_check")
+        .unwrap_or_else(|| panic!("the project's check did not run: {rules}"));
+    assert_eq!(
+        (&check["status"], &check["passed"]),
+        (&json!("ran"), &json!(true)),
+        "{check}"
+    );
 }

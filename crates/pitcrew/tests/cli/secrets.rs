@@ -10,7 +10,7 @@ fn the_api_key_never_leaves_the_authorization_header() {
     let env_dump = tempfile::tempdir().unwrap();
     let dump_file = env_dump.path().join("validation-env.txt");
     let p = Project::with_config(&format!(
-        "\n[validation]\ncommand = \"env > {} && python3 -m py_compile {{files}}\"\n",
+        "\n[[validation.commands]]\nid = \"dump_env\"\ncommand = \"env > {} && python3 -m py_compile {{files}}\"\n",
         dump_file.display()
     ));
     // The key comes from .env this time (which must not leak into child processes either).

@@ -70,7 +70,8 @@ impl Project {
         let config = format!(
             "[providers.local]\nbase_url = \"{}\"\napi_key_env = \"{KEY_VAR}\"\n\n\
              [presets.local]\nprovider = \"local\"\nmodel = \"{MODEL_ID}\"\n\n\
-             [models]\ndefault = \"local\"\nrequest_timeout_secs = 30\n\n\
+             [models]\ndefault = \"local\"\nrequest_timeout_secs = 30\nidle_timeout_secs = 10\n\
+             max_wait_secs = 5\nmax_iterations = 1\n\n\
              [workers]\ncount = 1\nlease_ttl_secs = 2\nretry_backoff_secs = 0.2\n{extra}",
             server.base_url()
         );
@@ -101,6 +102,8 @@ impl Project {
             }
         }
         cmd.set(KEY_VAR, SENTINEL_KEY);
+        // One rerun keeps these tests quick; flakiness detection is tested in pitcrew-validate.
+        cmd.set("PITCREW_VALIDATION_RERUNS", "1");
         cmd.set("NO_COLOR", "1");
         cmd.set("GIT_CONFIG_GLOBAL", "/dev/null");
         cmd.set("GIT_CONFIG_NOSYSTEM", "1");

@@ -1,0 +1,559 @@
+//! `pitcrew.toml`: built-in defaults, then the project's file, then `PITCREW_*` variables.
+//! Loading also builds the model registry (the shipped one with the project's changes) and
+//! checks the validation settings, so every mistake surfaces at load with where it came
+//! from (file and line, or variable), the field, and the valid values.
+
+mod environment;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pitcrew_core::Secret;
+use pitcrew_llm::{Endpoint, ModelSpec, Registry, RouterSettings};
+use pitcrew_validate::ValidationSettings;
+use serde::{Deserialize, Serialize};
+
+pub use environment::Environment;
+
+/// The configuration file's name at the repository root.
+pub const FILE_NAME: &str = "pitcrew.toml";
+/// Where `pitcrew models sync` keeps what a provider listed, relative to the repository root.
+pub const SYNCED_MODELS: &str = ".pitcrew/synced-models.toml";
+
+/// The file `pitcrew models sync` writes: the models a provider listed.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct SyncedModels {
+    pub models: Vec<ModelSpec>,
+}
+const OWN_DEFAULTS_TOML: &str = include_str!("default_config.toml");
+
+/// The commented configuration `pitcrew init` writes; its values are the built-in defaults.
+pub fn default_config_toml() -> String {
+    format!(
+        "{OWN_DEFAULTS_TOML}\n{}",
+        pitcrew_validate::DEFAULT_SETTINGS_TOML
+    )
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub workers: WorkersConfig,
+    #[serde(default)]
+    pub models: ModelsConfig,
+    #[serde(default)]
+    pub budget: BudgetConfig,
+    #[serde(default)]
+    pub context: ContextConfig,
+    /// Merged over the built-in providers by name.
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderConfig>,
+    /// Shortcuts for models of the project's own: each becomes a registry model and preset.
+    #[serde(default)]
+    pub presets: BTreeMap<String, PresetConfig>,
+    /// Changes to the shipped model registry, in its own shape.
+    #[serde(default)]
+    pub registry: toml::Table,
+    #[serde(default)]
+    pub validation: ValidationSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    pub url: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            url: "sqlite://.pitcrew/pitcrew.db".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkersConfig {
+    pub count: u32,
+    pub lease_ttl_secs: u64,
+    pub task_timeout_secs: u64,
+    pub max_attempts: u32,
+    pub retry_backoff_secs: f64,
+}
+
+impl Default for WorkersConfig {
+    fn default() -> Self {
+        WorkersConfig {
+            count: 2,
+            lease_ttl_secs: 60,
+            task_timeout_secs: 900,
+            max_attempts: 3,
+            retry_backoff_secs: 10.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelsConfig {
+    pub default: String,
+    pub temperature: f64,
+    pub max_tokens: u32,
+    pub request_timeout_secs: u64,
+    pub stream: bool,
+    pub idle_timeout_secs: u64,
+    pub free_only: bool,
+    pub max_wait_secs: u64,
+    pub failure_threshold: u32,
+    pub circuit_cooldown_secs: u64,
+    pub max_iterations: u32,
+}
+
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        ModelsConfig {
+            default: "deepseek-v3".into(),
+            temperature: 0.2,
+            max_tokens: 8192,
+            request_timeout_secs: 300,
+            stream: true,
+            idle_timeout_secs: 60,
+            free_only: false,
+            max_wait_secs: 120,
+            failure_threshold: 3,
+            circuit_cooldown_secs: 30,
+            max_iterations: 3,
+        }
+    }
+}
+
+/// Spending limits in USD; 0 means none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BudgetConfig {
+    pub per_task_usd: f64,
+    pub per_run_usd: f64,
+}
+
+impl Default for BudgetConfig {
+    fn default() -> Self {
+        BudgetConfig {
+            per_task_usd: 0.0,
+            per_run_usd: 0.0,
+        }
+    }
+}
+
+impl BudgetConfig {
+    fn limit(usd: f64) -> Option<f64> {
+        (usd > 0.0).then_some(usd)
+    }
+
+    pub fn per_task(&self) -> Option<f64> {
+        Self::limit(self.per_task_usd)
+    }
+
+    pub fn per_run(&self) -> Option<f64> {
+        Self::limit(self.per_run_usd)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContextConfig {
+    pub token_budget: u64,
+    pub conventions: Vec<String>,
+}
+
+impl Default for ContextConfig {
+    fn default() -> Self {
+        ContextConfig {
+            token_budget: 12_000,
+            conventions: vec![
+                "AGENTS.md".into(),
+                "CONVENTIONS.md".into(),
+                "CONTRIBUTING.md".into(),
+            ],
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub base_url: String,
+    /// The variable holding the API key; empty for servers without keys.
+    #[serde(default)]
+    pub api_key_env: String,
+    /// A variable that, when set, overrides `base_url`.
+    #[serde(default)]
+    pub base_url_env: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresetConfig {
+    pub provider: String,
+    /// The model id the provider expects, e.g. `qwen2.5-coder:7b`.
+    pub model: String,
+    /// Context window in tokens.
+    #[serde(default = "default_preset_context")]
+    pub context: u64,
+}
+
+fn default_preset_context() -> u64 {
+    32_768
+}
+
+/// A configuration problem, with where it came from and what would be valid.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("{origin}: field `{field}`: {message}")]
+    Invalid {
+        origin: String,
+        field: String,
+        message: String,
+    },
+}
+
+/// The effective configuration, where it came from, and the registry it implies.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    pub config: Config,
+    /// The file read, if any.
+    pub path: Option<PathBuf>,
+    pub env: Environment,
+    pub registry: Registry,
+}
+
+impl Config {
+    /// The built-in configuration: the values of [`default_config_toml`].
+    pub fn builtin() -> Config {
+        toml::from_str(&default_config_toml()).expect("the shipped default configuration parses")
+    }
+
+    /// Checks the references between sections and the ranges of numbers.
+    fn check(
+        &self,
+        origin: &str,
+        env_fields: &BTreeMap<String, String>,
+    ) -> Result<(), ConfigError> {
+        let invalid = |field: &str, message: String| ConfigError::Invalid {
+            origin: env_fields.get(field).map_or_else(
+                || origin.to_string(),
+                |var| format!("environment variable {var}"),
+            ),
+            field: field.to_string(),
+            message,
+        };
+        let providers = || {
+            self.providers
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        for (name, preset) in &self.presets {
+            if !self.providers.contains_key(&preset.provider) {
+                return Err(invalid(
+                    &format!("presets.{name}.provider"),
+                    format!(
+                        "unknown provider `{}`; valid values: {}",
+                        preset.provider,
+                        providers()
+                    ),
+                ));
+            }
+            if preset.model.trim().is_empty() {
+                return Err(invalid(
+                    &format!("presets.{name}.model"),
+                    "must be the provider's model id, e.g. `qwen2.5-coder:7b`".into(),
+                ));
+            }
+        }
+        for (name, provider) in &self.providers {
+            if !(provider.base_url.starts_with("http://")
+                || provider.base_url.starts_with("https://"))
+            {
+                return Err(invalid(
+                    &format!("providers.{name}.base_url"),
+                    format!("`{}` is not an http(s) URL", provider.base_url),
+                ));
+            }
+        }
+        let at_least_one = [
+            ("workers.count", self.workers.count as f64),
+            ("workers.lease_ttl_secs", self.workers.lease_ttl_secs as f64),
+            (
+                "workers.task_timeout_secs",
+                self.workers.task_timeout_secs as f64,
+            ),
+            ("workers.max_attempts", self.workers.max_attempts as f64),
+            (
+                "models.request_timeout_secs",
+                self.models.request_timeout_secs as f64,
+            ),
+            (
+                "models.idle_timeout_secs",
+                self.models.idle_timeout_secs as f64,
+            ),
+            ("models.max_tokens", self.models.max_tokens as f64),
+            (
+                "models.failure_threshold",
+                self.models.failure_threshold as f64,
+            ),
+            ("models.max_iterations", self.models.max_iterations as f64),
+        ];
+        for (field, value) in at_least_one {
+            if value < 1.0 {
+                return Err(invalid(field, "must be at least 1".into()));
+            }
+        }
+        let not_negative = [
+            (
+                "workers.retry_backoff_secs",
+                self.workers.retry_backoff_secs,
+            ),
+            ("budget.per_task_usd", self.budget.per_task_usd),
+            ("budget.per_run_usd", self.budget.per_run_usd),
+        ];
+        for (field, value) in not_negative {
+            if value.is_nan() || value < 0.0 {
+                return Err(invalid(field, "must be 0 or more".into()));
+            }
+        }
+        if !(0.0..=2.0).contains(&self.models.temperature) {
+            return Err(invalid(
+                "models.temperature",
+                "must be between 0 and 2".into(),
+            ));
+        }
+        self.validation.check().map_err(|e| ConfigError::Invalid {
+            origin: origin.to_string(),
+            field: "validation".into(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The registry this configuration implies: the shipped one, the `[registry]` changes,
+    /// and a model plus preset for each `[presets.NAME]`.
+    fn registry(
+        &self,
+        origin: &str,
+        synced: Option<SyncedModels>,
+    ) -> Result<Registry, ConfigError> {
+        let invalid = |field: &str, message: String| ConfigError::Invalid {
+            origin: origin.to_string(),
+            field: field.to_string(),
+            message,
+        };
+        let mut changes = self.registry.clone();
+        if !self.presets.is_empty() {
+            let mut models = match changes.remove("models") {
+                Some(toml::Value::Array(models)) => models,
+                Some(_) => {
+                    return Err(invalid(
+                        "registry.models",
+                        "must be an array of tables ([[registry.models]])".into(),
+                    ));
+                }
+                None => Vec::new(),
+            };
+            let mut presets = match changes.remove("presets") {
+                Some(toml::Value::Table(presets)) => presets,
+                Some(_) => {
+                    return Err(invalid(
+                        "registry.presets",
+                        "must be a table of name = model".into(),
+                    ));
+                }
+                None => toml::Table::new(),
+            };
+            for (name, preset) in &self.presets {
+                let mut model = toml::Table::new();
+                model.insert("name".into(), name.clone().into());
+                model.insert("provider".into(), preset.provider.clone().into());
+                model.insert("id".into(), preset.model.clone().into());
+                model.insert(
+                    "context".into(),
+                    toml::Value::Integer(preset.context as i64),
+                );
+                models.push(toml::Value::Table(model));
+                presets.insert(name.clone(), name.clone().into());
+            }
+            changes.insert("models".into(), toml::Value::Array(models));
+            changes.insert("presets".into(), toml::Value::Table(presets));
+        }
+        let mut base = Registry::builtin();
+        if let Some(synced) = synced {
+            base = base.merge_synced(synced.models).0;
+        }
+        let registry = base
+            .with_overrides(&changes, origin)
+            .map_err(|e| invalid("registry", e.to_string()))?;
+        for model in registry.models() {
+            if !self.providers.contains_key(&model.provider) {
+                return Err(invalid(
+                    "registry.models",
+                    format!(
+                        "model `{}` names unknown provider `{}`; valid values: {}",
+                        model.name,
+                        model.provider,
+                        self.providers
+                            .keys()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+        }
+        registry
+            .resolve(&self.models.default)
+            .map_err(|e| invalid("models.default", e.to_string()))?;
+        Ok(registry)
+    }
+}
+
+impl LoadedConfig {
+    /// Loads the configuration for the repository at `repo_root`: `explicit` when given (it
+    /// must exist), else `<repo_root>/pitcrew.toml` when present, else the defaults; then the
+    /// `PITCREW_*` variables of `env`.
+    pub fn load(
+        repo_root: &Path,
+        explicit: Option<&Path>,
+        env: Environment,
+    ) -> Result<Self, ConfigError> {
+        let path = match explicit {
+            Some(p) => Some(repo_root.join(p)),
+            None => Some(repo_root.join(FILE_NAME)).filter(|p| p.is_file()),
+        };
+        let mut config = match &path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.clone(),
+                    source,
+                })?;
+                toml::from_str::<Config>(&text).map_err(|e| ConfigError::Parse {
+                    path: p.clone(),
+                    message: e.to_string().trim_end().to_string(),
+                })?
+            }
+            None => Config::builtin(),
+        };
+        for (name, provider) in Config::builtin().providers {
+            config.providers.entry(name).or_insert(provider);
+        }
+        let (mut config, env_fields) = environment::apply(&config, &env)?;
+        for provider in config.providers.values_mut() {
+            if let Some(url) = (!provider.base_url_env.is_empty())
+                .then(|| env.get(&provider.base_url_env))
+                .flatten()
+            {
+                provider.base_url = url.to_string();
+            }
+        }
+        let origin = path.as_deref().map_or_else(
+            || "built-in defaults".to_string(),
+            |p| p.display().to_string(),
+        );
+        config.check(&origin, &env_fields)?;
+        let synced_path = repo_root.join(SYNCED_MODELS);
+        let synced = match std::fs::read_to_string(&synced_path) {
+            Ok(text) => {
+                Some(
+                    toml::from_str::<SyncedModels>(&text).map_err(|e| ConfigError::Parse {
+                        path: synced_path.clone(),
+                        message: format!(
+                            "{} (run `pitcrew models sync` again)",
+                            e.to_string().trim_end()
+                        ),
+                    })?,
+                )
+            }
+            Err(_) => None,
+        };
+        let registry = config.registry(&origin, synced)?;
+        Ok(LoadedConfig {
+            config,
+            path,
+            env,
+            registry,
+        })
+    }
+
+    /// The model `name` (a preset or a model name; `None`: the default preset) names.
+    pub fn resolve(&self, name: Option<&str>) -> Result<&ModelSpec, pitcrew_core::UnknownName> {
+        self.registry
+            .resolve(name.unwrap_or(&self.config.models.default))
+    }
+
+    /// The API key of `provider`: `None` when it needs none, an error naming the variable when
+    /// it needs one that is not set.
+    pub fn api_key(&self, provider: &str) -> Result<Option<Secret>, ConfigError> {
+        let Some(config) = self.config.providers.get(provider) else {
+            return Ok(None);
+        };
+        if config.api_key_env.is_empty() {
+            return Ok(None);
+        }
+        match self.env.get(&config.api_key_env) {
+            Some(key) => Ok(Some(Secret::new(key.trim()))),
+            None => Err(ConfigError::Env {
+                var: config.api_key_env.clone(),
+                message: format!(
+                    "not set; provider `{provider}` needs an API key (set it in the environment or in .env)"
+                ),
+            }),
+        }
+    }
+
+    /// Every provider as the router calls it; a provider whose key is missing is listed
+    /// without one (the router excludes its models, naming the variable).
+    pub fn endpoints(&self) -> Vec<(String, Endpoint)> {
+        self.config
+            .providers
+            .iter()
+            .map(|(name, provider)| {
+                (
+                    name.clone(),
+                    Endpoint {
+                        base_url: provider.base_url.clone(),
+                        api_key: self.api_key(name).ok().flatten(),
+                        api_key_env: provider.api_key_env.clone(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// How the router behaves, from `[models]` and `[budget]`.
+    pub fn router_settings(&self) -> RouterSettings {
+        let models = &self.config.models;
+        RouterSettings {
+            failure_threshold: models.failure_threshold,
+            circuit_cooldown: Duration::from_secs(models.circuit_cooldown_secs),
+            max_wait: Duration::from_secs(models.max_wait_secs),
+            stream: models.stream,
+            run_budget_usd: self.config.budget.per_run(),
+            ..RouterSettings::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,206 @@
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> Environment {
+    Environment::from_vars(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+}
+
+fn load(toml: &str, pairs: &[(&str, &str)]) -> Result<LoadedConfig, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(FILE_NAME), toml).unwrap();
+    LoadedConfig::load(dir.path(), None, env(pairs))
+}
+
+#[test]
+fn the_shipped_file_states_the_built_in_defaults() {
+    let builtin = Config::builtin();
+    assert_eq!(builtin.store, StoreConfig::default());
+    assert_eq!(builtin.workers, WorkersConfig::default());
+    assert_eq!(builtin.models, ModelsConfig::default());
+    assert_eq!(builtin.budget, BudgetConfig::default());
+    assert_eq!(builtin.context, ContextConfig::default());
+    assert_eq!(builtin.validation, ValidationSettings::default());
+    let empty = load("", &[]).unwrap();
+    assert_eq!(empty.config, builtin);
+    assert_eq!(
+        empty.resolve(None).unwrap().id,
+        "deepseek/deepseek-chat-v3.1:free"
+    );
+    // Every model the shipped registry knows is served by a shipped provider.
+    for model in empty.registry.models() {
+        assert!(
+            builtin.providers.contains_key(&model.provider),
+            "{}",
+            model.name
+        );
+    }
+}
+
+#[test]
+fn the_project_file_merges_over_the_defaults() {
+    let loaded = load(
+        "[workers]\ncount = 7\n[providers.local]\nbase_url = \"http://127.0.0.1:9/v1\"\n\
+         [presets.mine]\nprovider = \"local\"\nmodel = \"m/1\"\n[models]\ndefault = \"mine\"\n",
+        &[],
+    )
+    .unwrap();
+    let c = &loaded.config;
+    assert_eq!(c.workers.count, 7);
+    assert_eq!(c.workers.lease_ttl_secs, 60);
+    let mine = loaded.resolve(None).unwrap();
+    assert_eq!(
+        (mine.provider.as_str(), mine.id.as_str(), mine.context),
+        ("local", "m/1", 32_768)
+    );
+    assert_eq!(
+        loaded.resolve(Some("deepseek-v3")).unwrap().id,
+        "deepseek/deepseek-chat-v3.1:free"
+    );
+    let err = loaded.resolve(Some("gpt-9")).unwrap_err().to_string();
+    assert!(
+        err.contains("unknown model preset `gpt-9`; valid values: deepseek-r1"),
+        "{err}"
+    );
+    assert_eq!(loaded.api_key("local").unwrap(), None);
+}
+
+#[test]
+fn registry_changes_apply_and_are_checked() {
+    let loaded = load(
+        "[[registry.models]]\nname = \"deepseek/deepseek-chat-v3.1:free\"\nrpm = 7\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        loaded
+            .registry
+            .get("deepseek/deepseek-chat-v3.1:free")
+            .unwrap()
+            .rpm,
+        Some(7)
+    );
+    let err = load(
+        "[[registry.models]]\nname = \"x\"\nprovider = \"nowhere\"\nid = \"x\"\ncontext = 1000\n",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("unknown provider `nowhere`; valid values: ollama, openai, openrouter"),
+        "{err}"
+    );
+    let err = load("[models]\ndefault = \"gpt-9\"\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("models.default") && err.contains("unknown model preset `gpt-9`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn environment_variables_override_single_values() {
+    let loaded = load(
+        "",
+        &[
+            ("PITCREW_WORKERS_COUNT", "5"),
+            ("PITCREW_STORE_URL", "sqlite:///tmp/q.db"),
+            ("PITCREW_MODELS_TEMPERATURE", "0.7"),
+            ("PITCREW_BUDGET_PER_RUN_USD", "2.5"),
+            ("PITCREW_VALIDATION_RERUNS", "5"),
+            ("PITCREW_TEST_POSTGRES_URL", "postgres://ignored"),
+            ("PITCREW_LOG", "debug"),
+            ("OPENAI_BASE_URL", "http://127.0.0.1:8000/v1"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(loaded.config.workers.count, 5);
+    assert_eq!(loaded.config.store.url, "sqlite:///tmp/q.db");
+    assert_eq!(loaded.config.models.temperature, 0.7);
+    assert_eq!(loaded.config.budget.per_run(), Some(2.5));
+    assert_eq!(loaded.router_settings().run_budget_usd, Some(2.5));
+    assert_eq!(loaded.config.validation.reruns, 5);
+    assert_eq!(
+        loaded.config.providers["openai"].base_url,
+        "http://127.0.0.1:8000/v1"
+    );
+
+    let err = load("", &[("PITCREW_WORKERS_COUNT", "0")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("environment variable PITCREW_WORKERS_COUNT"),
+        "{err}"
+    );
+    assert!(err.contains("workers.count"), "{err}");
+    let err = load("", &[("PITCREW_WORKERZ", "1")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("PITCREW_WORKERZ: not a pitcrew setting"),
+        "{err}"
+    );
+}
+
+#[test]
+fn keys_come_from_the_environment_and_are_never_printed() {
+    let loaded = load("", &[("OPENROUTER_API_KEY", "sk-or-secret")]).unwrap();
+    let key = loaded.api_key("openrouter").unwrap().unwrap();
+    assert_eq!(key.expose(), "sk-or-secret");
+    assert!(!format!("{key:?} {loaded:?}").contains("sk-or-secret"));
+    let endpoints = loaded.endpoints();
+    let (_, openrouter) = endpoints
+        .iter()
+        .find(|(name, _)| name == "openrouter")
+        .unwrap();
+    assert!(openrouter.api_key.is_some());
+    let missing = load("", &[]).unwrap();
+    let err = missing.api_key("openrouter").unwrap_err().to_string();
+    assert!(err.contains("OPENROUTER_API_KEY: not set"), "{err}");
+    let endpoints = missing.endpoints();
+    assert!(
+        endpoints
+            .iter()
+            .all(|(name, e)| e.api_key.is_none() || name.is_empty())
+    );
+}
+
+#[test]
+fn dotenv_fills_in_what_the_process_lacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(".env");
+    std::fs::write(
+        &path,
+        "PITCREW_UNIT_TEST_ONLY_VAR=\"from file\"\n# comment\n",
+    )
+    .unwrap();
+    let env = Environment::from_process(Some(&path)).unwrap();
+    assert_eq!(env.get("PITCREW_UNIT_TEST_ONLY_VAR"), Some("from file"));
+    assert!(
+        std::env::var("PITCREW_UNIT_TEST_ONLY_VAR").is_err(),
+        ".env leaked into the process"
+    );
+    std::fs::write(&path, "not a valid line\n").unwrap();
+    assert!(Environment::from_process(Some(&path)).is_err());
+}
+
+#[test]
+fn references_between_sections_are_checked() {
+    let err = load("[presets.x]\nprovider = \"nowhere\"\nmodel = \"m\"\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("presets.x.provider"), "{err}");
+    assert!(
+        err.contains("unknown provider `nowhere`; valid values: ollama, openai, openrouter"),
+        "{err}"
+    );
+    let err = load("[providers.bad]\nbase_url = \"ftp://x\"\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("providers.bad.base_url"), "{err}");
+    let err = load("[store]\nurl = 5\n", &[]).unwrap_err().to_string();
+    assert!(err.contains("line 2"), "{err}");
+    let err = load("[validation]\nreruns = \"many\"\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("line 2") && err.contains("reruns"), "{err}");
+}

@@ -1,0 +1,274 @@
+//! One attempt at a task: a fresh worktree at the base commit, the agent, and the verdict
+//! turned into what the store records (a commit and patch when there is a result).
+
+use std::path::Path;
+use std::time::Duration;
+
+use pitcrew_core::{AttemptReport, ErrorKind, Task, TaskId};
+use pitcrew_llm::RouteEvent;
+use pitcrew_runtime::{AgentEvent, AgentRun, GitError, Repo, Verdict, Worktree};
+use pitcrew_store::Disposition;
+use tokio::sync::mpsc;
+
+use crate::{Engine, Event};
+
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(600);
+
+/// How one attempt ended, before it is written to the store.
+pub(crate) struct AttemptEnd {
+    pub disposition: Disposition,
+    pub report: AttemptReport,
+    pub iterations: usize,
+}
+
+impl Engine {
+    /// Retry after the backoff for `attempt` (at least what the provider asked for).
+    fn retry(&self, attempt: u32, asked: Option<Duration>) -> Disposition {
+        let exponent = attempt.saturating_sub(1).min(16);
+        let backoff = self
+            .settings
+            .retry_backoff
+            .mul_f64(f64::from(1u32 << exponent) * (0.8 + 0.4 * fastrand::f64()))
+            .min(MAX_RETRY_DELAY);
+        Disposition::Retry {
+            delay: backoff.max(asked.unwrap_or_default()),
+        }
+    }
+
+    fn failure(
+        &self,
+        kind: ErrorKind,
+        message: String,
+        attempt: u32,
+        asked: Option<Duration>,
+    ) -> AttemptEnd {
+        let run_budget_spent =
+            kind == ErrorKind::Budget && self.agent.router().run_budget().is_spent();
+        let disposition = if run_budget_spent {
+            // The run ran out of money, not the task: it waits in the queue for the next run.
+            Disposition::Retry {
+                delay: Duration::ZERO,
+            }
+        } else if kind.is_retryable() {
+            self.retry(attempt, asked)
+        } else {
+            Disposition::Fail
+        };
+        AttemptEnd {
+            disposition,
+            report: AttemptReport {
+                error_kind: Some(kind),
+                error: Some(message),
+                ..AttemptReport::default()
+            },
+            iterations: 0,
+        }
+    }
+
+    /// One attempt under the task's time limit.
+    pub(crate) async fn attempt(
+        &self,
+        task: &Task,
+        repo: &Repo,
+        dir: &Path,
+        attempt: u32,
+        events: &mpsc::UnboundedSender<Event>,
+    ) -> AttemptEnd {
+        match tokio::time::timeout(
+            self.settings.task_timeout,
+            self.attempt_in_worktree(task, repo, dir, attempt, events),
+        )
+        .await
+        {
+            Ok(end) => end,
+            Err(_) => self.failure(
+                ErrorKind::Timeout,
+                format!(
+                    "the attempt ran past the task time limit of {}s (workers.task_timeout_secs)",
+                    self.settings.task_timeout.as_secs()
+                ),
+                attempt,
+                None,
+            ),
+        }
+    }
+
+    async fn attempt_in_worktree(
+        &self,
+        task: &Task,
+        repo: &Repo,
+        dir: &Path,
+        attempt: u32,
+        events: &mpsc::UnboundedSender<Event>,
+    ) -> AttemptEnd {
+        let worktree = match fresh_worktree(repo, dir, &task.base_commit).await {
+            Ok(w) => w,
+            Err(e) => {
+                return self.failure(
+                    ErrorKind::Workspace,
+                    format!(
+                        "cannot prepare a worktree of {} at {}: {e}",
+                        task.repo, task.base_commit
+                    ),
+                    attempt,
+                    None,
+                );
+            }
+        };
+        let follow = self
+            .settings
+            .follow
+            .as_deref()
+            .is_some_and(|prefix| task.id.to_string().starts_with(prefix));
+        let mut on_event = progress_reporter(task.id, follow, events.clone());
+        let run = self.agent.run(task, &worktree, &mut on_event).await;
+        self.conclude(task, &worktree, run, attempt).await
+    }
+
+    /// Turns the agent's run into the attempt's end: a commit and patch when there is a result.
+    async fn conclude(
+        &self,
+        task: &Task,
+        worktree: &Worktree,
+        run: AgentRun,
+        attempt: u32,
+    ) -> AttemptEnd {
+        let mut end = match &run.verdict {
+            Verdict::Failed {
+                kind,
+                message,
+                retry_after,
+            } => self.failure(*kind, message.clone(), attempt, *retry_after),
+            Verdict::Accepted => {
+                self.keep(task, worktree, &run, Disposition::Complete, None, attempt)
+                    .await
+            }
+            Verdict::PossibleBug { message } => {
+                let error = Some(message.clone());
+                self.keep(
+                    task,
+                    worktree,
+                    &run,
+                    Disposition::PossibleBug,
+                    error,
+                    attempt,
+                )
+                .await
+            }
+        };
+        end.iterations = run.details.iterations.len();
+        end.report.model = run.model_id;
+        end.report.usage = run.usage;
+        end.report.latency_ms = run.latency.map(|l| l.as_millis() as u64);
+        end.report.findings = run.findings;
+        end.report.quality = run.quality;
+        let mut details = serde_json::to_value(&run.details).unwrap_or_default();
+        if let (Some(fields), Some(model)) = (details.as_object_mut(), run.model) {
+            fields.insert("model".into(), model.into());
+        }
+        end.report.details = details;
+        end
+    }
+}
+
+impl Engine {
+    /// Commits a result worth keeping (accepted, or a possible bug for a human to judge).
+    async fn keep(
+        &self,
+        task: &Task,
+        worktree: &Worktree,
+        run: &AgentRun,
+        disposition: Disposition,
+        error: Option<String>,
+        attempt: u32,
+    ) -> AttemptEnd {
+        let message = format!(
+            "pitcrew: {} {}\n\n{}\n\nTask: {}\nModel: {}\n",
+            task.kind,
+            task.targets.join(" "),
+            task.description,
+            task.id,
+            run.model_id.as_deref().unwrap_or("unknown")
+        );
+        match commit(worktree, &run.written, &message).await {
+            Ok(Some((commit, patch))) => AttemptEnd {
+                disposition,
+                report: AttemptReport {
+                    commit: Some(commit),
+                    patch: Some(patch),
+                    error_kind: error.as_ref().map(|_| ErrorKind::ValidationFailed),
+                    error,
+                    ..AttemptReport::default()
+                },
+                iterations: 0,
+            },
+            Ok(None) => self.failure(
+                ErrorKind::NoFiles,
+                "the reply's files are identical to the base commit: nothing changed".into(),
+                attempt,
+                None,
+            ),
+            Err(e) => self.failure(
+                ErrorKind::Workspace,
+                format!("cannot commit the result: {e}"),
+                attempt,
+                None,
+            ),
+        }
+    }
+}
+
+/// Commits the written files; `None` when they match the base.
+async fn commit(
+    worktree: &Worktree,
+    written: &[String],
+    message: &str,
+) -> Result<Option<(String, String)>, GitError> {
+    let Some(commit) = worktree.commit_files(written, message).await? else {
+        return Ok(None);
+    };
+    let patch = worktree.repo().diff(worktree.base(), &commit).await?;
+    Ok(Some((commit, patch)))
+}
+
+async fn fresh_worktree(repo: &Repo, dir: &Path, base: &str) -> Result<Worktree, GitError> {
+    if dir.exists() {
+        repo.remove_worktree(dir).await?;
+    }
+    repo.add_worktree(dir, base).await
+}
+
+/// Turns the agent's events into engine events (and the log, for generated text).
+fn progress_reporter(
+    task: TaskId,
+    follow: bool,
+    events: mpsc::UnboundedSender<Event>,
+) -> impl FnMut(AgentEvent<'_>) + Send {
+    move |event| {
+        let message = match event {
+            AgentEvent::Iteration { number } => format!("round {number}"),
+            AgentEvent::CacheHit { model } => format!("reply of {model} taken from the cache"),
+            AgentEvent::Validating => "validating".to_string(),
+            AgentEvent::Model(RouteEvent::Started { model }) => format!("calling {model}"),
+            AgentEvent::Model(RouteEvent::Failed {
+                model,
+                kind,
+                message,
+            }) => {
+                format!("{model} failed ({kind}): {message}")
+            }
+            AgentEvent::Model(RouteEvent::Delta(text)) => {
+                tracing::trace!(target: "pitcrew::generation", %task, text);
+                if follow {
+                    let _ = events.send(Event::Output {
+                        task,
+                        text: text.to_string(),
+                    });
+                }
+                return;
+            }
+        };
+        tracing::debug!(%task, "{message}");
+        let _ = events.send(Event::Progress { task, message });
+    }
+}

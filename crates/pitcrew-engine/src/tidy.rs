@@ -1,0 +1,83 @@
+//! Once per repository and run: removing worktrees left by attempts that no longer run, and
+//! creating result branches a crash prevented.
+
+use std::collections::HashSet;
+
+use pitcrew_core::{TaskFilter, TaskStatus};
+use pitcrew_runtime::Repo;
+use tokio::sync::mpsc;
+
+use crate::{Engine, Event};
+
+impl Engine {
+    pub(crate) async fn tidy(&self, repo: &Repo, events: &mpsc::UnboundedSender<Event>) {
+        if !self
+            .tidied
+            .lock()
+            .expect("not poisoned")
+            .insert(repo.root().to_path_buf())
+        {
+            return;
+        }
+        let warn = |message: String| {
+            let _ = events.send(Event::Warning(message));
+        };
+        let dir = repo.root().join(".pitcrew/worktrees");
+        if !self.settings.keep_worktrees {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let still_running = match name.rsplit_once('-') {
+                    Some((id, attempt)) => match self.store.find(id).await {
+                        Ok(t) => {
+                            t.status == TaskStatus::Running && t.attempts.to_string() == attempt
+                        }
+                        Err(_) => false,
+                    },
+                    None => false,
+                };
+                if !still_running && let Err(e) = repo.remove_worktree(&entry.path()).await {
+                    warn(format!(
+                        "could not remove stale worktree {}: {e}",
+                        entry.path().display()
+                    ));
+                }
+            }
+        }
+        let existing: HashSet<String> = match repo.branches_with_prefix("pitcrew/").await {
+            Ok(b) => b.into_iter().collect(),
+            Err(e) => return warn(format!("could not list pitcrew branches: {e}")),
+        };
+        let root = repo.root().to_string_lossy();
+        for status in [TaskStatus::Completed, TaskStatus::PossibleBug] {
+            let finished = match self
+                .store
+                .list(&TaskFilter {
+                    status: Some(status),
+                    ..TaskFilter::default()
+                })
+                .await
+            {
+                Ok(tasks) => tasks,
+                Err(e) => return warn(format!("could not list {status} tasks: {e}")),
+            };
+            for task in finished.iter().filter(|t| t.repo == root) {
+                let (Some(commit), false) = (
+                    &task.result_commit,
+                    existing.contains(&task.id.branch_name()),
+                ) else {
+                    continue;
+                };
+                // The commit lives in this clone only if this machine ran the task.
+                if repo.resolve_commit(commit).await.is_err() {
+                    continue;
+                }
+                if let Err(e) = repo.create_branch(&task.id.branch_name(), commit).await {
+                    warn(format!(
+                        "could not restore branch {}: {e}",
+                        task.id.branch_name()
+                    ));
+                }
+            }
+        }
+    }
+}

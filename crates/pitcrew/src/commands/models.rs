@@ -1,0 +1,296 @@
+//! `pitcrew models` (the registry with live health), `models sync` and `select-model`.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use pitcrew_config::{SYNCED_MODELS, SyncedModels};
+use pitcrew_core::TaskKind;
+use pitcrew_llm::{ChatClient, CircuitState, Complexity, Requirements, circuit_state, sync};
+use serde::Serialize;
+
+use crate::cli::ModelsAction;
+use crate::context::Context;
+use crate::output::{self, usage};
+
+#[derive(Debug, Serialize)]
+struct ModelRow {
+    name: String,
+    provider: String,
+    id: String,
+    presets: Vec<String>,
+    in_fallback: bool,
+    free: bool,
+    context: u64,
+    /// USD per million tokens.
+    price_in_per_mtok: f64,
+    price_out_per_mtok: f64,
+    circuit: String,
+    cooldown_until: Option<chrono::DateTime<chrono::Utc>>,
+    cooldown_reason: Option<String>,
+    success_rate: Option<f64>,
+    p50_latency_ms: Option<u64>,
+    calls_seen: u64,
+}
+
+fn p50(mut samples: Vec<u64>) -> Option<u64> {
+    if samples.is_empty() {
+        return None;
+    }
+    samples.sort_unstable();
+    Some(samples[samples.len() / 2])
+}
+
+pub async fn models(
+    ctx: &Context,
+    action: Option<ModelsAction>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    if let Some(ModelsAction::Sync {
+        file,
+        provider,
+        format,
+    }) = action
+    {
+        return sync_models(ctx, file, &provider, format.json).await;
+    }
+    let store = ctx.store().await?;
+    let health: BTreeMap<String, _> = store
+        .model_health()
+        .await?
+        .into_iter()
+        .map(|h| (h.model.clone(), h))
+        .collect();
+    let mut latencies: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for (model, latency) in store.recent_latencies(5000).await? {
+        latencies.entry(model).or_default().push(latency);
+    }
+    let registry = &ctx.config.registry;
+    let now = chrono::Utc::now();
+    let rows: Vec<ModelRow> = registry
+        .models()
+        .iter()
+        .map(|m| {
+            let h = health.get(&m.name);
+            let circuit = match h.map(|h| circuit_state(h, now)) {
+                None | Some(CircuitState::Closed) => "closed".to_string(),
+                Some(CircuitState::HalfOpen) => "half-open".to_string(),
+                Some(CircuitState::Open { until }) => {
+                    format!("open until {}", until.format("%H:%M:%S"))
+                }
+            };
+            let cooling = h.and_then(|h| {
+                h.cooldown_until
+                    .filter(|t| *t > now)
+                    .map(|t| (t, h.cooldown_reason.clone()))
+            });
+            ModelRow {
+                name: m.name.clone(),
+                provider: m.provider.clone(),
+                id: m.id.clone(),
+                presets: registry
+                    .presets()
+                    .iter()
+                    .filter(|(_, target)| **target == m.name)
+                    .map(|(preset, _)| preset.clone())
+                    .collect(),
+                in_fallback: registry.fallback().contains(&m.name),
+                free: m.free,
+                context: m.context,
+                price_in_per_mtok: m.price_in * 1e6,
+                price_out_per_mtok: m.price_out * 1e6,
+                circuit,
+                cooldown_until: cooling.as_ref().map(|(t, _)| *t),
+                cooldown_reason: cooling.and_then(|(_, r)| r),
+                success_rate: h.filter(|h| h.samples > 0).map(|h| h.success_rate),
+                p50_latency_ms: p50(latencies.get(&m.id).cloned().unwrap_or_default()),
+                calls_seen: h.map_or(0, |h| h.samples),
+            }
+        })
+        .collect();
+    if json {
+        output::json(&rows);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut table = output::table(&[
+        "model",
+        "provider",
+        "presets",
+        "context",
+        "$/Mtok in/out",
+        "circuit",
+        "cooldown",
+        "success",
+        "p50 latency",
+    ]);
+    for r in &rows {
+        let name = if r.in_fallback {
+            format!("{} *", r.name)
+        } else {
+            r.name.clone()
+        };
+        table.add_row(vec![
+            name,
+            r.provider.clone(),
+            r.presets.join(", "),
+            r.context.to_string(),
+            if r.free {
+                "free".to_string()
+            } else {
+                format!("{:.2}/{:.2}", r.price_in_per_mtok, r.price_out_per_mtok)
+            },
+            r.circuit.clone(),
+            match (&r.cooldown_until, &r.cooldown_reason) {
+                (Some(until), reason) => format!(
+                    "until {} {}",
+                    until.format("%H:%M:%S"),
+                    reason.clone().unwrap_or_default()
+                ),
+                (None, _) => String::new(),
+            },
+            r.success_rate.map_or_else(
+                || "-".into(),
+                |s| format!("{:.0}% of {}", s * 100.0, r.calls_seen),
+            ),
+            r.p50_latency_ms
+                .map_or_else(|| "-".into(), |l| format!("{:.1}s", l as f64 / 1000.0)),
+        ]);
+    }
+    output::print_table(&table);
+    output::message("* in the fallback chain (the routing pool); default preset: `models.default`");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn sync_models(
+    ctx: &Context,
+    file: Option<std::path::PathBuf>,
+    provider: &str,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    if !ctx.config.config.providers.contains_key(provider) {
+        return Err(usage(format!(
+            "unknown provider `{provider}`; valid values: {}",
+            ctx.config
+                .config
+                .providers
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let specs = match &file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
+            sync::parse_models(&text, provider)
+                .map_err(|e| usage(format!("{}: {e}", path.display())))?
+        }
+        None => {
+            let (_, endpoint) = ctx
+                .config
+                .endpoints()
+                .into_iter()
+                .find(|(name, _)| name == provider)
+                .expect("the provider exists");
+            let client = ChatClient::new(std::time::Duration::from_secs(
+                ctx.config.config.models.request_timeout_secs,
+            ))?;
+            sync::fetch_models(&client, &endpoint, provider).await?
+        }
+    };
+    let (_, report) = ctx.config.registry.merge_synced(specs.clone());
+    let path = ctx.repo.root().join(SYNCED_MODELS);
+    let mut kept: SyncedModels = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| toml::from_str(&t).ok())
+        .unwrap_or_default();
+    kept.models.retain(|m| m.provider != provider);
+    kept.models.extend(specs);
+    ctx.repo.state_dir()?;
+    std::fs::write(&path, toml::to_string(&kept)?)?;
+    if json {
+        output::json(
+            &serde_json::json!({"added": report.added, "updated": report.updated, "file": path}),
+        );
+    } else {
+        output::line(&format!(
+            "{} model(s) listed by {provider}: {} new, {} with new prices or context windows; kept in {}",
+            kept.models
+                .iter()
+                .filter(|m| m.provider == provider)
+                .count(),
+            report.added.len(),
+            report.updated.len(),
+            path.display()
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn select_model(
+    ctx: &Context,
+    kind: TaskKind,
+    complexity: Complexity,
+    min_quality: Option<f64>,
+    free_only: bool,
+    model: Option<String>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    if let Some(name) = &model {
+        ctx.config
+            .resolve(Some(name))
+            .map_err(|e| usage(e.to_string()))?;
+    }
+    let router = pitcrew_engine::router(&ctx.config)?;
+    router.merge_health(&ctx.store().await?.model_health().await?);
+    let candidates = router.select(&Requirements {
+        kind: Some(kind),
+        complexity,
+        min_quality,
+        free_only: free_only || ctx.config.config.models.free_only,
+        max_output_tokens: ctx.config.config.models.max_tokens,
+        prefer: model,
+        ..Requirements::default()
+    });
+    if json {
+        output::json(&candidates);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut table = output::table(&[
+        "#",
+        "model",
+        "score",
+        "quality ×0.4",
+        "success ×0.3",
+        "latency ×0.2",
+        "special. ×0.1",
+        "worst-case $",
+        "left out because",
+    ]);
+    let mut rank = 0;
+    for c in &candidates {
+        let position = if c.is_eligible() {
+            rank += 1;
+            rank.to_string()
+        } else {
+            "-".into()
+        };
+        table.add_row(vec![
+            position,
+            c.model.clone(),
+            format!("{:.3}", c.score),
+            format!("{:.2}", c.components.quality),
+            format!("{:.2}", c.components.success),
+            format!("{:.2}", c.components.latency),
+            format!("{:.2}", c.components.specialization),
+            format!("{:.4}", c.estimated_cost_usd),
+            c.excluded
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; "),
+        ]);
+    }
+    output::print_table(&table);
+    Ok(ExitCode::SUCCESS)
+}
