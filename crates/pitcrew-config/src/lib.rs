@@ -84,6 +84,7 @@ pub struct WorkersConfig {
     pub task_timeout_secs: u64,
     pub max_attempts: u32,
     pub retry_backoff_secs: f64,
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for WorkersConfig {
@@ -94,6 +95,7 @@ impl Default for WorkersConfig {
             task_timeout_secs: 900,
             max_attempts: 3,
             retry_backoff_secs: 10.0,
+            shutdown_grace_secs: 120,
         }
     }
 }

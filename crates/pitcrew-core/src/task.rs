@@ -100,6 +100,8 @@ named_enum! {
         LeaseExpired = "lease_expired",
         /// Every model that could serve the call is cooling down or has an open circuit.
         NoModelAvailable = "no_model_available",
+        /// The worker was stopped before the attempt finished; the task went back to the queue.
+        Interrupted = "interrupted",
         /// The model replied with nothing.
         EmptyReply = "empty_reply",
         /// The reply held no code block annotated with a file path.
@@ -156,7 +158,7 @@ impl ErrorKind {
         use ErrorKind::*;
         match self {
             Connection | Timeout | RateLimit | Quota | ServerError | Truncated | LeaseExpired
-            | NoModelAvailable => ErrorClass::Infrastructure,
+            | NoModelAvailable | Interrupted => ErrorClass::Infrastructure,
             EmptyReply | NoFiles | UnsafePath | SyntaxError | MalformedReply | Degenerate
             | ProseOnly | Placeholder | ContentFilter => ErrorClass::Content,
             ValidationFailed => ErrorClass::Validation,

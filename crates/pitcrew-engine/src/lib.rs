@@ -38,6 +38,8 @@ pub struct EngineSettings {
     pub poll_interval: Duration,
     /// Reuse replies of identical earlier calls (`--cache`).
     pub cache: bool,
+    /// After a stop, how long running tasks may take before they are given back to the queue.
+    pub shutdown_grace: Duration,
     /// Leave each attempt's worktree in place (`--keep-worktrees`).
     pub keep_worktrees: bool,
     /// Send the generated text of tasks whose id starts with this as [`Event::Output`].
@@ -82,6 +84,11 @@ pub enum Event {
         task: TaskId,
         attempt: u32,
     },
+    /// The run stopped and the grace period ran out: the task went back to the queue.
+    Released {
+        task: TaskId,
+        attempt: u32,
+    },
     Rescued(Rescued),
     /// The run's budget is spent: no more tasks are claimed.
     BudgetSpent {
@@ -102,6 +109,8 @@ pub struct RunSummary {
     pub lease_lost: u32,
     /// Expired leases of other workers this run took back.
     pub rescued: u32,
+    /// Tasks given back to the queue when a stop's grace period ran out.
+    pub released: u32,
     /// USD spent by this run's calls.
     pub cost_usd: f64,
     /// The run stopped claiming because its budget was spent.
@@ -116,6 +125,7 @@ impl RunSummary {
         self.retried += other.retried;
         self.lease_lost += other.lease_lost;
         self.rescued += other.rescued;
+        self.released += other.released;
         self.cost_usd += other.cost_usd;
     }
 }
@@ -126,6 +136,13 @@ pub enum EngineError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Setup(String),
+}
+
+/// How an attempt's run ended, before anything is written.
+enum Ending {
+    Done(Box<attempt::AttemptEnd>),
+    LeaseLost,
+    Interrupted,
 }
 
 /// After this many store errors in a row a worker gives up (its tasks' leases will expire and
@@ -301,7 +318,7 @@ impl Engine {
                 }
             };
             if let Some((task, lease)) = claimed.into_iter().next() {
-                summary.add(self.process(task, lease, &events).await);
+                summary.add(self.process(task, lease, &events, stop.clone()).await);
                 self.sync_health().await;
                 continue;
             }
@@ -334,6 +351,7 @@ impl Engine {
         task: Task,
         lease: Lease,
         events: &mpsc::UnboundedSender<Event>,
+        stop: watch::Receiver<bool>,
     ) -> RunSummary {
         let mut summary = RunSummary::default();
         let _ = events.send(Event::Started {
@@ -349,9 +367,10 @@ impl Engine {
             .join(".pitcrew/worktrees")
             .join(format!("{}-{}", task.id, lease.attempt));
 
-        let end = tokio::select! {
-            end = self.attempt(&task, &repo, &worktree_dir, lease.attempt, events) => Some(end),
-            () = self.keep_lease(&lease, events) => None,
+        let ending = tokio::select! {
+            end = self.attempt(&task, &repo, &worktree_dir, lease.attempt, events) => Ending::Done(Box::new(end)),
+            () = self.keep_lease(&lease, events) => Ending::LeaseLost,
+            () = self.grace_after_stop(stop) => Ending::Interrupted,
         };
         if !self.settings.keep_worktrees
             && let Err(e) = repo.remove_worktree(&worktree_dir).await
@@ -361,13 +380,39 @@ impl Engine {
                 worktree_dir.display()
             )));
         }
-        let Some(mut end) = end else {
-            summary.lease_lost += 1;
-            let _ = events.send(Event::LeaseLost {
-                task: task.id,
-                attempt: lease.attempt,
-            });
-            return summary;
+        let mut end = match ending {
+            Ending::Done(end) => *end,
+            Ending::LeaseLost => {
+                summary.lease_lost += 1;
+                let _ = events.send(Event::LeaseLost {
+                    task: task.id,
+                    attempt: lease.attempt,
+                });
+                return summary;
+            }
+            Ending::Interrupted => {
+                let reason = format!(
+                    "the worker stopped and the task did not finish within its {}s grace period",
+                    self.settings.shutdown_grace.as_secs()
+                );
+                match self.store.release(&lease, &reason).await {
+                    Ok(()) => {
+                        summary.released += 1;
+                        let _ = events.send(Event::Released {
+                            task: task.id,
+                            attempt: lease.attempt,
+                        });
+                    }
+                    Err(StoreError::LeaseLost { .. }) => summary.lease_lost += 1,
+                    Err(e) => {
+                        let _ = events.send(Event::Warning(format!(
+                            "could not give task {} back: {e}; its lease expires instead",
+                            task.id
+                        )));
+                    }
+                }
+                return summary;
+            }
         };
         end.report.run_id = Some(self.run_id.clone());
         summary.cost_usd += end.report.usage.cost_usd.unwrap_or(0.0);
@@ -433,6 +478,17 @@ impl Engine {
             }
         }
         summary
+    }
+
+    /// Returns once the run was told to stop and the grace period has passed since.
+    async fn grace_after_stop(&self, mut stop: watch::Receiver<bool>) {
+        while !*stop.borrow_and_update() {
+            if stop.changed().await.is_err() {
+                // Nobody can stop this run any more.
+                std::future::pending::<()>().await;
+            }
+        }
+        tokio::time::sleep(self.settings.shutdown_grace).await;
     }
 
     /// Heart-beats `lease` until it is lost; never returns while the lease is held.

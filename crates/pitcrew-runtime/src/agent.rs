@@ -68,6 +68,17 @@ pub enum Verdict {
     },
 }
 
+impl Verdict {
+    /// A failure the provider gave no wait for.
+    fn failure(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Verdict::Failed {
+            kind,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+}
+
 /// One round of generation and validation, as recorded on the attempt.
 #[derive(Debug, Clone, Serialize)]
 pub struct IterationRecord {
@@ -211,11 +222,7 @@ impl BuiltinAgent {
             .use_cache
             .then(|| ReplyCache::new(cache_dir.join("replies")));
         let mut run = AgentRun {
-            verdict: Verdict::Failed {
-                kind: ErrorKind::Config,
-                message: "no iteration ran".into(),
-                retry_after: None,
-            },
+            verdict: Verdict::failure(ErrorKind::Config, "no iteration ran"),
             model: None,
             model_id: None,
             usage: Usage::default(),
@@ -233,11 +240,7 @@ impl BuiltinAgent {
         let (system, user) = match library.render_task(task, &context) {
             Ok(messages) => messages,
             Err(e) => {
-                run.verdict = Verdict::Failed {
-                    kind: ErrorKind::Config,
-                    message: e.to_string(),
-                    retry_after: None,
-                };
+                run.verdict = Verdict::failure(ErrorKind::Config, e.to_string());
                 return run;
             }
         };
@@ -306,13 +309,14 @@ impl BuiltinAgent {
                 }
             };
 
-            if let Err(e) = worktree.reset().await {
+            // A fresh worktree needs no reset; later rounds start from the base again.
+            let earlier_round_touched_it = number > 1;
+            if earlier_round_touched_it && let Err(e) = worktree.reset().await {
                 run.details.iterations.push(record);
-                run.verdict = Verdict::Failed {
-                    kind: ErrorKind::Workspace,
-                    message: format!("cannot reset the worktree: {e}"),
-                    retry_after: None,
-                };
+                run.verdict = Verdict::failure(
+                    ErrorKind::Workspace,
+                    format!("cannot reset the worktree: {e}"),
+                );
                 return run;
             }
             let candidate = read_reply(&reply, worktree);
@@ -326,11 +330,10 @@ impl BuiltinAgent {
                         .and_then(|()| std::fs::write(destination, content));
                     if let Err(e) = written {
                         run.details.iterations.push(record);
-                        run.verdict = Verdict::Failed {
-                            kind: ErrorKind::Workspace,
-                            message: format!("cannot write {relative}: {e}"),
-                            retry_after: None,
-                        };
+                        run.verdict = Verdict::failure(
+                            ErrorKind::Workspace,
+                            format!("cannot write {relative}: {e}"),
+                        );
                         return run;
                     }
                     run.written.push(relative.clone());
@@ -355,11 +358,10 @@ impl BuiltinAgent {
                         // The checks themselves could not run (pytest missing, a broken
                         // suite): not the output's fault, and retrying will not help.
                         run.details.iterations.push(record);
-                        run.verdict = Verdict::Failed {
-                            kind: ErrorKind::Config,
-                            message: format!("validation could not run: {e}"),
-                            retry_after: None,
-                        };
+                        run.verdict = Verdict::failure(
+                            ErrorKind::Config,
+                            format!("validation could not run: {e}"),
+                        );
                         return run;
                     }
                 };
@@ -404,15 +406,14 @@ impl BuiltinAgent {
                 .map(|f| f.rule.clone())
                 .unwrap_or_default();
             let static_failure = run.details.validation.is_none() || run.written.is_empty();
-            run.verdict = Verdict::Failed {
-                kind: if static_failure {
+            run.verdict = Verdict::failure(
+                if static_failure {
                     kind_of_rule(&first_error)
                 } else {
                     ErrorKind::ValidationFailed
                 },
-                message: summary(&findings),
-                retry_after: None,
-            };
+                summary(&findings),
+            );
             run.findings = findings.clone();
             if number < self.settings.max_iterations {
                 let errors: Vec<Finding> = findings.into_iter().filter(Finding::is_error).collect();
@@ -422,11 +423,7 @@ impl BuiltinAgent {
                         messages.push(Message::user(feedback));
                     }
                     Err(e) => {
-                        run.verdict = Verdict::Failed {
-                            kind: ErrorKind::Config,
-                            message: e.to_string(),
-                            retry_after: None,
-                        };
+                        run.verdict = Verdict::failure(ErrorKind::Config, e.to_string());
                         return run;
                     }
                 }

@@ -22,6 +22,10 @@ const GIT_REDIRECTS: &[&str] = &[
     "GIT_CEILING_DIRECTORIES",
 ];
 
+/// Adding and removing worktrees of one repository at the same time races inside git (the
+/// shared `.git/worktrees` directory comes and goes); this process does them one at a time.
+static WORKTREE_CHANGES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
     #[error("`git {args}` in {dir} failed ({status}): {detail}")]
@@ -166,11 +170,30 @@ impl Repo {
             std::fs::create_dir_all(parent)?;
         }
         let dir_text = dir.to_string_lossy();
-        git_line(
-            &self.root,
-            &["worktree", "add", "--detach", "--quiet", &dir_text, commit],
-        )
-        .await?;
+        let mut tries = 0;
+        loop {
+            let added = {
+                let _serialised = WORKTREE_CHANGES.lock().await;
+                git_line(
+                    &self.root,
+                    &["worktree", "add", "--detach", "--quiet", &dir_text, commit],
+                )
+                .await
+            };
+            match added {
+                Ok(_) => break,
+                // Git deletes `.git/worktrees` when its last entry goes; another process doing
+                // that while this one adds makes `add` fail once. Such races pass on a retry.
+                Err(GitError::Failed { .. }) if tries < 2 && !dir.join(".git").exists() => {
+                    tries += 1;
+                    if dir.exists() {
+                        std::fs::remove_dir_all(dir)?;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50 * tries)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
         Ok(Worktree {
             repo: self.clone(),
             path: dir.to_path_buf(),
@@ -180,12 +203,16 @@ impl Repo {
 
     /// Removes a worktree directory (whether or not git still knows it) and forgets it.
     pub async fn remove_worktree(&self, dir: &Path) -> Result<(), GitError> {
+        let _serialised = WORKTREE_CHANGES.lock().await;
         let dir_text = dir.to_string_lossy();
         if git_line(&self.root, &["worktree", "remove", "--force", &dir_text])
             .await
-            .is_err()
-            && dir.exists()
+            .is_ok()
         {
+            return Ok(());
+        }
+        // Git no longer knows it (or never did): delete it and forget stale entries.
+        if dir.exists() {
             std::fs::remove_dir_all(dir)?;
         }
         git_line(&self.root, &["worktree", "prune"]).await?;

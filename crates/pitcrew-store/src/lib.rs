@@ -156,6 +156,11 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Takes back every task whose lease has expired.
     async fn rescue_expired(&self) -> Result<Vec<Rescued>, StoreError>;
 
+    /// Gives a running task back to the queue without counting the attempt against it (a
+    /// worker stopping before it could finish); the attempt is recorded as abandoned with
+    /// `reason`. [`StoreError::LeaseLost`] when the lease is gone.
+    async fn release(&self, lease: &Lease, reason: &str) -> Result<(), StoreError>;
+
     /// Cancels a queued or running task (a running one's lease stops being valid).
     async fn cancel(&self, id: TaskId) -> Result<Task, StoreError>;
 

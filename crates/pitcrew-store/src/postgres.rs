@@ -578,6 +578,43 @@ impl Store for PgStore {
         Ok(rescued)
     }
 
+    async fn release(&self, lease: &Lease, reason: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // One more allowed attempt: the one given back does not count.
+        let released = sqlx::query(
+            "UPDATE tasks SET status = 'queued', lease_owner = NULL, lease_token = NULL, \
+             lease_expires_at = NULL, run_at = now(), updated_at = now(), \
+             max_attempts = max_attempts + 1, error_kind = 'interrupted', last_error = $1 \
+             WHERE id = $2 AND lease_token = $3 AND status = 'running'",
+        )
+        .bind(reason)
+        .bind(lease.task_id.0)
+        .bind(lease.token)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if released == 0 {
+            return Err(StoreError::LeaseLost {
+                task: lease.task_id,
+                attempt: lease.attempt,
+            });
+        }
+        sqlx::query(
+            "UPDATE attempts SET outcome = 'abandoned', finished_at = now(), \
+             error_kind = 'interrupted', error = $1 \
+             WHERE task_id = $2 AND number = $3 AND lease_token = $4",
+        )
+        .bind(reason)
+        .bind(lease.task_id.0)
+        .bind(lease.attempt as i32)
+        .bind(lease.token)
+        .execute(&mut *tx)
+        .await?;
+        announce_work(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn cancel(&self, id: TaskId) -> Result<Task, StoreError> {
         let mut tx = self.pool.begin().await?;
         let row = Self::lock_task(&mut tx, id).await?;

@@ -471,6 +471,47 @@ impl Store for SqliteStore {
         Ok(rescued)
     }
 
+    async fn release(&self, lease: &Lease, reason: &str) -> Result<(), StoreError> {
+        let now = now_ms();
+        let token = lease.token.simple().to_string();
+        let mut tx = self.begin().await?;
+        // One more allowed attempt: the one given back does not count.
+        let released = sqlx::query(
+            "UPDATE tasks SET status = 'queued', lease_owner = NULL, lease_token = NULL, \
+             lease_expires_at = NULL, run_at = ?, updated_at = ?, max_attempts = max_attempts + 1, \
+             error_kind = 'interrupted', last_error = ? \
+             WHERE id = ? AND lease_token = ? AND status = 'running'",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(reason)
+        .bind(lease.task_id.to_string())
+        .bind(&token)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if released == 0 {
+            return Err(StoreError::LeaseLost {
+                task: lease.task_id,
+                attempt: lease.attempt,
+            });
+        }
+        sqlx::query(
+            "UPDATE attempts SET outcome = 'abandoned', finished_at = ?, \
+             error_kind = 'interrupted', error = ? \
+             WHERE task_id = ? AND number = ? AND lease_token = ?",
+        )
+        .bind(now)
+        .bind(reason)
+        .bind(lease.task_id.to_string())
+        .bind(i64::from(lease.attempt))
+        .bind(&token)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     async fn cancel(&self, id: TaskId) -> Result<Task, StoreError> {
         let now = now_ms();
         let mut tx = self.begin().await?;

@@ -400,6 +400,54 @@ async fn a_possible_bug_is_its_own_end_state_and_keeps_its_commit(store: Arc<dyn
     assert!(refused.contains("only failed or cancelled"), "{refused}");
 }
 
+async fn a_released_task_returns_without_using_up_an_attempt(store: Arc<dyn Store>) {
+    let mut t = task("src/a.py", Priority::Normal);
+    t.max_attempts = 1;
+    let id = submit_one(&*store, t).await;
+    let (_, lease) = store
+        .claim("stopping", 1, TTL)
+        .await
+        .unwrap()
+        .pop()
+        .unwrap();
+    store.release(&lease, "the worker stopped").await.unwrap();
+    let released = store.find(&id.to_string()).await.unwrap();
+    assert_eq!(released.status, TaskStatus::Queued);
+    assert_eq!(released.error_kind, Some(ErrorKind::Interrupted));
+    assert_eq!(
+        released.max_attempts, 2,
+        "the given-back attempt must not count"
+    );
+    // The released lease is fenced like any other.
+    assert!(matches!(
+        store
+            .finish(&lease, Disposition::Complete, &report(None, None))
+            .await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+    assert!(matches!(
+        store.release(&lease, "again").await,
+        Err(StoreError::LeaseLost { .. })
+    ));
+    let (again, lease2) = store.claim("next", 1, TTL).await.unwrap().pop().unwrap();
+    assert_eq!(again.attempts, 2);
+    store
+        .finish(&lease2, Disposition::Complete, &report(None, None))
+        .await
+        .unwrap();
+    let outcomes: Vec<_> = store
+        .attempts(id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|a| a.outcome)
+        .collect();
+    assert_eq!(
+        outcomes,
+        [AttemptOutcome::Abandoned, AttemptOutcome::Completed]
+    );
+}
+
 async fn cancel_and_requeue(store: Arc<dyn Store>) {
     let queued = submit_one(&*store, task("queued.py", Priority::Normal)).await;
     let cancelled = store.cancel(queued).await.unwrap();
@@ -794,6 +842,7 @@ macro_rules! conformance {
             case!(rescue_fails_a_task_without_attempts_left);
             case!(idempotency_key_deduplicates_unfinished_tasks);
             case!(cancel_and_requeue);
+            case!(a_released_task_returns_without_using_up_an_attempt);
             case!(a_possible_bug_is_its_own_end_state_and_keeps_its_commit);
             case!(requeue_refuses_a_taken_idempotency_key);
             case!(list_filters_and_stats);

@@ -23,22 +23,7 @@ pub struct Context {
 impl Context {
     /// Finds the repository and loads the configuration (not yet the store).
     pub async fn load(cli: &Cli) -> anyhow::Result<Self> {
-        let cwd = std::env::current_dir().context("cannot read the current directory")?;
-        let start = cli
-            .repo
-            .as_ref()
-            .map_or_else(|| cwd.clone(), |r| cwd.join(r));
-        let repo = match Repo::discover(&start).await {
-            Ok(repo) => repo,
-            Err(GitError::NotARepository(dir)) => {
-                return Err(usage(format!(
-                    "{} is not inside a git repository; pitcrew works on git repositories \
-                     (run `git init` there, or pass --repo DIR)",
-                    dir.display()
-                )));
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let (repo, cwd) = discover(cli).await?;
         let env = Environment::from_process(Some(&repo.root().join(".env")))?;
         let config = LoadedConfig::load(repo.root(), cli.config.as_deref(), env)?;
         let store_url = cli
@@ -70,6 +55,25 @@ impl Context {
         pitcrew_store::open(&self.store_url)
             .await
             .with_context(|| format!("cannot open the store at {}", self.store_url))
+    }
+}
+
+/// The repository `--repo` names, or the one containing the current directory; and that
+/// directory.
+pub async fn discover(cli: &Cli) -> anyhow::Result<(Repo, PathBuf)> {
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let start = cli
+        .repo
+        .as_ref()
+        .map_or_else(|| cwd.clone(), |r| cwd.join(r));
+    match Repo::discover(&start).await {
+        Ok(repo) => Ok((repo, cwd)),
+        Err(GitError::NotARepository(dir)) => Err(usage(format!(
+            "{} is not inside a git repository; pitcrew works on git repositories \
+             (run `git init` there, or pass --repo DIR)",
+            dir.display()
+        ))),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -19,6 +19,7 @@ const SUMMARY_EVERY: Duration = Duration::from_secs(30);
 struct Tally {
     completed: u64,
     failed: u64,
+    possible_bugs: u64,
     retried: u64,
     cost_usd: f64,
 }
@@ -70,13 +71,14 @@ impl Progress {
     }
 
     fn done(&self) -> u64 {
-        self.tally.completed + self.tally.failed
+        self.tally.completed + self.tally.failed + self.tally.possible_bugs
     }
 
     fn status_line(&self) -> String {
         format!(
-            "· {} failed · {} running · {} retried · ${:.4}",
+            "· {} failed · {} possible bugs · {} running · {} retried · ${:.4}",
             self.tally.failed,
+            self.tally.possible_bugs,
             self.running(),
             self.tally.retried,
             self.tally.cost_usd
@@ -179,7 +181,11 @@ impl Progress {
                         )
                     }
                     _ => {
-                        self.tally.failed += 1;
+                        if *status == TaskStatus::PossibleBug {
+                            self.tally.possible_bugs += 1;
+                        } else {
+                            self.tally.failed += 1;
+                        }
                         let error = error.as_deref().unwrap_or("no reason recorded");
                         let mut text = format!("[{status}]     {task}  {}", first_line(error));
                         for rest in error.lines().skip(1).take(12) {
@@ -195,6 +201,12 @@ impl Progress {
                 self.finish_spinner(task);
                 self.say(&format!(
                     "[lease lost] {task}  attempt {attempt}: the task was rescued or cancelled elsewhere; this result is discarded"
+                ));
+            }
+            Event::Released { task, attempt } => {
+                self.finish_spinner(task);
+                self.say(&format!(
+                    "[given back] {task}  attempt {attempt}: the grace period ran out; the task is queued again"
                 ));
             }
             Event::Rescued(r) => {

@@ -33,6 +33,15 @@ fn is_module(path: &str) -> bool {
         || matches!(name.as_str(), "conftest.py" | "setup.py" | "__main__.py"))
 }
 
+/// Whether a file holds any code (an empty `__init__.py` has nothing to test).
+fn has_code(root: &Path, path: &str) -> bool {
+    std::fs::read_to_string(root.join(path)).is_ok_and(|text| {
+        text.lines()
+            .map(str::trim)
+            .any(|line| !line.is_empty() && !line.starts_with('#'))
+    })
+}
+
 fn coverage_format(path: &Path, text: &str) -> CoverageFormat {
     match path.extension().and_then(|e| e.to_str()) {
         Some("json") => CoverageFormat::CoverageJson,
@@ -74,7 +83,10 @@ pub async fn unit_tests(
     let all = pitcrew_runtime::python_files(root);
     let files: BTreeSet<String> = all.iter().cloned().collect();
     let mut modules = Vec::new();
-    for file in all.iter().filter(|f| f.starts_with(&scope) && is_module(f)) {
+    for file in all
+        .iter()
+        .filter(|f| f.starts_with(&scope) && is_module(f) && has_code(root, f))
+    {
         // Only modules at the base commit can be tested by a task.
         if ctx.repo.has_path(&base, file).await? {
             modules.push(file.clone());

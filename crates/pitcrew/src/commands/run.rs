@@ -148,6 +148,7 @@ async fn drive(
         retry_backoff: Duration::from_secs_f64(config.workers.retry_backoff_secs),
         forever,
         poll_interval: Duration::from_secs(if ctx.store_notifies() { 10 } else { 1 }),
+        shutdown_grace: Duration::from_secs(config.workers.shutdown_grace_secs),
         cache: flags.cache,
         keep_worktrees: flags.keep_worktrees,
         follow: follow.map(|f| f.to_ascii_lowercase()),
@@ -194,13 +195,14 @@ pub async fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
         output::json(&json);
     } else {
         output::line(&format!(
-            "{} completed, {} failed, {} possible bugs ({} retried, {} leases lost, {} rescued), ${:.4} spent",
+            "{} completed, {} failed, {} possible bugs ({} retried, {} leases lost, {} rescued, {} given back), ${:.4} spent",
             summary.completed,
             summary.failed,
             summary.possible_bugs,
             summary.retried,
             summary.lease_lost,
             summary.rescued,
+            summary.released,
             summary.cost_usd
         ));
         if summary.budget_spent {

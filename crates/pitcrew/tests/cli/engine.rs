@@ -200,7 +200,11 @@ fn sigint_mid_run_then_run_again_completes_every_task_exactly_once() {
     .unwrap();
     p.json(&["submit", "--file", batch.to_str().unwrap()]);
 
-    let first = p.spawn(&["run", "--workers", "2"]);
+    // Long enough for running tasks to finish: the give-back path has its own test.
+    let first = p.spawn_with(
+        &["run", "--workers", "2"],
+        &[("PITCREW_WORKERS_SHUTDOWN_GRACE_SECS", "60")],
+    );
     let deadline = Instant::now() + Duration::from_secs(120);
     while p
         .json(&["list", "--status", "completed"])
@@ -340,4 +344,50 @@ fn a_test_that_fails_against_the_current_code_is_kept_as_a_possible_bug() {
             .git(&["show", &format!("pitcrew/{id}:tests/test_calc.py")]),
         wrong.trim_end()
     );
+}
+
+#[test]
+fn a_stop_gives_a_task_that_outlasts_the_grace_period_back_to_the_queue() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let p = Project::new();
+    let calls = AtomicUsize::new(0);
+    p.server.respond_with(move |_| {
+        let reply = Reply::content(&reply_with_file("tests/test_calc.py", GOOD_TEST));
+        // The first call hangs far past the grace period; later ones answer at once.
+        if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            reply.delay(Duration::from_secs(60))
+        } else {
+            reply
+        }
+    });
+    let id = p.submit("src/calc.py", &["--max-attempts", "1"]);
+    let child = p.spawn(&["run"]);
+    assert!(p.server.wait_for_requests(1, Duration::from_secs(20)));
+    let stopped = Instant::now();
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let elapsed = stopped.elapsed();
+    let stderr = stderr_of(&out);
+    // The grace period is 1 s in these tests.
+    assert!(
+        elapsed < Duration::from_secs(15),
+        "the stop took {elapsed:?}: {stderr}"
+    );
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("[given back]"), "{stderr}");
+
+    let task = p.task(&id);
+    assert_eq!(task["status"], "queued");
+    assert_eq!(task["error_kind"], "interrupted");
+    assert_eq!(
+        task["max_attempts"], 2,
+        "the interrupted attempt must not count"
+    );
+    p.cmd().arg("run").assert().code(0);
+    let outcomes: Vec<_> = p
+        .attempts(&id)
+        .iter()
+        .map(|a| a["outcome"].clone())
+        .collect();
+    assert_eq!(outcomes, ["abandoned", "completed"]);
 }

@@ -9,6 +9,8 @@ mod config;
 mod crash;
 mod engine;
 mod help;
+mod models;
+mod plan;
 mod results;
 mod scale;
 mod secrets;

@@ -86,7 +86,11 @@ fn four_workers_on_postgres_drain_200_tasks_while_two_are_killed() {
         return;
     };
     let schema = Schema::create(&base_url);
-    let p = Project::with_config(&format!("\n[store]\nurl = \"{}\"\n", schema.store_url()));
+    // The queue is under test here, not validation: only the in-process checks run.
+    let p = Project::with_config(&format!(
+        "\n[store]\nurl = \"{}\"\n\n[validation.rules]\nunit_test = [\"file_exists\", \"not_empty\", \"syntax\"]\n",
+        schema.store_url()
+    ));
     p.cmd().arg("migrate").assert().success();
 
     let batch = p.scratch.path().join("tasks.jsonl");

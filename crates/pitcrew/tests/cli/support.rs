@@ -104,6 +104,8 @@ impl Project {
         cmd.set(KEY_VAR, SENTINEL_KEY);
         // One rerun keeps these tests quick; flakiness detection is tested in pitcrew-validate.
         cmd.set("PITCREW_VALIDATION_RERUNS", "1");
+        // A stop gives running tasks this long before they go back to the queue.
+        cmd.set("PITCREW_WORKERS_SHUTDOWN_GRACE_SECS", "1");
         cmd.set("NO_COLOR", "1");
         cmd.set("GIT_CONFIG_GLOBAL", "/dev/null");
         cmd.set("GIT_CONFIG_NOSYSTEM", "1");
@@ -111,12 +113,18 @@ impl Project {
 
     /// Starts `pitcrew args…` in the background (for crash tests).
     pub fn spawn(&self, args: &[&str]) -> Child {
+        self.spawn_with(args, &[])
+    }
+
+    /// [`Project::spawn`] with extra environment variables.
+    pub fn spawn_with(&self, args: &[&str], env: &[(&str, &str)]) -> Child {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pitcrew"));
         cmd.current_dir(self.path())
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         self.prepare(&mut cmd);
+        cmd.envs(env.iter().copied());
         cmd.spawn().unwrap()
     }
 
