@@ -8,14 +8,14 @@
 mod attempt;
 mod tidy;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pitcrew_config::LoadedConfig;
-use pitcrew_core::{Lease, Task, TaskId, TaskStatus, Usage};
+use pitcrew_core::{Lease, ModelHealth, Task, TaskId, TaskStatus, Usage};
 use pitcrew_llm::{ChatClient, Router};
 use pitcrew_runtime::{AgentSettings, BuiltinAgent, ContextSettings, Repo};
 use pitcrew_store::{Disposition, Rescued, Store, StoreError};
@@ -159,6 +159,16 @@ pub struct Engine {
     /// Repositories already tidied by this run.
     tidied: Mutex<HashSet<PathBuf>>,
     budget_announced: AtomicBool,
+    /// Model health as last exchanged with the store, by model.
+    shared_health: Mutex<HashMap<String, ModelHealth>>,
+}
+
+/// Whether two snapshots say the same (the store stamps `updated_at` itself).
+fn same_health(a: &ModelHealth, b: &ModelHealth) -> bool {
+    ModelHealth {
+        updated_at: b.updated_at,
+        ..a.clone()
+    } == *b
 }
 
 /// The router the configuration describes: its registry, providers and limits.
@@ -206,6 +216,7 @@ impl Engine {
             run_id: TaskId::new().to_string(),
             tidied: Mutex::new(HashSet::new()),
             budget_announced: AtomicBool::new(false),
+            shared_health: Mutex::new(HashMap::new()),
         })
     }
 
@@ -270,13 +281,28 @@ impl Engine {
     /// in what they learned (cooldowns included).
     async fn sync_health(&self) {
         let router = self.agent.router();
-        for health in router.health() {
-            if let Err(e) = self.store.record_model_health(&health).await {
+        // Only what changed since the last exchange is written: idle workers stay quiet.
+        let changed: Vec<ModelHealth> = {
+            let shared = self.shared_health.lock().expect("not poisoned");
+            router
+                .health()
+                .into_iter()
+                .filter(|h| shared.get(&h.model).is_none_or(|s| !same_health(s, h)))
+                .collect()
+        };
+        for health in &changed {
+            if let Err(e) = self.store.record_model_health(health).await {
                 tracing::warn!("could not save the health of {}: {e}", health.model);
             }
         }
         match self.store.model_health().await {
-            Ok(stored) => router.merge_health(&stored),
+            Ok(stored) => {
+                router.merge_health(&stored);
+                let mut shared = self.shared_health.lock().expect("not poisoned");
+                for health in router.health() {
+                    shared.insert(health.model.clone(), health);
+                }
+            }
             Err(e) => tracing::warn!("could not load model health: {e}"),
         }
     }
