@@ -3,42 +3,20 @@
 
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-use pitcrew_testkit::{Gate, Reply};
+use nix::sys::signal::Signal;
+use pitcrew_testkit::Gate;
 
 use crate::support::*;
 
 const TESTS_FROM_FIRST_WORKER: &str =
     "from src.calc import double\n\n\ndef test_first():\n    assert double(1) == 2\n";
 
-fn signal(child: &std::process::Child, signal: Signal) {
-    kill(Pid::from_raw(child.id() as i32), signal).unwrap();
-}
-
 #[test]
 fn a_killed_worker_s_task_is_completed_exactly_once_by_the_next_run() {
     let p = Project::new();
     let never = Gate::new();
     // The first worker's call never returns; the second run's call succeeds.
-    p.server.push(
-        Reply::content(&reply_with_file(
-            "tests/test_calc.py",
-            TESTS_FROM_FIRST_WORKER,
-        ))
-        .hold(&never),
-    );
-    p.server.push(Reply::content(&reply_with_file(
-        "tests/test_calc.py",
-        GOOD_TEST,
-    )));
-    let id = p.submit("src/calc.py", &[]);
-
-    let mut first = p.spawn(&["run", "--name", "doomed"]);
-    assert!(
-        p.server.wait_for_requests(1, Duration::from_secs(20)),
-        "the first worker never called the model"
-    );
+    let (id, mut first) = worker_stuck_in_a_call(&p, &never, "doomed", TESTS_FROM_FIRST_WORKER);
     assert_eq!(p.task(&id)["status"], "running");
     assert_eq!(p.task(&id)["lease_owner"], "doomed/0");
     signal(&first, Signal::SIGKILL);
@@ -79,21 +57,7 @@ fn a_killed_worker_s_task_is_completed_exactly_once_by_the_next_run() {
 fn a_frozen_worker_that_wakes_after_its_lease_was_rescued_cannot_write() {
     let p = Project::new();
     let release = Gate::new();
-    p.server.push(
-        Reply::content(&reply_with_file(
-            "tests/test_calc.py",
-            TESTS_FROM_FIRST_WORKER,
-        ))
-        .hold(&release),
-    );
-    p.server.push(Reply::content(&reply_with_file(
-        "tests/test_calc.py",
-        GOOD_TEST,
-    )));
-    let id = p.submit("src/calc.py", &[]);
-
-    let frozen = p.spawn(&["run", "--name", "frozen"]);
-    assert!(p.server.wait_for_requests(1, Duration::from_secs(20)));
+    let (id, frozen) = worker_stuck_in_a_call(&p, &release, "frozen", TESTS_FROM_FIRST_WORKER);
     signal(&frozen, Signal::SIGSTOP);
 
     let out = p

@@ -3,8 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use pitcrew_testkit::Reply;
 
 use crate::support::*;
@@ -216,7 +215,7 @@ fn sigint_mid_run_then_run_again_completes_every_task_exactly_once() {
         assert!(Instant::now() < deadline, "no progress");
         std::thread::sleep(Duration::from_millis(100));
     }
-    kill(Pid::from_raw(first.id() as i32), Signal::SIGINT).unwrap();
+    signal(&first, Signal::SIGINT);
     let out = first.wait_with_output().unwrap();
     let stderr = stderr_of(&out);
     assert!(
@@ -364,7 +363,7 @@ fn a_stop_gives_a_task_that_outlasts_the_grace_period_back_to_the_queue() {
     let child = p.spawn(&["run"]);
     assert!(p.server.wait_for_requests(1, Duration::from_secs(20)));
     let stopped = Instant::now();
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
+    signal(&child, Signal::SIGINT);
     let out = child.wait_with_output().unwrap();
     let elapsed = stopped.elapsed();
     let stderr = stderr_of(&out);

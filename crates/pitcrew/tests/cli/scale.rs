@@ -4,8 +4,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use pitcrew_core::{Lease, TaskId};
 use pitcrew_store::{Disposition, StoreError};
 use pitcrew_testkit::Reply;
@@ -118,7 +117,7 @@ fn four_workers_on_postgres_drain_200_tasks_while_two_are_killed() {
         std::thread::sleep(Duration::from_millis(200));
     }
     for victim in &workers[..2] {
-        kill(Pid::from_raw(victim.id() as i32), Signal::SIGKILL).unwrap();
+        signal(victim, Signal::SIGKILL);
     }
     for victim in &mut workers[..2] {
         victim.wait().unwrap();
@@ -133,7 +132,7 @@ fn four_workers_on_postgres_drain_200_tasks_while_two_are_killed() {
         std::thread::sleep(Duration::from_millis(250));
     }
     for survivor in &workers[2..] {
-        kill(Pid::from_raw(survivor.id() as i32), Signal::SIGTERM).unwrap();
+        signal(survivor, Signal::SIGTERM);
     }
     for survivor in workers.drain(2..) {
         let out = survivor.wait_with_output().unwrap();

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
+use std::time::Duration;
 
 use pitcrew_testkit::{ScriptedServer, TempRepo};
 use serde_json::Value;
@@ -194,6 +195,39 @@ impl CommandEnv for std::process::Command {
     fn remove(&mut self, key: &str) {
         self.env_remove(key);
     }
+}
+
+/// Sends `signal` to a `pitcrew` process started with [`Project::spawn`].
+pub fn signal(child: &Child, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+}
+
+/// Queues one unit_test task whose first model call hangs until `gate` opens (forever if it
+/// never does) and whose second call succeeds; starts `pitcrew run --name NAME` and waits
+/// until that worker holds the task and is waiting for the model. Returns the task and the
+/// worker.
+pub fn worker_stuck_in_a_call(
+    p: &Project,
+    gate: &pitcrew_testkit::Gate,
+    name: &str,
+    first_reply: &str,
+) -> (String, Child) {
+    p.server.push(
+        pitcrew_testkit::Reply::content(&reply_with_file("tests/test_calc.py", first_reply))
+            .hold(gate),
+    );
+    p.server
+        .push(pitcrew_testkit::Reply::content(&reply_with_file(
+            "tests/test_calc.py",
+            GOOD_TEST,
+        )));
+    let id = p.submit("src/calc.py", &[]);
+    let worker = p.spawn(&["run", "--name", name]);
+    assert!(
+        p.server.wait_for_requests(1, Duration::from_secs(20)),
+        "the worker never called the model"
+    );
+    (id, worker)
 }
 
 /// Every file under `dir`, recursively (symlinks not followed).

@@ -2,8 +2,7 @@
 
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use pitcrew_testkit::Reply;
 
 use crate::support::*;
@@ -27,7 +26,7 @@ fn a_worker_picks_up_tasks_submitted_while_it_runs_and_stops_cleanly_on_sigterm(
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    kill(Pid::from_raw(worker.id() as i32), Signal::SIGTERM).unwrap();
+    signal(&worker, Signal::SIGTERM);
     let out = worker.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
     let stderr = stderr_of(&out);
