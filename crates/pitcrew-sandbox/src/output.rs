@@ -25,6 +25,9 @@ pub struct Output {
     /// Whether the command ran in a network namespace of its own (asked for with
     /// [`crate::CommandSpec::isolate_network`] and available on this machine).
     pub network_isolated: bool,
+    /// Whether the command ran confined (see [`crate::CommandSpec::confine`]). Always true
+    /// when confinement was asked for: a command that cannot be confined does not run.
+    pub confined: bool,
 }
 
 impl Output {
@@ -128,6 +131,7 @@ mod tests {
             timed_out,
             duration: Duration::from_millis(5000),
             network_isolated: false,
+            confined: false,
         }
     }
 

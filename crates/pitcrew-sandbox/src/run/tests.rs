@@ -7,7 +7,7 @@ use std::path::Path;
 use tempfile::TempDir;
 
 use super::*;
-use crate::network_isolation_available;
+use crate::{Confinement, network_isolation_available};
 
 fn sh(script: &str, dir: &TempDir) -> CommandSpec {
     CommandSpec::shell(script, dir.path()).timeout(Duration::from_secs(5))
@@ -392,4 +392,245 @@ async fn isolated_command_keeps_its_process_group_and_timeout() {
     assert!(out.timed_out);
     assert_eq!(out.network_isolated, network_isolation_available().await);
     assert_all_gone(&read_pids(&dir.path().join("pids"), 2).await).await;
+}
+
+#[tokio::test]
+async fn an_unconfined_run_sees_the_host_as_before() {
+    let dir = TempDir::new().unwrap();
+    let me = std::process::id();
+    let out = run(sh(&format!("test -d /proc/{me} && echo $$"), &dir))
+        .await
+        .unwrap();
+    assert!(out.success(), "{}", out.combined_tail(5));
+    assert!(!out.confined);
+    let pid: u32 = out.stdout.trim().parse().unwrap();
+    assert!(
+        pid > 2,
+        "ran in the host's PID namespace, so not PID 2: {pid}"
+    );
+}
+
+#[tokio::test]
+async fn a_confined_run_reports_exit_codes_signals_and_streams_like_an_unconfined_one() {
+    crate::confinement_available().await.unwrap();
+    let dir = TempDir::new().unwrap();
+    let confined = |script: &str| sh(script, &dir).confine(Confinement::new().read(dir.path()));
+    let out = run(confined("echo out; echo err >&2; exit 3"))
+        .await
+        .unwrap();
+    assert_eq!((out.code, out.signal), (Some(3), None));
+    assert_eq!(
+        (out.stdout.as_str(), out.stderr.as_str()),
+        ("out\n", "err\n")
+    );
+    assert!(out.confined && !out.network_isolated);
+
+    let out = run(confined("kill -TERM $$")).await.unwrap();
+    assert_eq!((out.code, out.signal), (None, Some(15)));
+
+    let out = run(CommandSpec::new("cat", dir.path())
+        .stdin(b"hello\n".to_vec())
+        .confine(Confinement::new().read(dir.path())))
+    .await
+    .unwrap();
+    assert_eq!(out.stdout, "hello\n");
+
+    let out = run(confined("seq 1 100000").output_limit(1000))
+        .await
+        .unwrap();
+    assert!(out.success() && out.stdout_truncated);
+}
+
+#[tokio::test]
+async fn a_confined_run_keeps_its_limits_and_timeout() {
+    crate::confinement_available().await.unwrap();
+    let dir = TempDir::new().unwrap();
+    let limits = Limits {
+        file_size_bytes: Some(1_000_000),
+        ..Limits::default()
+    };
+    let conf = Confinement::new().write(dir.path());
+    let script = "head -c 500000 /dev/zero > small && head -c 2000000 /dev/zero > big";
+    let out = run(sh(script, &dir).limits(limits).confine(conf.clone()))
+        .await
+        .unwrap();
+    assert!(!out.success(), "{}", out.describe_status());
+    assert_eq!(
+        std::fs::metadata(dir.path().join("small")).unwrap().len(),
+        500_000
+    );
+    assert!(std::fs::metadata(dir.path().join("big")).unwrap().len() <= 1_000_000);
+
+    let limits = Limits {
+        cpu_secs: Some(1),
+        ..Limits::default()
+    };
+    let out = run(sh("while :; do :; done", &dir)
+        .limits(limits)
+        .confine(conf.clone()))
+    .await
+    .unwrap();
+    assert!(!out.timed_out, "{:?}", out.duration);
+    assert_eq!(out.signal, Some(9), "{}", out.describe_status());
+
+    let out = run(sh("sleep 100 & sleep 100", &dir)
+        .timeout(Duration::from_millis(500))
+        .confine(conf))
+    .await
+    .unwrap();
+    assert!(out.timed_out && out.signal == Some(9), "{out:?}");
+    assert!(out.duration < Duration::from_secs(2), "{:?}", out.duration);
+}
+
+#[tokio::test]
+async fn a_confined_program_that_cannot_start_is_a_spawn_error() {
+    crate::confinement_available().await.unwrap();
+    let dir = TempDir::new().unwrap();
+    let err = run(CommandSpec::new("pitcrew-no-such-program", dir.path())
+        .confine(Confinement::new().read(dir.path())))
+    .await
+    .unwrap_err();
+    let SandboxError::Spawn {
+        program,
+        cwd,
+        source,
+    } = &err
+    else {
+        panic!("{err:?}")
+    };
+    assert_eq!(program, "pitcrew-no-such-program");
+    assert_eq!(cwd, dir.path());
+    assert_eq!(source.kind(), io::ErrorKind::NotFound);
+
+    // A program outside every granted path: under /tmp, which the sandbox shows empty.
+    let script = dir.path().join("script.sh");
+    std::fs::write(&script, "#!/bin/sh\necho ran\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let err = run(CommandSpec::new(&script, "/").confine(Confinement::new()))
+        .await
+        .unwrap_err();
+    let SandboxError::Spawn { source, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(source.kind(), io::ErrorKind::NotFound);
+    let out =
+        run(CommandSpec::new(&script, dir.path()).confine(Confinement::new().read(dir.path())))
+            .await
+            .unwrap();
+    assert_eq!(out.stdout, "ran\n");
+
+    let missing = dir.path().join("missing");
+    let err = run(CommandSpec::new("true", &missing).confine(Confinement::new()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SandboxError::Spawn { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_working_directory_hidden_by_the_sandbox_is_refused() {
+    crate::confinement_available().await.unwrap();
+    // Under /tmp, which the sandbox covers, and not granted: the command would otherwise
+    // sit in the real directory, whose contents relative paths would still reach.
+    let dir = TempDir::new().unwrap();
+    let err = run(sh("ls ..", &dir).confine(Confinement::new()))
+        .await
+        .unwrap_err();
+    let SandboxError::Unconfined { reason } = &err else {
+        panic!("{err:?}")
+    };
+    assert!(reason.contains("working directory"), "{reason}");
+    assert!(
+        reason.contains(&dir.path().display().to_string()),
+        "{reason}"
+    );
+}
+
+#[test]
+fn helper_reports_become_errors_or_statuses() {
+    use crate::policy::{Report, StartError};
+    let spec = CommandSpec::new("prog", "/work");
+    let killed = ExitStatus::from_raw(9);
+    let exited = ExitStatus::from_raw(125 << 8);
+    let failed = |stage: &str, errno: i32| Report {
+        error: Some(StartError {
+            stage: stage.into(),
+            errno,
+            message: "Operation not permitted".into(),
+        }),
+        status: Some(127 << 8),
+        ..Report::default()
+    };
+
+    let err = confined_status(&spec, exited, &failed("mount /proc", 1), "").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "cannot confine the command: mount /proc: Operation not permitted"
+    );
+    let err = confined_status(&spec, exited, &failed("exec", 2), "").unwrap_err();
+    let SandboxError::Spawn {
+        program, source, ..
+    } = &err
+    else {
+        panic!("{err:?}")
+    };
+    assert_eq!(
+        (program.as_str(), source.kind()),
+        ("prog", io::ErrorKind::NotFound)
+    );
+
+    // The command's own status wins; init's when init was killed; the helper's when it was.
+    let report = Report {
+        status: Some(3 << 8),
+        init_status: Some(3 << 8),
+        ..Report::default()
+    };
+    let status = confined_status(&spec, exited, &report, "").unwrap();
+    assert_eq!(status.code(), Some(3));
+    let report = Report {
+        init_status: Some(9),
+        ..Report::default()
+    };
+    assert_eq!(
+        confined_status(&spec, exited, &report, "")
+            .unwrap()
+            .signal(),
+        Some(9)
+    );
+    let status = confined_status(&spec, killed, &Report::default(), "").unwrap();
+    assert_eq!(status.signal(), Some(9));
+
+    // A helper that exited without a word was not dispatched: never taken as the command's.
+    let err = confined_status(&spec, exited, &Report::default(), "usage: pitcrew ...").unwrap_err();
+    assert!(matches!(err, SandboxError::Unconfined { .. }), "{err:?}");
+    assert!(err.to_string().contains("usage: pitcrew"), "{err}");
+}
+
+#[tokio::test]
+async fn granted_paths_under_hidden_directories_are_bound_back() {
+    crate::confinement_available().await.unwrap();
+    // Under /tmp, which the sandbox covers with an empty tmpfs: a granted file and a granted
+    // directory nested in another granted one come back, their siblings do not.
+    let dir = TempDir::new().unwrap();
+    std::fs::write(dir.path().join("granted.txt"), "file\n").unwrap();
+    std::fs::write(dir.path().join("sibling.txt"), "hidden\n").unwrap();
+    std::fs::create_dir_all(dir.path().join("ro/rw")).unwrap();
+    let script = format!(
+        "cd /; cat {d}/granted.txt; cat {d}/sibling.txt; echo x > {d}/ro/rw/new && echo wrote; \
+         (echo x > {d}/ro/no) 2>/dev/null || echo refused",
+        d = dir.path().display()
+    );
+    let conf = Confinement::new()
+        .read(dir.path().join("granted.txt"))
+        .read(dir.path().join("ro"))
+        .write(dir.path().join("ro/rw"));
+    let out = run(CommandSpec::shell(&script, "/").confine(conf))
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, "file\nwrote\nrefused\n", "{}", out.stderr);
+    assert!(
+        out.stderr.contains("sibling.txt: No such file"),
+        "{}",
+        out.stderr
+    );
+    assert!(dir.path().join("ro/rw/new").exists());
 }
