@@ -19,7 +19,8 @@ fn join<'a>(items: impl Iterator<Item = &'a str>) -> String {
 
 /// The environment pitcrew reads configuration from: the process environment plus a `.env`
 /// file. Values from `.env` are never put into the process environment, so child processes
-/// cannot inherit them.
+/// cannot inherit them. Reading it registers the value of every variable whose name looks
+/// secret ([`pitcrew_core::is_secret_name`]) with the process-wide redactor.
 #[derive(Clone, Default)]
 pub struct Environment {
     vars: BTreeMap<String, String>,
@@ -59,6 +60,8 @@ impl Environment {
                 vars.entry(key).or_insert(value);
             }
         }
+        // Before anything can print them: the process's secrets and those of `.env`.
+        pitcrew_core::register_env(&vars);
         Ok(Environment { vars })
     }
 

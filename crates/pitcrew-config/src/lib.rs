@@ -490,12 +490,17 @@ impl LoadedConfig {
             Err(_) => None,
         };
         let registry = config.registry(&origin, synced)?;
-        Ok(LoadedConfig {
+        let loaded = LoadedConfig {
             config,
             path,
             env,
             registry,
-        })
+        };
+        // Every configured key is a secret, whatever its variable is called.
+        for name in loaded.config.providers.keys() {
+            let _ = loaded.api_key(name);
+        }
+        Ok(loaded)
     }
 
     /// The model `name` (a preset or a model name; `None`: the default preset) names.
@@ -505,7 +510,9 @@ impl LoadedConfig {
     }
 
     /// The API key of `provider`: `None` when it needs none, an error naming the variable when
-    /// it needs one that is not set.
+    /// it needs one that is not set. A key found is registered with the process-wide redactor
+    /// ([`pitcrew_core::register_secret`]), which [`LoadedConfig::load`] does for every
+    /// provider.
     pub fn api_key(&self, provider: &str) -> Result<Option<Secret>, ConfigError> {
         let Some(config) = self.config.providers.get(provider) else {
             return Ok(None);
@@ -514,7 +521,10 @@ impl LoadedConfig {
             return Ok(None);
         }
         match self.env.get(&config.api_key_env) {
-            Some(key) => Ok(Some(Secret::new(key.trim()))),
+            Some(key) => {
+                pitcrew_core::register_secret(key);
+                Ok(Some(Secret::new(key.trim())))
+            }
             None => Err(ConfigError::Env {
                 var: config.api_key_env.clone(),
                 message: format!(

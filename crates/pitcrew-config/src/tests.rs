@@ -165,6 +165,37 @@ fn keys_come_from_the_environment_and_are_never_printed() {
 }
 
 #[test]
+fn provider_keys_are_registered_for_redaction_whatever_their_name() {
+    // `LOCAL_MODEL` does not look secret; as a provider's key variable it is one.
+    load(
+        "[providers.local]\nbase_url = \"http://127.0.0.1:9/v1\"\napi_key_env = \"LOCAL_MODEL\"\n",
+        &[("LOCAL_MODEL", "config-test-provider-key-81c3")],
+    )
+    .unwrap();
+    assert_eq!(
+        pitcrew_core::redact("sent config-test-provider-key-81c3"),
+        "sent [REDACTED]"
+    );
+}
+
+#[test]
+fn secret_looking_values_of_dotenv_are_registered_for_redaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(".env");
+    std::fs::write(
+        &path,
+        "CONFIG_TEST_DEPLOY_SECRET=config-test-dotenv-secret-5d0e\n\
+         CONFIG_TEST_GREETING=config-test-plain-value-77aa\n",
+    )
+    .unwrap();
+    Environment::from_process(Some(&path)).unwrap();
+    assert_eq!(
+        pitcrew_core::redact("config-test-dotenv-secret-5d0e config-test-plain-value-77aa"),
+        "[REDACTED] config-test-plain-value-77aa"
+    );
+}
+
+#[test]
 fn dotenv_fills_in_what_the_process_lacks() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(".env");

@@ -53,6 +53,21 @@ pub struct AttemptReport {
     pub details: serde_json::Value,
 }
 
+impl AttemptReport {
+    /// Replaces every registered secret ([`crate::redact`]) in the report's text: the error,
+    /// the findings and the details. Never the commit or the patch: what is committed is what
+    /// was verified, byte for byte.
+    pub fn redact_secrets(&mut self) {
+        if let Some(error) = &mut self.error {
+            crate::redact_string(error);
+        }
+        for finding in &mut self.findings {
+            finding.redact_secrets();
+        }
+        crate::redact_json(&mut self.details);
+    }
+}
+
 /// One recorded attempt.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Attempt {

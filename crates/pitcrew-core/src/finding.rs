@@ -22,14 +22,22 @@ pub struct Finding {
     pub message: String,
 }
 
+/// Longest line of a finding's message, in bytes; a longer one is cut in the middle.
+pub const MAX_FINDING_LINE: usize = 1000;
+/// Longest finding message, in bytes; a longer one keeps its head and tail. Findings quote
+/// output a generated test chose, so they are bounded before they are stored or sent.
+pub const MAX_FINDING_MESSAGE: usize = 8 * 1024;
+
 impl Finding {
+    /// A finding; a message longer than [`MAX_FINDING_MESSAGE`] bytes, or with lines longer
+    /// than [`MAX_FINDING_LINE`], is cut, saying how much was left out.
     pub fn new(rule: &str, severity: Severity, message: impl Into<String>) -> Self {
         Finding {
             rule: rule.to_string(),
             severity,
             file: None,
             line: None,
-            message: message.into(),
+            message: bounded(message.into()),
         }
     }
 
@@ -55,6 +63,14 @@ impl Finding {
         self
     }
 
+    /// Replaces every registered secret ([`crate::redact`]) in the message and the file.
+    pub fn redact_secrets(&mut self) {
+        crate::redact_string(&mut self.message);
+        if let Some(file) = &mut self.file {
+            crate::redact_string(file);
+        }
+    }
+
     pub fn is_error(&self) -> bool {
         self.severity == Severity::Error
     }
@@ -69,6 +85,42 @@ impl Finding {
     }
 }
 
+/// The largest index ≤ `at` on a character boundary of `s`.
+fn floor_boundary(s: &str, at: usize) -> usize {
+    let mut at = at.min(s.len());
+    while !s.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
+/// `text` with its middle replaced by a note when it exceeds `max` bytes.
+fn cut_middle(text: &str, max: usize, unit: &str) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let head = floor_boundary(text, max * 3 / 4);
+    let tail = floor_boundary(text, text.len() - max / 4);
+    format!(
+        "{}[… {} {unit} cut …]{}",
+        &text[..head],
+        tail - head,
+        &text[tail..]
+    )
+}
+
+fn bounded(message: String) -> String {
+    if message.len() <= MAX_FINDING_MESSAGE && message.lines().all(|l| l.len() <= MAX_FINDING_LINE)
+    {
+        return message;
+    }
+    let lines: Vec<String> = message
+        .lines()
+        .map(|l| cut_middle(l, MAX_FINDING_LINE, "bytes"))
+        .collect();
+    cut_middle(&lines.join("\n"), MAX_FINDING_MESSAGE, "bytes")
+}
+
 impl std::fmt::Display for Finding {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let location = self.location();
@@ -77,5 +129,32 @@ impl std::fmt::Display for Finding {
         } else {
             write!(f, "[{}] {location}: {}", self.rule, self.message)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_messages_and_lines_are_cut_in_the_middle() {
+        let short = Finding::error("r", "fine\nmessage");
+        assert_eq!(short.message, "fine\nmessage");
+
+        let line = format!("E   {}", "é".repeat(5000));
+        let finding = Finding::error("r", format!("head\n{line}\ntail"));
+        assert!(
+            finding.message.len() < 2 * MAX_FINDING_LINE,
+            "{}",
+            finding.message.len()
+        );
+        assert!(finding.message.starts_with("head\nE   é"));
+        assert!(finding.message.ends_with("é\ntail"));
+        assert!(finding.message.contains("bytes cut"));
+
+        let many = vec!["x".repeat(900); 100].join("\n");
+        let finding = Finding::warning("r", many);
+        assert!(finding.message.len() <= MAX_FINDING_MESSAGE + 64);
+        assert!(finding.message.contains("bytes cut"));
     }
 }

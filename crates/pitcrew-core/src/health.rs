@@ -25,3 +25,13 @@ pub struct ModelHealth {
     pub samples: u64,
     pub updated_at: DateTime<Utc>,
 }
+
+impl ModelHealth {
+    /// Replaces every registered secret ([`crate::redact`]) in the cooldown reason (a
+    /// provider's error message).
+    pub fn redact_secrets(&mut self) {
+        if let Some(reason) = &mut self.cooldown_reason {
+            crate::redact_string(reason);
+        }
+    }
+}

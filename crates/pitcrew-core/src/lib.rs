@@ -5,14 +5,21 @@ mod attempt;
 mod finding;
 mod health;
 mod names;
+mod redact;
 mod secret;
 mod task;
+mod verified;
 
 pub use attempt::{Attempt, AttemptOutcome, AttemptReport, Usage};
 pub use finding::{Finding, Severity};
 pub use health::ModelHealth;
 pub use names::UnknownName;
-pub use secret::Secret;
+pub use redact::{
+    REDACTED, Redactor, redact, redact_json, redact_string, register_env, register_secret,
+    register_secrets,
+};
+pub use secret::{Secret, is_secret_name};
 pub use task::{
     ErrorClass, ErrorKind, Lease, NewTask, Priority, Task, TaskFilter, TaskId, TaskKind, TaskStatus,
 };
+pub use verified::{VerifiedFile, sha256_hex};

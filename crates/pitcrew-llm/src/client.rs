@@ -1,6 +1,8 @@
 //! The HTTP client for `/chat/completions`: one call, one request, never a retry (retries
 //! belong to the router alone; stacked retry layers multiply requests). Every call measures
-//! its latency and time to first token, and every failure comes back classified.
+//! its latency and time to first token, and every failure comes back classified. Registered
+//! secrets ([`pitcrew_core::redact`]) are removed from every message sent and from every
+//! error message; the key itself goes only into the `Authorization` header.
 
 use std::time::{Duration, Instant};
 
@@ -281,6 +283,13 @@ impl ChatClient {
     ) -> Result<reqwest::Response, LlmError> {
         let url = url(endpoint);
         let mut body = serde_json::to_value(request).expect("request serializes");
+        // The one place a prompt leaves: no registered secret goes with it, whatever the
+        // messages quote (findings, command output, an earlier reply).
+        if let Some(messages) = body["messages"].as_array_mut() {
+            for message in messages {
+                pitcrew_core::redact_json(&mut message["content"]);
+            }
+        }
         body["stream"] = serde_json::Value::Bool(stream);
         if stream {
             // Without this OpenAI-style servers send no usage in streams.

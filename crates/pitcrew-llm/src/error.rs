@@ -26,10 +26,14 @@ pub struct LlmError {
 }
 
 impl LlmError {
+    /// An error of `kind`; registered secrets in `message` (a provider may echo the key it
+    /// rejects) are replaced by `[REDACTED]`.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        let mut message = message.into();
+        pitcrew_core::redact_string(&mut message);
         LlmError {
             kind,
-            message: message.into(),
+            message,
             status: None,
             retry_after: None,
         }
@@ -213,7 +217,7 @@ pub(crate) fn classify(
         format!(": {detail}")
     };
     let mut retry_after = hints.wait();
-    let (kind, message) = match status {
+    let (kind, mut message) = match status {
         400 | 413 | 422 if status == 413 || mentions(&lower, CONTEXT_PHRASES) => (
             ErrorKind::ContextTooLong,
             format!("HTTP {status}: the prompt does not fit model `{model}`{detail}"),
@@ -274,6 +278,8 @@ pub(crate) fn classify(
             format!("HTTP {status}: request rejected{detail}"),
         ),
     };
+    // Providers echo what they reject: `Incorrect API key provided: sk-…`.
+    pitcrew_core::redact_string(&mut message);
     LlmError {
         kind,
         message,

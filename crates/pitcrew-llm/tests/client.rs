@@ -379,3 +379,90 @@ async fn the_model_list_is_fetched_for_sync() {
     assert!(registry.get("scripted/coder").is_some());
     assert!(!registry.fallback().contains(&"scripted/coder".to_string()));
 }
+
+/// A key that is registered with the redactor, as the configuration registers every key.
+const REGISTERED_KEY: &str = "sk-llm-client-test-key-6d2f0b";
+
+fn registered_endpoint(server: &ScriptedServer) -> Endpoint {
+    pitcrew_core::register_secret(REGISTERED_KEY);
+    Endpoint {
+        base_url: server.base_url(),
+        api_key: Some(Secret::new(REGISTERED_KEY)),
+        api_key_env: "TEST_KEY".into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_message_sent_carries_a_registered_secret() {
+    let server = ScriptedServer::start();
+    let endpoint = registered_endpoint(&server);
+    pitcrew_core::register_secret("llm-client-test-token-0a9e47");
+    let request = ChatRequest {
+        messages: vec![
+            Message::system("be brief"),
+            Message::user(format!(
+                "the test printed {REGISTERED_KEY} and llm-client-test-token-0a9e47"
+            )),
+            Message::assistant("I saw llm-client-test-token-0a9e47 in the file"),
+        ],
+        ..request()
+    };
+    let client = ChatClient::new(Duration::from_secs(5)).unwrap();
+    for stream in [false, true] {
+        server.push(Reply::content("ok"));
+        if stream {
+            client
+                .stream(&endpoint, &request, &mut |_| {})
+                .await
+                .unwrap();
+        } else {
+            client.complete(&endpoint, &request).await.unwrap();
+        }
+        let sent = server.requests().pop().unwrap();
+        assert_eq!(
+            sent.header("authorization"),
+            Some(format!("Bearer {REGISTERED_KEY}").as_str()),
+            "the key still goes in the header"
+        );
+        assert_eq!(
+            sent.body["messages"][1]["content"],
+            "the test printed [REDACTED] and [REDACTED]"
+        );
+        assert_eq!(
+            sent.body["messages"][2]["content"],
+            "I saw [REDACTED] in the file"
+        );
+        assert_eq!(sent.body["messages"][0]["content"], "be brief");
+        assert_eq!(sent.body["messages"][2]["role"], "assistant");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_provider_echoing_the_key_is_quoted_without_it() {
+    let server = ScriptedServer::start();
+    let endpoint = registered_endpoint(&server);
+    let echo = json!({"error": {"message": format!("Incorrect API key provided: {REGISTERED_KEY}"), "code": 401}});
+    let client = ChatClient::new(Duration::from_secs(5)).unwrap();
+    // As an HTTP error, inside a 200 answer, and inside a stream.
+    server.push(Reply::status(401, echo.clone()));
+    server.push(Reply::status(200, echo.clone()));
+    server.push(Reply::sse(vec![SseEvent::Data(echo.clone())]));
+    let errors = [
+        client.complete(&endpoint, &request()).await.unwrap_err(),
+        client.complete(&endpoint, &request()).await.unwrap_err(),
+        client
+            .stream(&endpoint, &request(), &mut |_| {})
+            .await
+            .unwrap_err(),
+    ];
+    for err in errors {
+        assert_eq!(err.kind, ErrorKind::Auth, "{}", err.message);
+        assert!(
+            err.message
+                .contains("Incorrect API key provided: [REDACTED]"),
+            "{}",
+            err.message
+        );
+        assert!(!err.message.contains(REGISTERED_KEY), "{}", err.message);
+    }
+}

@@ -16,6 +16,11 @@
 //!   holds for all of them.
 //! - Opening a store applies pending migrations; a store migrated by a newer pitcrew is
 //!   refused with [`StoreError::SchemaTooNew`].
+//! - No registered secret ([`pitcrew_core::register_secret`]) is written: an attempt's error,
+//!   findings and details, a release reason and a model's cooldown reason are redacted before
+//!   they are stored. The patch is stored as verified; task descriptions are the user's input.
+//!   A store URL's password is registered when the store is opened and shown as `***`
+//!   ([`redact_url`]).
 
 use std::fmt;
 use std::sync::Arc;
@@ -208,12 +213,14 @@ enum Backend<'a> {
 
 impl<'a> Backend<'a> {
     fn of(url: &'a str) -> Result<Self, StoreError> {
+        // Before anything can show it: a password in the URL is a secret from now on.
+        register_url_secrets(url);
         if let Some(path) = sqlite::path_from_url(url) {
             Ok(Backend::Sqlite(path))
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Ok(Backend::Postgres(url))
         } else {
-            Err(StoreError::UnsupportedUrl(redact(url)))
+            Err(StoreError::UnsupportedUrl(redact_url(url)))
         }
     }
 }
@@ -236,19 +243,108 @@ pub async fn migrate(url: &str) -> Result<MigrationStatus, StoreError> {
     }
 }
 
-/// `url` with its password (if any) replaced by `***`, fit for messages and logs.
-pub(crate) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rsplit_once('@') {
-        Some((userinfo, host)) if userinfo.contains(':') => {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}:***@{host}{}", &rest[authority_end..])
+/// The parts of a store URL that carry a password.
+struct UrlSecrets<'a> {
+    /// The userinfo password's range in the URL (percent-encoded, as written).
+    userinfo: Option<std::ops::Range<usize>>,
+    /// The ranges of query parameter values that are passwords.
+    query: Vec<std::ops::Range<usize>>,
+    url: &'a str,
+}
+
+impl<'a> UrlSecrets<'a> {
+    /// Finds the passwords of `url` in every form sqlx accepts: `scheme://user:PASSWORD@host/…`
+    /// and the `password` query parameter (`?password=…`, `&password=…`); any other query
+    /// parameter whose name looks secret (`sslpassword`, `api_token`, but not `sslkey`, a
+    /// file) counts too.
+    fn of(url: &'a str) -> Self {
+        let mut found = UrlSecrets {
+            userinfo: None,
+            query: Vec::new(),
+            url,
+        };
+        let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+            return found;
+        };
+        let rest = &url[scheme_end..];
+        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        if let Some((userinfo, _)) = rest[..authority_end].rsplit_once('@')
+            && let Some(colon) = userinfo.find(':')
+        {
+            found.userinfo = Some(scheme_end + colon + 1..scheme_end + userinfo.len());
         }
-        _ => url.to_string(),
+        let after_authority = scheme_end + authority_end;
+        if let Some(query_start) = url[after_authority..]
+            .find('?')
+            .map(|i| after_authority + i + 1)
+        {
+            let query_end = url[query_start..]
+                .find('#')
+                .map_or(url.len(), |i| query_start + i);
+            let mut at = query_start;
+            for pair in url[query_start..query_end].split('&') {
+                if let Some((name, _)) = pair.split_once('=')
+                    && !name.eq_ignore_ascii_case("sslkey")
+                    && pitcrew_core::is_secret_name(name)
+                {
+                    found.query.push(at + name.len() + 1..at + pair.len());
+                }
+                at += pair.len() + 1;
+            }
+        }
+        found
     }
+
+    /// The password values, as written in the URL (percent-encoded where they are).
+    fn values(&self) -> impl Iterator<Item = &'a str> + '_ {
+        self.userinfo
+            .iter()
+            .chain(&self.query)
+            .map(|r| &self.url[r.clone()])
+            .filter(|v| !v.is_empty())
+    }
+}
+
+/// `url` with every password in it (see [`register_url_secrets`] for the forms) replaced by
+/// `***`, fit for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    let found = UrlSecrets::of(url);
+    let mut ranges: Vec<_> = found
+        .userinfo
+        .iter()
+        .chain(&found.query)
+        .filter(|r| !r.is_empty())
+        .cloned()
+        .collect();
+    ranges.sort_by_key(|r| r.start);
+    let mut shown = String::with_capacity(url.len());
+    let mut copied = 0;
+    for range in ranges {
+        shown.push_str(&url[copied..range.start]);
+        shown.push_str("***");
+        copied = range.end;
+    }
+    shown.push_str(&url[copied..]);
+    shown
+}
+
+/// Registers the passwords of a store URL with the process-wide redactor
+/// ([`pitcrew_core::register_secret`]), both as written and percent-decoded: the userinfo
+/// password of `postgres://user:PASSWORD@host/db` and the `password` query parameter
+/// (`?password=…` or `&password=…`). `sqlite://` URLs carry none. Returns how many were
+/// found.
+pub fn register_url_secrets(url: &str) -> usize {
+    let found = UrlSecrets::of(url);
+    let values: Vec<&str> = found.values().collect();
+    pitcrew_core::register_secrets(&values);
+    values.len()
+}
+
+/// `report` with registered secrets replaced in its text (never in the patch).
+pub(crate) fn scrubbed(report: &AttemptReport) -> AttemptReport {
+    let mut report = report.clone();
+    report.redact_secrets();
+    report
 }
 
 /// Reads a name stored as text (status, kind, …), reporting an unknown one as corruption.
@@ -265,11 +361,69 @@ mod tests {
     #[test]
     fn redact_hides_only_the_password() {
         assert_eq!(
-            redact("postgres://app:s3cret@db.example:5432/queue?sslmode=require"),
+            redact_url("postgres://app:s3cret@db.example:5432/queue?sslmode=require"),
             "postgres://app:***@db.example:5432/queue?sslmode=require"
         );
-        assert_eq!(redact("postgres://app@db/queue"), "postgres://app@db/queue");
-        assert_eq!(redact("sqlite://.pitcrew/q.db"), "sqlite://.pitcrew/q.db");
+        assert_eq!(
+            redact_url("postgres://app@db/queue"),
+            "postgres://app@db/queue"
+        );
+        assert_eq!(
+            redact_url("sqlite://.pitcrew/q.db"),
+            "sqlite://.pitcrew/q.db"
+        );
+        assert_eq!(redact_url("sqlite:q.db"), "sqlite:q.db");
+    }
+
+    #[test]
+    fn redact_hides_passwords_in_every_form() {
+        for (url, shown) in [
+            // Percent-encoded, with `@` and `:` inside.
+            (
+                "postgresql://app:p%40ss%3Aw0rd@db:5432/q",
+                "postgresql://app:***@db:5432/q",
+            ),
+            // No path: the authority ends at the query.
+            (
+                "postgres://app:pw12@db?sslmode=disable",
+                "postgres://app:***@db?sslmode=disable",
+            ),
+            (
+                "postgres://app@db/q?password=s3cret&sslmode=require",
+                "postgres://app@db/q?password=***&sslmode=require",
+            ),
+            (
+                "postgres://db/q?sslmode=require&password=s3cret&user=app",
+                "postgres://db/q?sslmode=require&password=***&user=app",
+            ),
+            (
+                "postgres://app:one@db/q?PASSWORD=two#frag",
+                "postgres://app:***@db/q?PASSWORD=***#frag",
+            ),
+            // A key file is a path, not a secret.
+            (
+                "postgres://db/q?sslkey=/etc/k.pem&sslpassword=kp",
+                "postgres://db/q?sslkey=/etc/k.pem&sslpassword=***",
+            ),
+            // An `@` in the path or query is not userinfo.
+            (
+                "postgres://db/q?application_name=a:b@c",
+                "postgres://db/q?application_name=a:b@c",
+            ),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
+    }
+
+    #[test]
+    fn url_passwords_are_registered_as_written_and_decoded() {
+        let url = "postgres://app:url%2Fpass-4f1c9e@db/q?password=url-query-pass-8b2d";
+        assert_eq!(register_url_secrets(url), 2);
+        assert_eq!(register_url_secrets("sqlite://.pitcrew/q.db"), 0);
+        assert_eq!(
+            pitcrew_core::redact("a url%2Fpass-4f1c9e b url/pass-4f1c9e c url-query-pass-8b2d"),
+            "a [REDACTED] b [REDACTED] c [REDACTED]"
+        );
     }
 
     #[test]

@@ -205,7 +205,8 @@ impl PgStore {
 
     /// A store on `url` that connects on first use and is not migrated.
     pub(crate) fn connect(url: &str) -> Result<Self, StoreError> {
-        Ok(Self::connect_with(url.parse()?, crate::redact(url)))
+        crate::register_url_secrets(url);
+        Ok(Self::connect_with(url.parse()?, crate::redact_url(url)))
     }
 
     fn connect_with(options: PgConnectOptions, url: String) -> Self {
@@ -447,6 +448,7 @@ impl Store for PgStore {
         disposition: Disposition,
         report: &AttemptReport,
     ) -> Result<TaskStatus, StoreError> {
+        let report = &crate::scrubbed(report);
         let mut tx = self.pool.begin().await?;
         // The row lock keeps a concurrent rescue or cancel from changing the task between this
         // check and the writes below.
@@ -579,6 +581,8 @@ impl Store for PgStore {
     }
 
     async fn release(&self, lease: &Lease, reason: &str) -> Result<(), StoreError> {
+        let reason = pitcrew_core::redact(reason);
+        let reason = reason.as_ref();
         let mut tx = self.pool.begin().await?;
         // One more allowed attempt: the one given back does not count.
         let released = sqlx::query(
@@ -763,6 +767,9 @@ impl Store for PgStore {
     }
 
     async fn record_model_health(&self, health: &ModelHealth) -> Result<(), StoreError> {
+        let mut health = health.clone();
+        health.redact_secrets();
+        let health = &health;
         // `stored > GREATEST(now(), written)` (GREATEST skips NULLs): a stored end is kept
         // while it is ahead of both; one already past is no cooldown at all and may be
         // cleared.

@@ -346,6 +346,7 @@ impl Store for SqliteStore {
         disposition: Disposition,
         report: &AttemptReport,
     ) -> Result<TaskStatus, StoreError> {
+        let report = &crate::scrubbed(report);
         let now = now_ms();
         let token = lease.token.simple().to_string();
         let mut tx = self.begin().await?;
@@ -472,6 +473,8 @@ impl Store for SqliteStore {
     }
 
     async fn release(&self, lease: &Lease, reason: &str) -> Result<(), StoreError> {
+        let reason = pitcrew_core::redact(reason);
+        let reason = reason.as_ref();
         let now = now_ms();
         let token = lease.token.simple().to_string();
         let mut tx = self.begin().await?;
@@ -688,6 +691,9 @@ impl Store for SqliteStore {
     }
 
     async fn record_model_health(&self, health: &ModelHealth) -> Result<(), StoreError> {
+        let mut health = health.clone();
+        health.redact_secrets();
+        let health = &health;
         // `stored > max(now, written)`: a stored end is kept while it is ahead of both; one
         // already past is no cooldown at all and may be cleared.
         sqlx::query(

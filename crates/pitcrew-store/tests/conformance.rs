@@ -693,6 +693,68 @@ async fn a_schema_from_a_newer_pitcrew_is_refused(fx: &impl Fixture) {
 }
 
 /// `at` to the millisecond, the precision every backend keeps.
+/// A registered secret written in an attempt's error, findings and details, a release
+/// reason and a cooldown reason is stored as `[REDACTED]`; the patch keeps it (what is
+/// committed is what was verified).
+async fn registered_secrets_are_never_stored_except_in_the_patch(store: Arc<dyn Store>) {
+    const SECRET: &str = "store-conformance-secret-2e7f4c";
+    pitcrew_core::register_secret(SECRET);
+    let mut t = task("src/a.py", Priority::Normal);
+    t.max_attempts = 3;
+    let id = submit_one(&*store, t).await;
+    let (_, lease) = store.claim("w", 1, TTL).await.unwrap().pop().unwrap();
+    store
+        .release(&lease, &format!("stopped while printing {SECRET}"))
+        .await
+        .unwrap();
+    let (_, lease) = store.claim("w", 1, TTL).await.unwrap().pop().unwrap();
+    let leaky = AttemptReport {
+        model: Some("test/model".into()),
+        error_kind: Some(ErrorKind::ValidationFailed),
+        error: Some(format!("`cat key` failed:\n{SECRET}")),
+        findings: vec![pitcrew_core::Finding::error(
+            "cmd",
+            format!("output: {SECRET}"),
+        )],
+        details: serde_json::json!({"iterations": [{"findings": [{"message": SECRET}]}]}),
+        commit: Some("0123abcd".into()),
+        patch: Some(format!("+KEY = \"{SECRET}\"\n")),
+        ..AttemptReport::default()
+    };
+    store
+        .finish(&lease, Disposition::PossibleBug, &leaky)
+        .await
+        .unwrap();
+    let task = store.find(&id.to_string()).await.unwrap();
+    assert_eq!(
+        task.last_error.as_deref(),
+        Some("`cat key` failed:\n[REDACTED]")
+    );
+    let attempts = store.attempts(id).await.unwrap();
+    assert_eq!(
+        attempts[0].error.as_deref(),
+        Some("stopped while printing [REDACTED]")
+    );
+    let kept = &attempts[1];
+    assert_eq!(kept.error.as_deref(), Some("`cat key` failed:\n[REDACTED]"));
+    assert_eq!(kept.findings[0].message, "output: [REDACTED]");
+    assert_eq!(
+        kept.details,
+        serde_json::json!({"iterations": [{"findings": [{"message": "[REDACTED]"}]}]})
+    );
+    assert_eq!(kept.patch, leaky.patch, "the patch is stored as verified");
+
+    let mut cooling = health("leaky-model");
+    cooling.cooldown_until = Some(ms(Utc::now() + chrono::Duration::seconds(60)));
+    cooling.cooldown_reason = Some(format!("auth: rejected {SECRET}"));
+    store.record_model_health(&cooling).await.unwrap();
+    let stored = store.model_health().await.unwrap();
+    assert_eq!(
+        stored[0].cooldown_reason.as_deref(),
+        Some("auth: rejected [REDACTED]")
+    );
+}
+
 fn ms(at: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(at.timestamp_millis()).unwrap()
 }
@@ -849,6 +911,7 @@ macro_rules! conformance {
             case!(model_health_round_trips);
             case!(model_health_keeps_the_later_cooldown);
             case!(wait_for_work_returns_by_max);
+            case!(registered_secrets_are_never_stored_except_in_the_patch);
             fixture_case!(concurrent_claimers_never_share_a_task);
             fixture_case!(concurrent_submits_of_one_key_make_one_task);
             fixture_case!(migrate_applies_pending_migrations_once);

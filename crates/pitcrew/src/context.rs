@@ -30,6 +30,12 @@ impl Context {
             .store
             .clone()
             .unwrap_or_else(|| config.config.store.url.clone());
+        // The store's password is a secret from here on, in every form it is written; so is
+        // one in a provider's URL (`https://user:PASSWORD@…`, `?api_key=…`).
+        pitcrew_store::register_url_secrets(&store_url);
+        for provider in config.config.providers.values() {
+            pitcrew_store::register_url_secrets(&provider.base_url);
+        }
         Ok(Context {
             store_url: absolute_store_url(&store_url, repo.root()),
             repo,
@@ -52,9 +58,12 @@ impl Context {
         if self.store_url.starts_with("sqlite:") {
             self.repo.state_dir()?;
         }
-        pitcrew_store::open(&self.store_url)
-            .await
-            .with_context(|| format!("cannot open the store at {}", self.store_url))
+        pitcrew_store::open(&self.store_url).await.with_context(|| {
+            format!(
+                "cannot open the store at {}",
+                pitcrew_store::redact_url(&self.store_url)
+            )
+        })
     }
 }
 

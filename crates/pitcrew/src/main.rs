@@ -1,20 +1,26 @@
 //! The `pitcrew` command line. Everything lives in `cli` and `commands`; this file only wires
-//! logging and turns the outcome into an exit code.
+//! secrets, logging and turns the outcome into an exit code.
 
 mod cli;
 mod commands;
 mod context;
 mod output;
 mod progress;
+mod signals;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let args = cli::Cli::parse();
+    // Before the first line of output: every secret the process was handed.
+    output::guard_secrets();
+    let args = match cli::Cli::try_parse() {
+        Ok(args) => args,
+        Err(e) => return output::usage_exit(&e),
+    };
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(output::LogWriter)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PITCREW_LOG")
                 .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())

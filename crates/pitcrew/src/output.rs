@@ -1,7 +1,9 @@
 //! All user-facing output goes through here: data on stdout (tables for people, JSON with
-//! `--json`), messages on stderr. A closed pipe (`pitcrew list | head`) is not an error.
+//! `--json`), messages on stderr, log lines ([`LogWriter`]). A closed pipe
+//! (`pitcrew list | head`) is not an error. Every write is redacted: a secret registered with
+//! [`pitcrew_core::register_secret`] is printed as `[REDACTED]`.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use comfy_table::{ContentArrangement, Table, presets};
@@ -43,13 +45,114 @@ pub fn error(error: &anyhow::Error) {
 /// A line on stdout.
 pub fn line(text: &str) {
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{text}");
+    let _ = writeln!(out, "{}", pitcrew_core::redact(text));
 }
 
 /// A line on stderr (progress, notes, warnings).
 pub fn message(text: &str) {
     let mut err = std::io::stderr().lock();
-    let _ = writeln!(err, "{text}");
+    let _ = writeln!(err, "{}", pitcrew_core::redact(text));
+}
+
+/// Registers the secrets pitcrew was started with (see [`register_process_secrets`]) and
+/// makes a panic's message redacted like every other output. Called first thing in `main`.
+pub fn guard_secrets() {
+    register_process_secrets();
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("<unnamed>");
+        let backtrace = std::backtrace::Backtrace::capture();
+        let mut text = format!("thread '{name}' {info}\n");
+        if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+            text.push_str(&format!("stack backtrace:\n{backtrace}\n"));
+        } else {
+            text.push_str(
+                "note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n",
+            );
+        }
+        let _ = std::io::stderr()
+            .lock()
+            .write_all(pitcrew_core::redact(&text).as_bytes());
+    }));
+}
+
+/// Registers the secrets pitcrew was started with: the value of every environment variable
+/// whose name looks secret, and the password of every URL in the environment or on the
+/// command line (`--store postgres://user:PASSWORD@…`, `DATABASE_URL`, a proxy).
+fn register_process_secrets() {
+    let vars: Vec<(String, String)> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    pitcrew_core::register_env(vars.iter().map(|(k, v)| (k, v)));
+    let args = std::env::args_os().map(|a| a.to_string_lossy().into_owned());
+    for value in vars.into_iter().map(|(_, v)| v).chain(args) {
+        if value.contains("://") {
+            pitcrew_store::register_url_secrets(&value);
+        }
+    }
+}
+
+/// Prints what clap has to say about the command line (an error, `--help`, `--version`),
+/// redacted, and returns its exit code.
+pub fn usage_exit(error: &clap::Error) -> ExitCode {
+    let rendered = error.render();
+    let terminal = if error.use_stderr() {
+        std::io::stderr().is_terminal()
+    } else {
+        std::io::stdout().is_terminal()
+    };
+    let text = if terminal && std::env::var_os("NO_COLOR").is_none() {
+        rendered.ansi().to_string()
+    } else {
+        rendered.to_string()
+    };
+    let text = pitcrew_core::redact(&text);
+    if error.use_stderr() {
+        let _ = std::io::stderr().lock().write_all(text.as_bytes());
+    } else {
+        let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    }
+    ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2))
+}
+
+/// The log's writer: each formatted event is collected whole, redacted, then written to
+/// stderr in one piece (so every line, at every level, is scrubbed).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogWriter;
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
+    type Writer = LogEvent;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        LogEvent(Vec::new())
+    }
+}
+
+/// One log event being written; redacted and written out when dropped.
+#[derive(Debug)]
+pub struct LogEvent(Vec<u8>);
+
+impl Write for LogEvent {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LogEvent {
+    fn drop(&mut self) {
+        if self.0.is_empty() {
+            return;
+        }
+        let text = String::from_utf8_lossy(&self.0);
+        let _ = std::io::stderr()
+            .lock()
+            .write_all(pitcrew_core::redact(&text).as_bytes());
+    }
 }
 
 pub fn json<T: Serialize + ?Sized>(value: &T) {

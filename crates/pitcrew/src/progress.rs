@@ -1,6 +1,6 @@
 //! Live progress for `pitcrew run`: on a terminal, an overall bar (done, failed, running, cost,
 //! ETA) and a spinner line per running task; otherwise one line per event plus a periodic
-//! summary line, so logs stay readable.
+//! summary line, so logs stay readable. Every text shown is redacted, as all output is.
 
 use std::collections::{HashMap, HashSet};
 use std::io::IsTerminal;
@@ -85,11 +85,11 @@ impl Progress {
         )
     }
 
-    /// Prints a line above the bars (or plainly).
+    /// Prints a line above the bars (or plainly), redacted.
     fn say(&self, text: &str) {
         match &self.bars {
             Some((multi, _, _)) => {
-                let _ = multi.println(text);
+                let _ = multi.println(pitcrew_core::redact(text));
             }
             None => output::message(text),
         }
@@ -110,7 +110,10 @@ impl Progress {
                         ProgressStyle::with_template("  {spinner} {msg} ({elapsed})")
                             .expect("the template is valid"),
                     );
-                    spinner.set_message(format!("{task}  {what}  (attempt {attempt})"));
+                    spinner.set_message(
+                        pitcrew_core::redact(&format!("{task}  {what}  (attempt {attempt})"))
+                            .into_owned(),
+                    );
                     spinner.enable_steady_tick(Duration::from_millis(120));
                     tasks.insert(*task, spinner);
                 } else {
@@ -124,7 +127,10 @@ impl Progress {
                     if let Some(spinner) = tasks.get(task) {
                         let what = spinner.message();
                         let head = what.split("  · ").next().unwrap_or(&what).to_string();
-                        spinner.set_message(format!("{head}  · {}", first_line(message)));
+                        spinner.set_message(
+                            pitcrew_core::redact(&format!("{head}  · {}", first_line(message)))
+                                .into_owned(),
+                        );
                     }
                 } else {
                     self.say(&format!("[progress]   {task}  {}", first_line(message)));

@@ -12,57 +12,6 @@ use serde_json::Value;
 
 use crate::support::*;
 
-/// A fresh schema on the test server, dropped afterwards.
-struct Schema {
-    base_url: String,
-    name: String,
-    runtime: tokio::runtime::Runtime,
-}
-
-impl Schema {
-    fn create(base_url: &str) -> Schema {
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        let name = format!("pitcrew_cli_{}", TaskId::new().0.simple());
-        runtime.block_on(async {
-            let pool = sqlx::PgPool::connect(base_url).await.unwrap();
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}")))
-                .execute(&pool)
-                .await
-                .unwrap();
-        });
-        Schema {
-            base_url: base_url.to_string(),
-            name,
-            runtime,
-        }
-    }
-
-    fn store_url(&self) -> String {
-        let separator = if self.base_url.contains('?') {
-            '&'
-        } else {
-            '?'
-        };
-        format!(
-            "{}{separator}options[search_path]={}",
-            self.base_url, self.name
-        )
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        let (url, name) = (self.base_url.clone(), self.name.clone());
-        self.runtime.block_on(async move {
-            if let Ok(pool) = sqlx::PgPool::connect(&url).await {
-                let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {name} CASCADE")))
-                    .execute(&pool)
-                    .await;
-            }
-        });
-    }
-}
-
 fn counts(p: &Project) -> BTreeMap<String, u64> {
     let stats = p.json(&["queue"]);
     let mut counts = BTreeMap::new();

@@ -110,6 +110,17 @@ impl Project {
         cmd.set("NO_COLOR", "1");
         cmd.set("GIT_CONFIG_GLOBAL", "/dev/null");
         cmd.set("GIT_CONFIG_NOSYSTEM", "1");
+        // Worktrees go under the cache directory: this project's scratch space.
+        cmd.set("XDG_CACHE_HOME", &self.cache_home().to_string_lossy());
+    }
+
+    fn cache_home(&self) -> PathBuf {
+        self.scratch.path().join("cache")
+    }
+
+    /// Everything under the directory pitcrew keeps this project's worktrees in.
+    pub fn worktree_files(&self) -> Vec<PathBuf> {
+        files_under(&self.cache_home().join("pitcrew/worktrees"))
     }
 
     /// Starts `pitcrew args…` in the background (for crash tests).
@@ -253,4 +264,81 @@ pub fn stdout_of(out: &std::process::Output) -> String {
 
 pub fn stderr_of(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A fresh schema on the PostgreSQL test server, dropped afterwards.
+pub struct Schema {
+    base_url: String,
+    pub name: String,
+    pub runtime: tokio::runtime::Runtime,
+}
+
+impl Schema {
+    pub fn create(base_url: &str) -> Schema {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let name = format!("pitcrew_cli_{}", pitcrew_core::TaskId::new().0.simple());
+        runtime.block_on(async {
+            let pool = sqlx::PgPool::connect(base_url).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}")))
+                .execute(&pool)
+                .await
+                .unwrap();
+        });
+        Schema {
+            base_url: base_url.to_string(),
+            name,
+            runtime,
+        }
+    }
+
+    /// The store URL of the schema: `base_url` with its search path.
+    pub fn store_url(&self) -> String {
+        Self::url_with(&self.base_url, &self.name)
+    }
+
+    /// `base_url` (any URL of the same server) with the schema's search path.
+    pub fn url_with(base_url: &str, name: &str) -> String {
+        let separator = if base_url.contains('?') { '&' } else { '?' };
+        format!("{base_url}{separator}options[search_path]={name}")
+    }
+
+    /// Every row of every table in the schema, as JSON text.
+    pub fn dump(&self) -> String {
+        let (url, name) = (self.base_url.clone(), self.name.clone());
+        self.runtime.block_on(async move {
+            let pool = sqlx::PgPool::connect(&url).await.unwrap();
+            let tables: Vec<String> = sqlx::query_scalar(
+                "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1",
+            )
+            .bind(&name)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            let mut dump = String::new();
+            for table in tables {
+                let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    "SELECT row_to_json(t)::text FROM {name}.{table} t"
+                )))
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+                dump.push_str(&rows.join("\n"));
+                dump.push('\n');
+            }
+            dump
+        })
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let (url, name) = (self.base_url.clone(), self.name.clone());
+        self.runtime.block_on(async move {
+            if let Ok(pool) = sqlx::PgPool::connect(&url).await {
+                let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {name} CASCADE")))
+                    .execute(&pool)
+                    .await;
+            }
+        });
+    }
 }
