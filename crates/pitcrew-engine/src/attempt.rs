@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use pitcrew_core::{AttemptReport, ErrorKind, Task, TaskId};
+use pitcrew_core::{AttemptReport, ErrorKind, Task, TaskId, VerifiedFile};
 use pitcrew_llm::RouteEvent;
 use pitcrew_runtime::{AgentEvent, AgentRun, GitError, Repo, Verdict, Worktree};
 use pitcrew_store::Disposition;
@@ -190,7 +190,7 @@ impl Engine {
             task.id,
             run.model_id.as_deref().unwrap_or("unknown")
         );
-        match commit(worktree, &run.written, &message).await {
+        match commit(worktree, &run.verified, &message).await {
             Ok(Some((commit, patch))) => AttemptEnd {
                 disposition,
                 report: AttemptReport {
@@ -218,13 +218,13 @@ impl Engine {
     }
 }
 
-/// Commits the written files; `None` when they match the base.
+/// Commits the verified files; `None` when they match the base.
 async fn commit(
     worktree: &Worktree,
-    written: &[String],
+    verified: &[VerifiedFile],
     message: &str,
 ) -> Result<Option<(String, String)>, GitError> {
-    let Some(commit) = worktree.commit_files(written, message).await? else {
+    let Some(commit) = worktree.commit_files(verified, message).await? else {
         return Ok(None);
     };
     let patch = worktree.repo().diff(worktree.base(), &commit).await?;
@@ -244,6 +244,9 @@ fn progress_reporter(
     follow: bool,
     events: mpsc::UnboundedSender<Event>,
 ) -> impl FnMut(AgentEvent<'_>) + Send {
+    // Generated text is logged a line at a time, so that a secret split across stream
+    // chunks is whole in one log line, where redaction can find it.
+    let mut pending = String::new();
     move |event| {
         let message = match event {
             AgentEvent::Iteration { number } => format!("round {number}"),
@@ -258,7 +261,11 @@ fn progress_reporter(
                 format!("{model} failed ({kind}): {message}")
             }
             AgentEvent::Model(RouteEvent::Delta(text)) => {
-                tracing::trace!(target: "pitcrew::generation", %task, text);
+                pending.push_str(text);
+                while let Some(end) = pending.find('\n') {
+                    let line: String = pending.drain(..=end).collect();
+                    tracing::trace!(target: "pitcrew::generation", %task, text = line.trim_end());
+                }
                 if follow {
                     let _ = events.send(Event::Output {
                         task,
@@ -268,6 +275,10 @@ fn progress_reporter(
                 return;
             }
         };
+        if !pending.is_empty() {
+            tracing::trace!(target: "pitcrew::generation", %task, text = pending.as_str());
+            pending.clear();
+        }
         tracing::debug!(%task, "{message}");
         let _ = events.send(Event::Progress { task, message });
     }

@@ -21,6 +21,19 @@ use pitcrew_runtime::{AgentSettings, BuiltinAgent, ContextSettings, Repo};
 use pitcrew_store::{Disposition, Rescued, Store, StoreError};
 use tokio::sync::{mpsc, watch};
 
+/// How far a run has been told to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Keep claiming tasks.
+    Run,
+    /// Claim nothing more; running tasks get the grace period to finish, then go back to
+    /// the queue.
+    Finish,
+    /// Give running tasks back to the queue now: their sandboxed commands are killed and
+    /// their scratch directories and worktrees removed.
+    Abort,
+}
+
 /// How a run behaves (from the configuration and the command line).
 #[derive(Debug, Clone)]
 pub struct EngineSettings {
@@ -224,13 +237,13 @@ impl Engine {
         &self.run_id
     }
 
-    /// Runs workers until the queue is drained (or, with `forever`, until `stop` turns true).
-    /// When `stop` turns true, or the run's budget is spent, workers stop claiming and finish
+    /// Runs workers until the queue is drained (or, with `forever`, until told to stop).
+    /// On [`Stop::Finish`], or when the run's budget is spent, workers stop claiming and finish
     /// what they hold.
     pub async fn run(
         self: Arc<Self>,
         events: mpsc::UnboundedSender<Event>,
-        stop: watch::Receiver<bool>,
+        stop: watch::Receiver<Stop>,
     ) -> Result<RunSummary, EngineError> {
         self.sync_health().await;
         let mut handles = Vec::new();
@@ -311,12 +324,12 @@ impl Engine {
         &self,
         name: String,
         events: mpsc::UnboundedSender<Event>,
-        mut stop: watch::Receiver<bool>,
+        mut stop: watch::Receiver<Stop>,
     ) -> Result<RunSummary, EngineError> {
         let mut summary = RunSummary::default();
         let mut store_errors = 0;
         loop {
-            if *stop.borrow() || self.budget_spent(&events) {
+            if *stop.borrow() != Stop::Run || self.budget_spent(&events) {
                 return Ok(summary);
             }
             let step = async {
@@ -377,7 +390,7 @@ impl Engine {
         task: Task,
         lease: Lease,
         events: &mpsc::UnboundedSender<Event>,
-        stop: watch::Receiver<bool>,
+        stop: watch::Receiver<Stop>,
     ) -> RunSummary {
         let mut summary = RunSummary::default();
         let _ = events.send(Event::Started {
@@ -389,8 +402,7 @@ impl Engine {
         let repo = Repo::at(&task.repo);
         self.tidy(&repo, events).await;
         let worktree_dir = repo
-            .root()
-            .join(".pitcrew/worktrees")
+            .worktrees_dir()
             .join(format!("{}-{}", task.id, lease.attempt));
 
         let ending = tokio::select! {
@@ -441,6 +453,9 @@ impl Engine {
             }
         };
         end.report.run_id = Some(self.run_id.clone());
+        // Findings quote command output and provider errors: no registered secret is stored
+        // (the store redacts too; the patch is kept as verified).
+        end.report.redact_secrets();
         summary.cost_usd += end.report.usage.cost_usd.unwrap_or(0.0);
 
         match self
@@ -506,15 +521,37 @@ impl Engine {
         summary
     }
 
-    /// Returns once the run was told to stop and the grace period has passed since.
-    async fn grace_after_stop(&self, mut stop: watch::Receiver<bool>) {
-        while !*stop.borrow_and_update() {
-            if stop.changed().await.is_err() {
-                // Nobody can stop this run any more.
-                std::future::pending::<()>().await;
+    /// Returns once the run was told to stop and the grace period has passed since, or at
+    /// once when told to abort.
+    async fn grace_after_stop(&self, mut stop: watch::Receiver<Stop>) {
+        let mut grace = None;
+        loop {
+            match *stop.borrow_and_update() {
+                Stop::Run => {}
+                Stop::Finish => {
+                    grace.get_or_insert_with(|| {
+                        Box::pin(tokio::time::sleep(self.settings.shutdown_grace))
+                    });
+                }
+                Stop::Abort => return,
+            }
+            let waiting = async {
+                match grace.as_mut() {
+                    Some(sleep) => sleep.await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = waiting => return,
+                changed = stop.changed() => if changed.is_err() {
+                    // Nobody can change the order any more: what holds now holds for good.
+                    match grace.take() {
+                        Some(sleep) => return sleep.await,
+                        None => std::future::pending().await,
+                    }
+                },
             }
         }
-        tokio::time::sleep(self.settings.shutdown_grace).await;
     }
 
     /// Heart-beats `lease` until it is lost; never returns while the lease is held.

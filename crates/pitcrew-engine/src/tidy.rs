@@ -22,9 +22,12 @@ impl Engine {
         let warn = |message: String| {
             let _ = events.send(Event::Warning(message));
         };
-        let dir = repo.root().join(".pitcrew/worktrees");
         if !self.settings.keep_worktrees {
-            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let dirs = [repo.worktrees_dir(), repo.legacy_worktrees_dir()];
+            let entries = dirs
+                .iter()
+                .flat_map(|dir| std::fs::read_dir(dir).into_iter().flatten().flatten());
+            for entry in entries {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 let still_running = match name.rsplit_once('-') {
                     Some((id, attempt)) => match self.store.find(id).await {

@@ -3,10 +3,11 @@
 //! findings go back to the model for another round, up to `max_iterations`. The agent reports
 //! what it observed; it never claims success the checks did not show.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use pitcrew_core::{ErrorKind, Finding, Task, Usage};
+use pitcrew_core::{ErrorKind, Finding, Task, Usage, VerifiedFile};
 use pitcrew_llm::{
     Budget, CallRecord, Complexity, Expect, Message, Requirements, RouteError, RouteEvent,
     RouteRequest, Router,
@@ -118,6 +119,9 @@ pub struct AgentRun {
     pub findings: Vec<Finding>,
     /// Files written into the worktree, relative to its root.
     pub written: Vec<String>,
+    /// The files of an accepted result or possible bug as validation verified them: what
+    /// may be committed.
+    pub verified: Vec<VerifiedFile>,
     pub quality: Option<f64>,
     pub details: AgentDetails,
 }
@@ -216,7 +220,7 @@ impl BuiltinAgent {
         on_event: &mut (dyn FnMut(AgentEvent<'_>) + Send),
     ) -> AgentRun {
         // Coverage baselines and cached replies are kept per repository.
-        let cache_dir = worktree.repo().root().join(".pitcrew").join("cache");
+        let cache_dir = worktree.repo().cache_dir();
         let cache = self
             .settings
             .use_cache
@@ -229,6 +233,7 @@ impl BuiltinAgent {
             latency: None,
             findings: Vec::new(),
             written: Vec::new(),
+            verified: Vec::new(),
             quality: None,
             details: AgentDetails::default(),
         };
@@ -236,7 +241,7 @@ impl BuiltinAgent {
             gather(worktree.path(), &task.targets, &self.settings.context);
         run.details.context = Some(context_report);
         context.rules = self.settings.validation.requirements(task.kind);
-        let library = PromptLibrary::new(Some(worktree.repo().root()));
+        let library = PromptLibrary::new(Some(worktree.repo()));
         let (system, user) = match library.render_task(task, &context) {
             Ok(messages) => messages,
             Err(e) => {
@@ -343,6 +348,7 @@ impl BuiltinAgent {
                     &self.settings.validation,
                     &ValidationRequest {
                         worktree: worktree.path().to_path_buf(),
+                        repo: worktree.repo().root().to_path_buf(),
                         kind: task.kind,
                         targets: task.targets.clone(),
                         files: run.written.clone(),
@@ -373,6 +379,9 @@ impl BuiltinAgent {
                     self.router.record_quality(model, report.quality);
                 }
                 let outcome = report.outcome;
+                if outcome != Outcome::Rejected {
+                    run.verified = report.verified.clone();
+                }
                 run.details.validation = Some(report);
                 match outcome {
                     Outcome::Accepted => {
@@ -479,7 +488,9 @@ impl BuiltinAgent {
         run.model = Some(routed.model.clone());
         run.model_id = Some(routed.model_id.clone());
         run.latency = Some(routed.completion.latency);
-        if let (Some(cache), Some(key)) = (cache, &key) {
+        // A reply that quotes a secret is not kept on disk, where nothing redacts it.
+        let holds_secret = matches!(pitcrew_core::redact(&routed.completion.text), Cow::Owned(_));
+        if let (Some(cache), Some(key), false) = (cache, &key, holds_secret) {
             let entry = CachedReply {
                 model: routed.model.clone(),
                 text: routed.completion.text.clone(),

@@ -1,10 +1,17 @@
 //! The git CLI, run with timeouts: repository discovery, worktrees for tasks, commits,
-//! patches and result branches. Hooks and the user's signing settings never run in
-//! pitcrew's own git calls, and GIT_* variables of the caller cannot redirect them.
+//! patches and result branches. Hooks, fsmonitor commands and the user's signing settings
+//! never run in pitcrew's own git calls, GIT_* variables of the caller cannot redirect them,
+//! and paths are always literal (`--literal-pathspecs`).
+//!
+//! A worktree is where generated code runs, so git never trusts anything in it: every command
+//! about a worktree names its private git directory explicitly (a `.git` file rewritten by a
+//! test cannot point git at a directory of the test's making), and results are committed with
+//! plumbing from bytes that were checked against what validation saw, not with `git add`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use pitcrew_core::{VerifiedFile, sha256_hex};
 use pitcrew_sandbox::{CommandSpec, EnvPolicy};
 
 const GIT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -43,6 +50,9 @@ pub enum GitError {
     UnknownRevision { rev: String, repo: PathBuf },
     #[error("the patch of commit {commit} exceeds {MAX_PATCH_BYTES} bytes")]
     PatchTooLarge { commit: String },
+    /// A file to commit is not what validation verified; nothing was committed.
+    #[error("refusing to commit `{path}`: {reason}")]
+    Unverified { path: String, reason: String },
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -61,8 +71,11 @@ async fn git_with_input(
 ) -> Result<String, GitError> {
     let mut spec = CommandSpec::new("git", dir)
         .args([
+            "--literal-pathspecs",
             "-c",
             "core.hooksPath=/dev/null",
+            "-c",
+            "core.fsmonitor=false",
             "-c",
             "commit.gpgsign=false",
             "-c",
@@ -128,21 +141,6 @@ impl Repo {
         &self.root
     }
 
-    /// pitcrew's own directory in the repository; it ignores itself in git.
-    pub fn state_dir(&self) -> Result<PathBuf, GitError> {
-        let dir = self.root.join(".pitcrew");
-        std::fs::create_dir_all(&dir)?;
-        let ignore = dir.join(".gitignore");
-        if !ignore.exists() {
-            std::fs::write(
-                ignore,
-                "# pitcrew's queue and worktrees are not part of the project; its prompt\n\
-                 # overrides (prompts/NAME.j2) may be.\n*\n!prompts/\n!prompts/**\n",
-            )?;
-        }
-        Ok(dir)
-    }
-
     /// The full id of the commit `rev` names.
     pub async fn resolve_commit(&self, rev: &str) -> Result<String, GitError> {
         let spec = format!("{rev}^{{commit}}");
@@ -194,9 +192,12 @@ impl Repo {
                 Err(e) => return Err(e),
             }
         }
+        // Read now, while only git has written the `.git` file; never again afterwards.
+        let git_dir = git_line(dir, &["rev-parse", "--absolute-git-dir"]).await?;
         Ok(Worktree {
             repo: self.clone(),
             path: dir.to_path_buf(),
+            git_dir: PathBuf::from(git_dir),
             base: commit.to_string(),
         })
     }
@@ -294,6 +295,22 @@ impl Repo {
         }
     }
 
+    /// Tracked paths whose content in the working tree differs from HEAD (staged or not,
+    /// deleted included).
+    pub async fn modified_paths(&self) -> Result<Vec<String>, GitError> {
+        let listed = git(
+            &self.root,
+            &["diff", "--name-only", "-z", "--no-renames", "HEAD"],
+            MAX_PATCH_BYTES,
+        )
+        .await?;
+        Ok(listed
+            .split('\0')
+            .filter(|p| !p.is_empty())
+            .map(str::to_string)
+            .collect())
+    }
+
     /// Whether tracked files have no uncommitted changes (untracked files do not count).
     pub async fn is_clean(&self) -> Result<bool, GitError> {
         Ok(git_line(
@@ -358,6 +375,9 @@ impl Repo {
 pub struct Worktree {
     repo: Repo,
     path: PathBuf,
+    /// Its private directory under the repository's `.git/worktrees`, out of reach of
+    /// anything that runs in the worktree.
+    git_dir: PathBuf,
     base: String,
 }
 
@@ -374,44 +394,124 @@ impl Worktree {
         &self.repo
     }
 
+    /// `git args…` about this worktree, naming its git directory and work tree explicitly so
+    /// that nothing written into the worktree can redirect git.
+    async fn git(&self, args: &[&str]) -> Result<String, GitError> {
+        let git_dir = format!("--git-dir={}", self.git_dir.display());
+        let work_tree = format!("--work-tree={}", self.path.display());
+        let mut full = vec![git_dir.as_str(), work_tree.as_str()];
+        full.extend_from_slice(args);
+        git_with_input(&self.path, &full, MAX_PATCH_BYTES, None).await
+    }
+
     /// Puts the worktree back to its base commit: tracked files restored, everything else
-    /// (earlier iterations' files, caches, reports) removed.
+    /// (earlier iterations' files, caches, reports, nested repositories) removed.
     pub async fn reset(&self) -> Result<(), GitError> {
-        git_line(&self.path, &["reset", "--hard", "--quiet", "HEAD"]).await?;
-        git_line(&self.path, &["clean", "-fdxq"]).await?;
+        self.git(&["reset", "--hard", "--quiet", &self.base])
+            .await?;
+        self.git(&["clean", "-ffdxq"]).await?;
         Ok(())
     }
 
-    /// Commits exactly `files` (paths relative to the worktree), leaving anything else a
-    /// validation run produced (caches, reports) out; `None` when they match the base.
+    /// Commits exactly `files` on top of the base commit, with the bytes validation saw: each
+    /// file is read once, checked against its SHA-256, and stored as a blob without any
+    /// filter; the tree is built in the worktree's private index, never by `git add`.
+    /// Anything else in the worktree (caches, reports, files a test run left) stays out.
+    /// `None` when the files match the base.
     pub async fn commit_files(
         &self,
-        files: &[String],
+        files: &[VerifiedFile],
         message: &str,
     ) -> Result<Option<String>, GitError> {
-        let mut add = vec!["add", "--"];
-        add.extend(files.iter().map(String::as_str));
-        git_line(&self.path, &add).await?;
-        let staged = git_line(&self.path, &["diff", "--cached", "--name-only"]).await?;
-        if staged.is_empty() {
+        let mut paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+        paths.sort_unstable();
+        if paths.windows(2).any(|w| w[0] == w[1]) {
+            return Err(GitError::Unverified {
+                path: paths.join(", "),
+                reason: "a path is listed twice".into(),
+            });
+        }
+        self.git(&["read-tree", &self.base]).await?;
+        let mut modes: Vec<(String, String)> = Vec::new();
+        for file in files {
+            let bytes = std::fs::read(self.path.join(&file.path))?;
+            let found = sha256_hex(&bytes);
+            if found != file.sha256 {
+                return Err(GitError::Unverified {
+                    path: file.path.clone(),
+                    reason: format!(
+                        "its content changed after validation (SHA-256 {found}, verified {})",
+                        file.sha256
+                    ),
+                });
+            }
+            let blob = self.hash_blob(&bytes).await?;
+            let listed = self.git(&["ls-tree", &self.base, "--", &file.path]).await?;
+            // Keep the mode of a file that exists (an executable script stays one).
+            let mode = listed
+                .split_whitespace()
+                .next()
+                .filter(|m| m.starts_with("100"))
+                .unwrap_or("100644")
+                .to_string();
+            modes.push((file.path.clone(), format!("{mode},{blob},{}", file.path)));
+        }
+        for (_, cacheinfo) in &modes {
+            self.git(&["update-index", "--add", "--cacheinfo", cacheinfo])
+                .await?;
+        }
+        let tree = self.git(&["write-tree"]).await?.trim().to_string();
+        let base_tree = self
+            .git(&["rev-parse", &format!("{}^{{tree}}", self.base)])
+            .await?
+            .trim()
+            .to_string();
+        if tree == base_tree {
             return Ok(None);
         }
-        git_line(
-            &self.path,
-            &[
+        let commit = self
+            .git(&[
                 "-c",
                 "user.name=pitcrew",
                 "-c",
                 "user.email=pitcrew@localhost",
-                "commit",
-                "--quiet",
-                "--no-verify",
+                "commit-tree",
+                &tree,
+                "-p",
+                &self.base,
                 "-m",
                 message,
-            ],
-        )
-        .await?;
-        Ok(Some(git_line(&self.path, &["rev-parse", "HEAD"]).await?))
+            ])
+            .await?;
+        Ok(Some(commit.trim().to_string()))
+    }
+
+    /// Stores `bytes` as a blob, literally (no filters, no attributes); returns its id.
+    async fn hash_blob(&self, bytes: &[u8]) -> Result<String, GitError> {
+        let git_dir = format!("--git-dir={}", self.git_dir.display());
+        let spec = CommandSpec::new("git", &self.path)
+            .args([
+                git_dir.as_str(),
+                "hash-object",
+                "-w",
+                "--no-filters",
+                "--stdin",
+            ])
+            .env_policy(EnvPolicy::InheritScrubbed {
+                remove: GIT_REDIRECTS.iter().map(|s| s.to_string()).collect(),
+            })
+            .timeout(GIT_TIMEOUT)
+            .stdin(bytes.to_vec());
+        let out = pitcrew_sandbox::run(spec).await?;
+        if !out.success() {
+            return Err(GitError::Failed {
+                args: "hash-object -w --no-filters --stdin".into(),
+                dir: self.path.clone(),
+                status: out.describe_status(),
+                detail: out.combined_tail(20),
+            });
+        }
+        Ok(out.stdout.trim().to_string())
     }
 }
 
@@ -419,6 +519,11 @@ impl Worktree {
 mod tests {
     use super::*;
     use pitcrew_testkit::TempRepo;
+
+    /// `path` as it is now in `wt`, as validation would have verified it.
+    fn verified(wt: &Worktree, path: &str) -> VerifiedFile {
+        VerifiedFile::of(path, &std::fs::read(wt.path().join(path)).unwrap())
+    }
 
     #[tokio::test]
     async fn worktree_commit_patch_and_branch() {
@@ -434,10 +539,10 @@ mod tests {
             Err(GitError::UnknownRevision { .. })
         ));
 
-        let dir = repo.state_dir().unwrap().join("worktrees/t1");
+        let dir = repo.worktrees_dir().join("t1");
         let wt = repo.add_worktree(&dir, &base).await.unwrap();
         assert!(wt.path().join("src/a.py").is_file());
-        let unchanged = ["src/a.py".to_string()];
+        let unchanged = [verified(&wt, "src/a.py")];
         assert_eq!(wt.commit_files(&unchanged, "nothing").await.unwrap(), None);
         std::fs::create_dir_all(wt.path().join("tests/__pycache__")).unwrap();
         std::fs::write(
@@ -446,7 +551,7 @@ mod tests {
         )
         .unwrap();
         std::fs::write(wt.path().join("tests/__pycache__/junk.pyc"), "junk").unwrap();
-        let written = ["tests/test_a.py".to_string()];
+        let written = [verified(&wt, "tests/test_a.py")];
         let commit = wt
             .commit_files(&written, "add test")
             .await
@@ -487,12 +592,12 @@ mod tests {
         let repo = Repo::discover(fixture.path()).await.unwrap();
         let base = repo.resolve_commit("HEAD").await.unwrap();
         let wt = repo
-            .add_worktree(&fixture.path().join(".pitcrew/worktrees/x"), &base)
+            .add_worktree(&repo.worktrees_dir().join("x"), &base)
             .await
             .unwrap();
         std::fs::write(wt.path().join("src/a.py"), "def f():\n    return 2\n").unwrap();
         let commit = wt
-            .commit_files(&["src/a.py".into()], "change")
+            .commit_files(&[verified(&wt, "src/a.py")], "change")
             .await
             .unwrap()
             .unwrap();

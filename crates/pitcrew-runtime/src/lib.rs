@@ -6,6 +6,7 @@ mod agent;
 mod cache;
 mod context;
 mod git;
+mod layout;
 mod paths;
 mod prompt;
 mod reply;

@@ -1,5 +1,6 @@
 //! Deciding whether a path a model asked for may be written: only relative paths that stay
-//! inside the task's worktree, never into `.git`, never through a symlink that leads out.
+//! inside the task's worktree, never into `.git`, never through a symlink that leads out, and
+//! never a name that a tool could read as a pattern (git pathspec magic, shell globs).
 
 use std::path::{Component, Path, PathBuf};
 
@@ -18,6 +19,9 @@ fn refuse(path: &str, reason: impl Into<String>) -> RefusedPath {
     }
 }
 
+/// Characters a file name must not contain: glob characters for git pathspecs and shells.
+const GLOB_CHARACTERS: &str = "*?[]";
+
 /// Checks the text of `path` and returns it normalised (`./a//b` → `a/b`).
 pub fn normalize(path: &str) -> Result<String, RefusedPath> {
     if path.trim().is_empty() {
@@ -30,6 +34,15 @@ pub fn normalize(path: &str) -> Result<String, RefusedPath> {
         return Err(refuse(
             path,
             "the path contains a backslash; use `/` between directories",
+        ));
+    }
+    if let Some(c) = path.chars().find(|c| GLOB_CHARACTERS.contains(*c)) {
+        return Err(refuse(
+            path,
+            format!(
+                "the path contains `{c}`, which git and shells read as a pattern; name the file \
+                 with letters, digits, `.`, `_`, `-` and `/`"
+            ),
         ));
     }
     let bytes = path.as_bytes();
@@ -46,6 +59,12 @@ pub fn normalize(path: &str) -> Result<String, RefusedPath> {
             ".." => return Err(refuse(path, "the path contains `..`")),
             p if p.eq_ignore_ascii_case(".git") => {
                 return Err(refuse(path, "the path points into `.git`"));
+            }
+            p if p.starts_with(':') => {
+                return Err(refuse(
+                    path,
+                    "a path component starts with `:`, which git reads as pathspec magic",
+                ));
             }
             p => parts.push(p),
         }
@@ -111,6 +130,11 @@ mod tests {
             ("", "empty"),
             ("./", "names no file"),
             ("a\u{0}b", "control"),
+            ("*", "pattern"),
+            ("tests/test_[ab].py", "pattern"),
+            ("tests/test_?.py", "pattern"),
+            (":(top)src/calc.py", "pathspec magic"),
+            ("tests/:!x.py", "pathspec magic"),
         ] {
             let err = normalize(path).unwrap_err();
             assert!(err.reason.contains(reason), "{path}: {err}");

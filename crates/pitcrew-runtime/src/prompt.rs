@@ -2,13 +2,15 @@
 //! by a file `.pitcrew/prompts/NAME.j2`. A task uses the template of its kind unless its
 //! metadata names another (`{"prompt": "type_hints"}`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use minijinja::syntax::SyntaxConfig;
 use minijinja::value::Serde;
 use minijinja::{Environment, Value, context};
 use pitcrew_core::{Finding, Task, TaskKind};
 use serde::Serialize;
+
+use crate::git::Repo;
 
 /// Bigger files are cut, with a note, so one huge file cannot crowd out the task.
 const MAX_FILE_BYTES: usize = 200 * 1024;
@@ -162,10 +164,11 @@ fn describe(source: &str) -> String {
 }
 
 impl PromptLibrary {
-    /// The library of the project rooted at `repo_root` (`None`: built-in templates only).
-    pub fn new(repo_root: Option<&Path>) -> Self {
+    /// The library of `repo` (`None`: built-in templates only), whose overrides are in
+    /// [`Repo::prompts_dir`].
+    pub fn new(repo: Option<&Repo>) -> Self {
         PromptLibrary {
-            project_dir: repo_root.map(|r| r.join(".pitcrew/prompts")),
+            project_dir: repo.map(Repo::prompts_dir),
         }
     }
 
@@ -473,7 +476,7 @@ mod tests {
         let dir = repo.path().join(".pitcrew/prompts");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("unit_test.j2"), "{# Ours. #}\nTests for {{ targets | join(\", \") }}, our way.\n{% include \"_context.j2\" %}").unwrap();
-        let library = PromptLibrary::new(Some(repo.path()));
+        let library = PromptLibrary::new(Some(&Repo::at(repo.path())));
         let info = library
             .list()
             .into_iter()

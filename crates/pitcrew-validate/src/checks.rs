@@ -2,6 +2,7 @@
 
 mod assertions;
 mod imports;
+mod integrity;
 mod naming;
 mod placeholders;
 
@@ -15,6 +16,7 @@ use crate::testfns::Written;
 
 pub(crate) use assertions::assertions;
 pub(crate) use imports::imports_target;
+pub(crate) use integrity::test_integrity;
 pub(crate) use naming::test_naming;
 pub(crate) use placeholders::no_placeholders;
 

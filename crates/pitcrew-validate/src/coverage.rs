@@ -7,10 +7,10 @@ use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use pitcrew_core::Finding;
-use pitcrew_sandbox::{CommandSpec, EnvPolicy};
 use serde::{Deserialize, Serialize};
 
 use crate::checks::line_ranges;
+use crate::effects::Listing;
 use crate::error::ValidateError;
 use crate::pytest::{self, Invocation, Order};
 use crate::report::CoverageGain;
@@ -32,11 +32,16 @@ pub(crate) struct Baseline {
     pub failing: BTreeSet<String>,
     /// Line coverage by path relative to the repository root, when measured.
     pub coverage: Option<Coverage>,
+    /// Files the suite itself creates when it runs: they are tolerated by
+    /// `worktree_unchanged`.
+    pub creates: Vec<String>,
 }
 
 impl Baseline {
     fn key(settings: &ValidationSettings, with_coverage: bool) -> String {
-        if with_coverage {
+        // The version: baselines measured before `creates` existed are measured again.
+        let version = 2;
+        let command = if with_coverage {
             format!(
                 "{}\n{}\n{:?}",
                 settings.coverage_command,
@@ -45,7 +50,8 @@ impl Baseline {
             )
         } else {
             settings.test_command.clone()
-        }
+        };
+        format!("v{version}\n{command}")
     }
 }
 
@@ -54,7 +60,7 @@ impl Baseline {
 /// whose files the task changed).
 pub(crate) async fn baseline(
     sandbox: &Sandbox<'_>,
-    worktree: &Path,
+    repo: &Path,
     commit: &str,
     cache_dir: &Path,
     with_coverage: bool,
@@ -76,14 +82,15 @@ pub(crate) async fn baseline(
     }
 
     let checkout = sandbox.scratch_path("base");
-    export_commit(
-        settings,
-        worktree,
+    crate::repo::export(
+        repo,
         commit,
         &checkout,
         &sandbox.scratch_path("base.tar"),
+        Duration::from_secs(settings.timeout_secs),
     )
     .await?;
+    let before = Listing::of(&checkout);
     let data = sandbox.scratch_path("coverage-base.data");
     let invocation = Invocation {
         label: "base",
@@ -93,6 +100,7 @@ pub(crate) async fn baseline(
         coverage_data: with_coverage.then_some(data.as_path()),
     };
     let run = pytest::run(sandbox, &checkout, &invocation).await?;
+    let creates = Listing::of(&checkout).created_since(&before);
     let failure = |message: String| ValidateError::Baseline {
         commit: commit.to_string(),
         message,
@@ -133,6 +141,7 @@ pub(crate) async fn baseline(
             .map(pytest::test_id)
             .collect(),
         coverage,
+        creates,
     };
     save(&cache_file, &baseline)?;
     Ok(baseline)
@@ -144,64 +153,6 @@ fn measuring_lock(cache_file: &Path) -> Arc<tokio::sync::Mutex<()>> {
         LazyLock::new(Mutex::default);
     let mut locks = LOCKS.lock().unwrap_or_else(PoisonError::into_inner);
     Arc::clone(locks.entry(cache_file.to_path_buf()).or_default())
-}
-
-/// Writes `commit`'s tree into `dest` with `git archive`: trusted tooling on the repository,
-/// so it runs with the caller's (scrubbed) environment rather than the test sandbox's.
-async fn export_commit(
-    settings: &ValidationSettings,
-    worktree: &Path,
-    commit: &str,
-    dest: &Path,
-    tar: &Path,
-) -> Result<(), ValidateError> {
-    let io = |context: &str| {
-        let context = context.to_string();
-        move |source| ValidateError::Io { context, source }
-    };
-    std::fs::create_dir_all(dest).map_err(io("creating the base checkout"))?;
-    let timeout = Duration::from_secs(settings.timeout_secs);
-    let steps = [
-        CommandSpec::new("git", worktree)
-            .arg("archive")
-            .arg("--format=tar")
-            .arg("-o")
-            .arg(tar)
-            .arg(commit),
-        CommandSpec::new("tar", dest).arg("-xf").arg(tar),
-    ];
-    // Variables that would point git at another repository (set inside git hooks).
-    let redirecting = [
-        "GIT_DIR",
-        "GIT_WORK_TREE",
-        "GIT_INDEX_FILE",
-        "GIT_COMMON_DIR",
-    ];
-    for spec in steps {
-        let spec = spec
-            .env_policy(EnvPolicy::InheritScrubbed {
-                remove: redirecting.map(String::from).to_vec(),
-            })
-            .timeout(timeout);
-        let describe = format!("{spec:?}");
-        let out = pitcrew_sandbox::run(spec)
-            .await
-            .map_err(|source| ValidateError::Sandbox {
-                command: describe,
-                source,
-            })?;
-        if !out.success() {
-            return Err(ValidateError::Baseline {
-                commit: commit.to_string(),
-                message: format!(
-                    "exporting the commit failed ({}): {}",
-                    out.describe_status(),
-                    out.combined_tail(5)
-                ),
-            });
-        }
-    }
-    Ok(())
 }
 
 /// Atomically (write, then rename), so a concurrent validation never reads half a file.

@@ -164,6 +164,26 @@ pub(crate) fn judge_first_run(
         );
         worsen(Verdict::Broken);
     }
+    // The report's cases, cross-checked against the source: a case of a new test file that
+    // is no test function written there was made up at run time, or the report was forged.
+    for case in &tests {
+        let base = case.name.split('[').next().unwrap_or(&case.name);
+        let in_new_file = case.file.as_ref().is_some_and(|f| test_files.contains(f));
+        if in_new_file && !expected.iter().any(|e| e.name == base) {
+            findings.push(at_case(
+                Finding::error(
+                    RULE,
+                    format!(
+                        "the test report lists `{}`, which is not a test function of the file \
+                         as written; write every test as a plain `test_*` function or method",
+                        test_id(case)
+                    ),
+                ),
+                case,
+            ));
+            worsen(Verdict::Broken);
+        }
+    }
     for case in &tests {
         let id = test_id(case);
         let message = match &case.result {
@@ -175,6 +195,12 @@ pub(crate) fn judge_first_run(
             CaseResult::Skipped { message, .. } => format!(
                 "`{id}` was skipped ({message}): a skipped test proves nothing; remove the skip"
             ),
+            CaseResult::Failed { message, .. } if message.starts_with("[XPASS(strict)]") => {
+                format!(
+                    "`{id}` was marked xfail while it ran, and passed: an expected failure \
+                     proves nothing; make it a plain test that passes"
+                )
+            }
             CaseResult::Failed { message, details } if failed_own_assertion(case, test_files) => {
                 findings.push(at_case(
                     Finding::error(

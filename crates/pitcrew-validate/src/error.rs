@@ -29,6 +29,13 @@ pub enum ValidateError {
     /// The existing suite could not be run at the base commit to measure the baseline.
     #[error("cannot run the existing tests at the base commit {commit}: {message}")]
     Baseline { commit: String, message: String },
+    /// Generated code would have to run unconfined, and `validation.sandbox` requires
+    /// confinement.
+    #[error(
+        "refusing to run generated code: this machine cannot confine it ({reason}). Fix that, \
+         or set validation.sandbox = \"none\" to run it unconfined (every report then says so)"
+    )]
+    Unsandboxed { reason: String },
     /// The coverage report could not be produced or read.
     #[error("coverage report: {message}")]
     Coverage { message: String },

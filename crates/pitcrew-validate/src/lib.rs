@@ -11,6 +11,7 @@
 //!
 //! let request = ValidationRequest {
 //!     worktree: "/tmp/task".into(),
+//!     repo: "/src/project".into(),
 //!     kind: TaskKind::UnitTest,
 //!     targets: vec!["src/calc.py".into()],
 //!     files: vec!["tests/test_calc.py".into()],
@@ -27,17 +28,23 @@
 //!
 //! Every command that runs generated code runs through `pitcrew-sandbox`: in the worktree,
 //! under the timeout (killing the process group), resource limits, an allowlisted
-//! environment without secrets, and without network where the machine allows it. The
+//! environment without secrets, without network, and confined (PID, mount and network
+//! namespaces of its own, Landlock) to the system, the toolchain, the worktree and a scratch
+//! directory — unless `validation.sandbox = "none"`, which every report then states. What a
+//! task may change at all is the `change_set` rule's business ([`ChangeSettings`]). The
 //! in-process syntax gate ([`check_syntax`]) is usable on its own.
 
 mod ast;
+mod changes;
 mod checks;
 mod commands;
 mod coverage;
 mod dynamic;
+mod effects;
 mod error;
 mod pipeline;
 mod pytest;
+mod repo;
 mod report;
 mod reports;
 mod rules;
@@ -48,11 +55,15 @@ mod testfns;
 
 pub use error::ValidateError;
 pub use pipeline::{ValidationRequest, validate};
-pub use report::{CoverageGain, Outcome, RuleRun, RuleStatus, ValidationReport, quality};
+pub use report::{
+    COMMAND_RULE_WEIGHT, CoverageGain, Outcome, RuleRun, RuleStatus, ValidationReport,
+    evidence_weight, quality,
+};
 pub use reports::{Coverage, FileCoverage, ReportError, parse_coverage};
 pub use rules::{Rule, UnknownRule};
+pub use sandbox::preflight;
 pub use settings::{
-    CommandRule, CoverageFormat, DEFAULT_SETTINGS_TOML, LimitSettings, RuleSettings, SettingsError,
-    ToolchainSettings, ValidationSettings,
+    ChangeSettings, CommandRule, CoverageFormat, DEFAULT_SETTINGS_TOML, LimitSettings,
+    RuleSettings, SandboxMode, SettingsError, ToolchainSettings, ValidationSettings,
 };
 pub use syntax::{Language, SyntaxCheck, check_syntax};

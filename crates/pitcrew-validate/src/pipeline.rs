@@ -4,10 +4,12 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use pitcrew_core::{Finding, TaskKind};
+use pitcrew_core::{Finding, TaskKind, VerifiedFile};
 
 use crate::Language;
+use crate::changes::{self, Change};
 use crate::dynamic::{self, Expected, Verdict};
+use crate::effects::{self, Listing};
 use crate::error::ValidateError;
 use crate::pytest::{self, Invocation, Order};
 use crate::report::{CoverageGain, Outcome, RuleRun, RuleStatus, ValidationReport, quality};
@@ -20,12 +22,15 @@ use crate::{checks, commands, coverage};
 /// What to validate.
 #[derive(Debug, Clone)]
 pub struct ValidationRequest {
-    /// The task's worktree: every command runs here.
+    /// The task's worktree: every command runs here, confined to it.
     pub worktree: PathBuf,
+    /// The repository the worktree belongs to: the base commit is read from here (git never
+    /// runs in the worktree, whose files generated code may have written).
+    pub repo: PathBuf,
     pub kind: TaskKind,
     /// The source files under test, relative to the worktree.
     pub targets: Vec<String>,
-    /// The files the task wrote, relative to the worktree.
+    /// The files the task wrote, relative to the worktree: its whole change set.
     pub files: Vec<String>,
     /// The commit the worktree started from: the existing suite is run there for the
     /// coverage baseline and the failures that predate the task.
@@ -39,15 +44,18 @@ pub struct ValidationRequest {
 
 /// Runs every rule selected for the request's task kind on its files and draws the verdict.
 ///
-/// Order: file_exists, not_empty, syntax, toolchain, test_naming, assertions,
-/// imports_target, no_placeholders, the project's command rules, tests_pass, not_flaky,
-/// coverage_gain, suite_green. The static rules always run (on the files that got far
-/// enough); every command-running rule after them runs only while no rule found an error,
-/// so a broken file costs no test run. The existing suite's baseline is measured (or read
-/// from the cache) alongside the first test run.
+/// Order: change_set, file_exists, not_empty, syntax, toolchain, test_naming, assertions,
+/// test_integrity, imports_target, no_placeholders, the project's command rules,
+/// tests_pass, not_flaky, coverage_gain, suite_green, worktree_unchanged. The static rules
+/// always run (on the files that got far enough); every command-running rule after them runs
+/// only while no rule found an error, so a broken or forbidden file costs no test run and is
+/// never executed. The existing suite's baseline is measured (or read from the cache)
+/// alongside the first test run. The report lists the files judged with the SHA-256 of the
+/// bytes judged ([`ValidationReport::verified`]).
 ///
 /// `Err` means no verdict could be reached for reasons that are not the output's fault: a
-/// setting, a missing tool, the existing suite unable to run at the base commit.
+/// setting, a missing tool, a machine that cannot confine generated code, the existing suite
+/// unable to run at the base commit.
 pub async fn validate(
     settings: &ValidationSettings,
     request: &ValidationRequest,
@@ -60,15 +68,29 @@ pub async fn validate(
             context: "creating the scratch directory".into(),
             source,
         })?;
-    let sandbox = Sandbox::new(settings, request.parent_env.as_deref(), scratch.path())?;
+    let sandbox = Sandbox::new(
+        settings,
+        request.parent_env.as_deref(),
+        scratch.path(),
+        &request.worktree,
+    )
+    .await?;
     let mut p = Pipeline {
         settings,
         request,
         findings: Vec::new(),
         rules: Vec::new(),
+        verified: Vec::new(),
     };
+    let before = Listing::of(&request.worktree);
     let files = checks_before_tests(&mut p, &sandbox).await?;
     let tested = test_rules(&mut p, &sandbox, &files).await?;
+    if p.begin(Rule::WorktreeUnchanged.as_str(), Ok(())) {
+        let after = Listing::of(&request.worktree);
+        let expected = tested.suite_creates.clone();
+        let findings = effects::judge(&request.worktree, &before, &after, &p.verified, &expected);
+        p.record(Rule::WorktreeUnchanged.as_str(), findings);
+    }
     Ok(p.finish(&sandbox, tested))
 }
 
@@ -81,14 +103,35 @@ async fn checks_before_tests(
     let request = p.request;
     let worktree = request.worktree.as_path();
     let (mut files, missing, empty) = checks::read_files(worktree, &request.files);
+    p.verified = files
+        .iter()
+        .map(|f| VerifiedFile::of(&f.path, f.source.as_bytes()))
+        .collect();
+    // Parsed before the change set is judged, which compares tests with the base commit.
+    let syntax = checks::syntax(&mut files);
+    if p.begin(Rule::ChangeSet.as_str(), Ok(())) {
+        let paths: Vec<&str> = request.files.iter().map(String::as_str).collect();
+        let timeout = std::time::Duration::from_secs(p.settings.timeout_secs);
+        let base =
+            crate::repo::files_at(&request.repo, &request.base_commit, &paths, timeout).await?;
+        let changes: Vec<Change> = paths
+            .iter()
+            .zip(&base)
+            .map(|(path, base)| Change {
+                path,
+                now: files.iter().find(|f| f.path == *path),
+                base: base.as_deref(),
+            })
+            .collect();
+        let findings = changes::judge(&p.settings.changes, request.kind, worktree, &changes);
+        p.record(Rule::ChangeSet.as_str(), findings);
+    }
     if p.begin(Rule::FileExists.as_str(), Ok(())) {
         p.record(Rule::FileExists.as_str(), missing);
     }
     if p.begin(Rule::NotEmpty.as_str(), Ok(())) {
         p.record(Rule::NotEmpty.as_str(), empty);
     }
-    // Always parsed, as the later static rules read the trees.
-    let syntax = checks::syntax(&mut files);
     let any_file = if files.is_empty() {
         Err("no written file could be read".to_string())
     } else {
@@ -128,6 +171,9 @@ async fn checks_before_tests(
     if p.begin(Rule::Assertions.as_str(), any_tests.clone()) {
         p.record(Rule::Assertions.as_str(), checks::assertions(&files));
     }
+    if p.begin(Rule::TestIntegrity.as_str(), any_tests.clone()) {
+        p.record(Rule::TestIntegrity.as_str(), checks::test_integrity(&files));
+    }
     let targeted = if request.targets.is_empty() {
         Err("the task names no target".to_string())
     } else {
@@ -160,6 +206,8 @@ async fn checks_before_tests(
 struct Tested {
     possible_bug: bool,
     coverage: Vec<CoverageGain>,
+    /// What the existing suite creates when it runs, when its baseline was measured.
+    suite_creates: Vec<String>,
 }
 
 /// tests_pass, not_flaky, coverage_gain and suite_green: pytest on the written Python test
@@ -229,7 +277,8 @@ async fn test_rules(
             if want_baseline {
                 let commit = &request.base_commit;
                 let cache = &request.cache_dir;
-                Some(coverage::baseline(sandbox, worktree, commit, cache, want_coverage).await)
+                let repo = &request.repo;
+                Some(coverage::baseline(sandbox, repo, commit, cache, want_coverage).await)
             } else {
                 None
             }
@@ -277,6 +326,10 @@ async fn test_rules(
     let mut tested = Tested {
         possible_bug: verdict == Some(Verdict::OwnAssertionsFailed) && reproducible,
         coverage: Vec::new(),
+        suite_creates: baseline
+            .as_ref()
+            .map(|b| b.creates.clone())
+            .unwrap_or_default(),
     };
 
     let coverage_ready = match (verdict, python_targets.is_empty()) {
@@ -325,6 +378,8 @@ struct Pipeline<'a> {
     request: &'a ValidationRequest,
     findings: Vec<Finding>,
     rules: Vec<RuleRun>,
+    /// The files judged, with the SHA-256 of the bytes judged.
+    verified: Vec<VerifiedFile>,
 }
 
 impl Pipeline<'_> {
@@ -380,6 +435,15 @@ impl Pipeline<'_> {
     }
 
     fn finish(mut self, sandbox: &Sandbox<'_>, tested: Tested) -> ValidationReport {
+        let confined = !sandbox.ran_unconfined();
+        if !confined {
+            self.findings.push(Finding::warning(
+                "sandbox",
+                "NOT SANDBOXED: validation.sandbox = \"none\", so the generated code ran \
+                 unconfined, with access to everything the user running pitcrew can reach; \
+                 these results may have been tampered with",
+            ));
+        }
         if sandbox.network_exposed() {
             self.findings.push(Finding::warning(
                 "sandbox",
@@ -408,13 +472,17 @@ impl Pipeline<'_> {
         } else {
             Outcome::Rejected
         };
-        let quality = quality(&self.rules, &self.findings);
+        // Findings quote what generated code printed: never a secret, wherever they go next.
+        self.findings.iter_mut().for_each(Finding::redact_secrets);
+        let quality = quality(&self.rules, &self.findings, confined);
         ValidationReport {
             outcome,
             findings: self.findings,
             rules: self.rules,
             quality,
             coverage: tested.coverage,
+            verified: self.verified,
+            confined,
         }
     }
 }

@@ -44,6 +44,13 @@ pub(crate) struct Invocation<'a> {
     pub coverage_data: Option<&'a Path>,
 }
 
+impl Invocation<'_> {
+    /// Whether this runs the new tests (rather than the whole suite).
+    fn runs_new_tests(&self) -> bool {
+        !self.files.is_empty()
+    }
+}
+
 /// What one invocation produced.
 #[derive(Debug)]
 pub(crate) struct PytestRun {
@@ -90,6 +97,10 @@ pub(crate) fn command(settings: &ValidationSettings, invocation: &Invocation<'_>
     // No cache directory in the worktree; xunit1 adds `file` and `line` to each case; `-v`
     // names each test before it runs, which says what a timeout interrupted.
     let mut command = format!("{base} -p no:cacheprovider -o junit_family=xunit1 -v");
+    if invocation.runs_new_tests() {
+        // An `xfail` test that passes then fails, instead of counting as a pass.
+        command.push_str(" -o xfail_strict=true");
+    }
     if invocation.order != Order::File {
         command.push_str(&format!(" -p {ORDER_PLUGIN_MODULE}"));
     }
@@ -110,7 +121,13 @@ pub(crate) async fn run(
     cwd: &Path,
     invocation: &Invocation<'_>,
 ) -> Result<PytestRun, ValidateError> {
-    let junit = sandbox.scratch_path(&format!("junit-{}.xml", invocation.label));
+    // A fresh, unguessable path per run, outside the worktree: no file of the task's can
+    // stand in for the report.
+    let junit = sandbox.scratch_path(&format!(
+        "junit-{}-{:016x}.xml",
+        invocation.label,
+        fastrand::u64(..)
+    ));
     let command = command(sandbox.settings(), invocation);
     let full = format!(
         "{command} --junitxml={}",

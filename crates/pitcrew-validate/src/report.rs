@@ -1,7 +1,9 @@
 //! What validation concluded: [`ValidationReport`], its [`Outcome`] and quality score.
 
-use pitcrew_core::{Finding, Severity};
+use pitcrew_core::{Finding, Severity, VerifiedFile};
 use serde::Serialize;
+
+use crate::rules::Rule;
 
 /// The verdict on a task's output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -70,6 +72,11 @@ pub struct ValidationReport {
     pub quality: f64,
     /// One entry per Python target, when `coverage_gain` ran.
     pub coverage: Vec<CoverageGain>,
+    /// The files judged, with the SHA-256 of the exact bytes judged: what may be committed.
+    pub verified: Vec<VerifiedFile>,
+    /// Whether every command that ran generated code ran confined (false only with
+    /// `validation.sandbox = "none"`).
+    pub confined: bool,
 }
 
 impl ValidationReport {
@@ -83,17 +90,44 @@ impl ValidationReport {
     }
 }
 
-/// The quality score, 0–1, computed only from findings of rules that ran (findings not
-/// made by a rule, such as the sandbox's warning that the network could not be cut off, do
-/// not count; info findings never count). With `R` the rules that ran, `P` those of them
-/// without an error finding and `W` the warning findings they made:
+/// How much each built-in rule that passed adds to the quality score, in hundredths: how
+/// strong the evidence it gives is that the output is right. They sum to 100: only a test
+/// that passed, passed again, raised coverage and left the suite green reaches the top.
+pub const fn evidence_weight(rule: Rule) -> u32 {
+    match rule {
+        Rule::ChangeSet => 4,
+        Rule::FileExists => 2,
+        Rule::NotEmpty => 2,
+        Rule::Syntax => 4,
+        Rule::Toolchain => 4,
+        Rule::TestNaming => 2,
+        Rule::Assertions => 6,
+        Rule::TestIntegrity => 4,
+        Rule::ImportsTarget => 4,
+        Rule::NoPlaceholders => 4,
+        Rule::TestsPass => 22,
+        Rule::NotFlaky => 10,
+        Rule::CoverageGain => 18,
+        Rule::SuiteGreen => 10,
+        Rule::WorktreeUnchanged => 4,
+    }
+}
+
+/// What a project's own command rule (`[[validation.commands]]`) that passed adds, in
+/// hundredths.
+pub const COMMAND_RULE_WEIGHT: u32 = 5;
+
+/// The quality score, 0–1: the evidence the rules that ran and passed give, with nothing for
+/// a rule that did not run. Defined in docs/quality.md, with examples:
 ///
-/// - no error finding: `0.5 + 0.5 × 0.8^W` — in (0.5, 1], 1 when nothing was even warned;
-/// - otherwise: `0.5 × P / R` — in [0, 0.5), higher the further the output got;
-/// - no rule ran: 0, since nothing was shown.
+/// `quality = min(1, E) × 0.9^W × (errors ? 0.5 : 1) × (confined ? 1 : 0.5)`
 ///
-/// So every accepted output scores above every rejected one.
-pub fn quality(rules: &[RuleRun], findings: &[Finding]) -> f64 {
+/// where `E` sums [`evidence_weight`] (in hundredths) of every built-in rule that ran without
+/// an error finding and [`COMMAND_RULE_WEIGHT`] for every project command rule that did, and `W`
+/// counts the warning findings of rules that ran (info findings, and findings not made by a
+/// rule, do not count). No rule ran: 0. There is no floor: a docs task checked for existence
+/// and syntax scores far below a unit test that passed reruns and raised coverage.
+pub fn quality(rules: &[RuleRun], findings: &[Finding], confined: bool) -> f64 {
     let ran: Vec<&str> = rules
         .iter()
         .filter(|r| matches!(r.status, RuleStatus::Ran { .. }))
@@ -107,15 +141,25 @@ pub fn quality(rules: &[RuleRun], findings: &[Finding]) -> f64 {
         .clone()
         .filter(|f| f.severity == Severity::Warning)
         .count();
-    let failed = ran
+    let failed = |rule: &str| counted.clone().any(|f| f.rule == rule && f.is_error());
+    let evidence: u32 = ran
         .iter()
-        .filter(|&&rule| counted.clone().any(|f| f.rule == rule && f.is_error()))
-        .count();
-    if failed == 0 {
-        0.5 + 0.5 * 0.8_f64.powi(i32::try_from(warnings).unwrap_or(i32::MAX))
-    } else {
-        0.5 * (ran.len() - failed) as f64 / ran.len() as f64
+        .filter(|rule| !failed(rule))
+        .map(|rule| {
+            rule.parse::<Rule>()
+                .map_or(COMMAND_RULE_WEIGHT, evidence_weight)
+        })
+        .sum();
+    let any_error = ran.iter().any(|rule| failed(rule));
+    let mut score = f64::from(evidence.min(100)) / 100.0
+        * 0.9_f64.powi(i32::try_from(warnings).unwrap_or(i32::MAX));
+    if any_error {
+        score *= 0.5;
     }
+    if !confined {
+        score *= 0.5;
+    }
+    score
 }
 
 #[cfg(test)]
@@ -130,35 +174,60 @@ mod tests {
     }
 
     #[test]
+    fn evidence_weights_sum_to_one() {
+        let total: u32 = Rule::ALL.iter().map(|&r| evidence_weight(r)).sum();
+        assert_eq!(total, 100);
+    }
+
+    #[test]
     fn quality_follows_the_documented_formula() {
-        let rules = vec![
-            ran("syntax"),
-            ran("assertions"),
-            ran("tests_pass"),
-            ran("suite_green"),
-            RuleRun {
-                rule: "coverage_gain".into(),
-                status: RuleStatus::Skipped {
-                    reason: "off".into(),
-                },
+        let every: Vec<RuleRun> = Rule::ALL.iter().map(|r| ran(r.as_str())).collect();
+        assert_eq!(quality(&every, &[], true), 1.0);
+        // The same evidence, unconfined, counts half.
+        assert_eq!(quality(&every, &[], false), 0.5);
+
+        // A docs task checked for existence, content, syntax, placeholders and its change
+        // set is weak evidence.
+        let docs: Vec<RuleRun> = [
+            "change_set",
+            "file_exists",
+            "not_empty",
+            "syntax",
+            "no_placeholders",
+            "worktree_unchanged",
+        ]
+        .into_iter()
+        .map(ran)
+        .collect();
+        assert!((quality(&docs, &[], true) - 0.20).abs() < 1e-9);
+
+        // Every rule but change_set ran, and a project command rule.
+        let mut rules: Vec<RuleRun> = Rule::ALL[1..].iter().map(|r| ran(r.as_str())).collect();
+        rules.push(ran("ruff"));
+        rules.push(RuleRun {
+            rule: "change_set".into(),
+            status: RuleStatus::Skipped {
+                reason: "off".into(),
             },
-        ];
-        assert_eq!(quality(&rules, &[]), 1.0);
+        });
         let warn = Finding::warning("assertions", "weak");
-        assert!((quality(&rules, &[warn.clone(), warn.clone()]) - 0.82).abs() < 1e-9);
         // Findings of rules that did not run, and info findings, are not counted.
         let ignored = [
-            Finding::error("coverage_gain", "x"),
+            Finding::error("change_set", "x"),
             Finding::warning("sandbox", "no network isolation"),
             Finding::info("syntax", "ok"),
         ];
-        assert_eq!(quality(&rules, &ignored), 1.0);
+        // 100 - 4 (change_set) + 5 (ruff), capped.
+        assert_eq!(quality(&rules, &ignored, true), 1.0);
+        let two_warnings = quality(&rules, &[warn.clone(), warn.clone()], true);
+        assert!((two_warnings - 0.81).abs() < 1e-9, "{two_warnings}");
+
         let errors = [
             Finding::error("tests_pass", "fails"),
             Finding::error("tests_pass", "fails too"),
-            warn,
         ];
-        assert_eq!(quality(&rules, &errors), 0.5 * 3.0 / 4.0);
-        assert_eq!(quality(&[], &[]), 0.0);
+        // 101 - 22 (tests_pass) = 79, halved for the error.
+        assert!((quality(&rules, &errors, true) - 0.395).abs() < 1e-9);
+        assert_eq!(quality(&[], &[], true), 0.0);
     }
 }

@@ -6,6 +6,10 @@ use std::str::FromStr;
 /// A built-in rule. Its id ([`Rule::as_str`]) is what findings, settings and reports carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Rule {
+    /// The task changed only what its kind may change: no protected file (test-runner
+    /// configuration, hooks), no module shadowing the standard library or the test tools, no
+    /// existing test changed. Always runs.
+    ChangeSet,
     /// Every written file exists in the worktree.
     FileExists,
     /// Every written file has content beyond whitespace.
@@ -18,6 +22,9 @@ pub enum Rule {
     TestNaming,
     /// Every test asserts something that can fail.
     Assertions,
+    /// The tests run for real: no skip or xfail, no exit, no pytest hooks or plugins, no
+    /// reaching into the test runner.
+    TestIntegrity,
     /// The tests import and use the target.
     ImportsTarget,
     /// No placeholder left where code should be (`# ... existing code ...`, `todo!()`).
@@ -30,40 +37,55 @@ pub enum Rule {
     CoverageGain,
     /// The whole suite passes with the new files in place.
     SuiteGreen,
+    /// Running the checks left the worktree as it was: the files judged are the files that
+    /// will be committed, and nothing else appeared or changed. Runs whenever a command did.
+    WorktreeUnchanged,
 }
 
 impl Rule {
     /// Every rule, in the order the pipeline runs them.
     pub const ALL: &'static [Rule] = &[
+        Rule::ChangeSet,
         Rule::FileExists,
         Rule::NotEmpty,
         Rule::Syntax,
         Rule::Toolchain,
         Rule::TestNaming,
         Rule::Assertions,
+        Rule::TestIntegrity,
         Rule::ImportsTarget,
         Rule::NoPlaceholders,
         Rule::TestsPass,
         Rule::NotFlaky,
         Rule::CoverageGain,
         Rule::SuiteGreen,
+        Rule::WorktreeUnchanged,
     ];
+
+    /// Whether the rule runs whatever the settings say: the guarantees about what is
+    /// committed do not depend on configuration.
+    pub const fn is_mandatory(self) -> bool {
+        matches!(self, Rule::ChangeSet | Rule::WorktreeUnchanged)
+    }
 
     /// The stable id, e.g. `tests_pass`.
     pub const fn as_str(self) -> &'static str {
         match self {
+            Rule::ChangeSet => "change_set",
             Rule::FileExists => "file_exists",
             Rule::NotEmpty => "not_empty",
             Rule::Syntax => "syntax",
             Rule::Toolchain => "toolchain",
             Rule::TestNaming => "test_naming",
             Rule::Assertions => "assertions",
+            Rule::TestIntegrity => "test_integrity",
             Rule::ImportsTarget => "imports_target",
             Rule::NoPlaceholders => "no_placeholders",
             Rule::TestsPass => "tests_pass",
             Rule::NotFlaky => "not_flaky",
             Rule::CoverageGain => "coverage_gain",
             Rule::SuiteGreen => "suite_green",
+            Rule::WorktreeUnchanged => "worktree_unchanged",
         }
     }
 }
@@ -72,6 +94,7 @@ impl Rule {
     /// What the rule demands, in words a model can act on (shown in prompts).
     pub const fn requirement(self) -> &'static str {
         match self {
+            Rule::ChangeSet => "only files the task kind may change are changed",
             Rule::FileExists => "every file named in the reply is written whole",
             Rule::NotEmpty => "no file is empty",
             Rule::Syntax => "every file parses",
@@ -80,6 +103,10 @@ impl Rule {
                 "test files and test functions are named so the framework collects them"
             }
             Rule::Assertions => "every test asserts something that fails if the code is wrong",
+            Rule::TestIntegrity => {
+                "tests run for real: no skip or xfail markers, no pytest.exit, no pytest hooks, \
+                 plugins or patching of the test runner"
+            }
             Rule::ImportsTarget => "the tests import the code under test and call it",
             Rule::NoPlaceholders => {
                 "no placeholders such as `... existing code ...` or `TODO: implement`"
@@ -92,6 +119,9 @@ impl Rule {
                 "the new tests cover lines of the target the existing tests do not"
             }
             Rule::SuiteGreen => "the whole existing test suite still passes",
+            Rule::WorktreeUnchanged => {
+                "tests write only to temporary directories (tmp_path), never into the repository"
+            }
         }
     }
 }

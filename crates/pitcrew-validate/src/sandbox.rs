@@ -1,15 +1,21 @@
 //! How validation runs commands: through `pitcrew-sandbox`, in a given directory, with the
-//! allowlisted environment, limits, timeout and network isolation the settings ask for.
+//! allowlisted environment, limits, timeout and network isolation the settings ask for, and
+//! (unless `validation.sandbox = "none"`) confined: PID, mount and network namespaces of
+//! their own and Landlock, seeing the system's programs, the Python toolchain, the worktree
+//! and the scratch directory only.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
-use pitcrew_sandbox::{CommandSpec, EnvPolicy, Output};
+use pitcrew_sandbox::{CommandSpec, Confinement, EnvPolicy, Output, SandboxError};
+use serde::Deserialize;
 
 use crate::error::ValidateError;
-use crate::settings::ValidationSettings;
+use crate::settings::{SandboxMode, ValidationSettings};
 
 /// pytest plugin ordering the collected tests by `PITCREW_TEST_ORDER`: `reverse`, or
 /// `shuffle:<seed>`. Written into the scratch directory and loaded with `-p pitcrew_order`,
@@ -40,16 +46,23 @@ pub(crate) struct Sandbox<'a> {
     settings: &'a ValidationSettings,
     parent_env: Option<&'a [(OsString, OsString)]>,
     scratch: &'a Path,
-    /// Set when a command asked for network isolation and the machine could not give it.
+    /// The directory generated code may write besides the scratch directory.
+    worktree: &'a Path,
+    /// What confined commands may read of the Python toolchain, and its `bin` directory.
+    toolchain: Arc<Toolchain>,
+    /// Set when a command ran without the network isolation asked for.
     exposed: AtomicBool,
+    /// Set when a command that runs generated code ran unconfined.
+    unconfined: AtomicBool,
 }
 
 impl<'a> Sandbox<'a> {
-    /// Prepares `scratch` (the pytest plugin).
-    pub(crate) fn new(
+    /// Prepares `scratch` (the pytest plugin) and finds the toolchain the commands need.
+    pub(crate) async fn new(
         settings: &'a ValidationSettings,
         parent_env: Option<&'a [(OsString, OsString)]>,
         scratch: &'a Path,
+        worktree: &'a Path,
     ) -> Result<Self, ValidateError> {
         let plugins = scratch.join("plugins");
         std::fs::create_dir_all(&plugins)
@@ -63,11 +76,20 @@ impl<'a> Sandbox<'a> {
                 context: format!("writing the pytest plugin into {}", plugins.display()),
                 source,
             })?;
+        let toolchain = if settings.sandbox == SandboxMode::Required {
+            preflight(settings).await?;
+            toolchain(settings, parent_env, scratch).await?
+        } else {
+            Arc::new(Toolchain::default())
+        };
         Ok(Sandbox {
             settings,
             parent_env,
             scratch,
+            worktree,
+            toolchain,
             exposed: AtomicBool::new(false),
+            unconfined: AtomicBool::new(false),
         })
     }
 
@@ -94,6 +116,28 @@ impl<'a> Sandbox<'a> {
         self.exposed.load(Ordering::Relaxed)
     }
 
+    /// Whether some command ran unconfined (`validation.sandbox = "none"`).
+    pub(crate) fn ran_unconfined(&self) -> bool {
+        self.unconfined.load(Ordering::Relaxed)
+    }
+
+    /// The confinement of every command: the system, the toolchain and the configured paths
+    /// to read; the worktree, the scratch directory and the configured paths to write.
+    fn confinement(&self) -> Confinement {
+        let mut confinement = Confinement::new();
+        for path in &self.toolchain.read {
+            confinement = confinement.read(path);
+        }
+        for path in &self.settings.sandbox_read {
+            confinement = confinement.read(path);
+        }
+        confinement = confinement.write(self.worktree).write(self.scratch);
+        for path in &self.settings.sandbox_write {
+            confinement = confinement.write(path);
+        }
+        confinement
+    }
+
     /// Runs `command` with `sh -c` in `cwd`, with `extra_env` on top of the fixed variables.
     ///
     /// Exit code 127 is `sh` saying the program was not found: a configuration problem, so
@@ -113,6 +157,22 @@ impl<'a> Sandbox<'a> {
             ("PYTHONPATH".into(), path(self.scratch.join("plugins"))),
         ];
         set.extend(extra_env.iter().map(|(k, v)| (k.to_string(), v.clone())));
+        if let Some(bin) = &self.toolchain.bin {
+            // The interpreter the toolchain was probed from comes first, so `python3` is the
+            // real one and not a version manager's shim that reads the user's home.
+            let parent_path = match self.parent_env {
+                Some(vars) => vars
+                    .iter()
+                    .find(|(k, _)| k == "PATH")
+                    .map(|(_, v)| v.clone()),
+                None => std::env::var_os("PATH"),
+            };
+            let mut dirs = vec![bin.clone()];
+            dirs.extend(parent_path.iter().flat_map(std::env::split_paths));
+            if let Ok(path) = std::env::join_paths(dirs) {
+                set.push(("PATH".into(), path.to_string_lossy().into_owned()));
+            }
+        }
         let mut spec = CommandSpec::shell(command, cwd)
             .env_policy(EnvPolicy::Allowlist {
                 pass: self.settings.pass_env.clone(),
@@ -124,11 +184,18 @@ impl<'a> Sandbox<'a> {
         if let Some(parent) = self.parent_env {
             spec = spec.parent_env(parent.iter().cloned());
         }
+        match self.settings.sandbox {
+            SandboxMode::Required => spec = spec.confine(self.confinement()),
+            SandboxMode::None => self.unconfined.store(true, Ordering::Relaxed),
+        }
         let output = pitcrew_sandbox::run(spec)
             .await
-            .map_err(|source| ValidateError::Sandbox {
-                command: command.to_string(),
-                source,
+            .map_err(|source| match source {
+                SandboxError::Unconfined { reason } => ValidateError::Unsandboxed { reason },
+                source => ValidateError::Sandbox {
+                    command: command.to_string(),
+                    source,
+                },
             })?;
         if !self.settings.allow_network && !output.network_isolated {
             self.exposed.store(true, Ordering::Relaxed);
@@ -141,6 +208,122 @@ impl<'a> Sandbox<'a> {
         }
         Ok(output)
     }
+}
+
+/// Checks that generated code can run as `settings` demand: with `validation.sandbox =
+/// "required"` (the default), that this machine can confine it. `Err` names what is missing
+/// and what to do.
+pub async fn preflight(settings: &ValidationSettings) -> Result<(), ValidateError> {
+    if settings.sandbox == SandboxMode::None {
+        return Ok(());
+    }
+    pitcrew_sandbox::confinement_available()
+        .await
+        .map_err(|e| ValidateError::Unsandboxed {
+            reason: e.to_string(),
+        })
+}
+
+/// What confined commands need of the Python toolchain.
+#[derive(Debug, Default)]
+struct Toolchain {
+    /// Read (and execute) beneath these: the interpreter's prefixes and `sys.path`.
+    read: Vec<PathBuf>,
+    /// The directory of the real interpreter, put first on the commands' `PATH`.
+    bin: Option<PathBuf>,
+}
+
+/// What [`PROBE`] prints.
+#[derive(Debug, Deserialize)]
+struct Probed {
+    executable: PathBuf,
+    paths: Vec<PathBuf>,
+}
+
+/// Run by each interpreter the commands use (isolated mode: no user site, no environment
+/// variables, no current directory on `sys.path`).
+const PROBE: &str = "import json, os, sys, sysconfig\n\
+paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}\n\
+paths.update(p for p in sys.path if p)\n\
+paths.update(sysconfig.get_paths().values())\n\
+print(json.dumps({'executable': os.path.realpath(sys.executable), 'paths': sorted(paths)}))\n";
+
+/// The toolchain of `settings`' commands, probed once per process for each set of
+/// interpreters and `PATH`: every Python interpreter that starts one of the test, coverage or
+/// toolchain commands, and `python3`.
+async fn toolchain(
+    settings: &ValidationSettings,
+    parent_env: Option<&[(OsString, OsString)]>,
+    scratch: &Path,
+) -> Result<Arc<Toolchain>, ValidateError> {
+    static PROBED: LazyLock<Mutex<HashMap<String, Arc<Toolchain>>>> = LazyLock::new(Mutex::default);
+    let mut interpreters = vec!["python3".to_string()];
+    for command in [
+        &settings.test_command,
+        &settings.coverage_command,
+        &settings.toolchain.python,
+    ] {
+        let first = command.split_whitespace().next().unwrap_or("");
+        let name = Path::new(first)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name.starts_with("python") && !interpreters.iter().any(|i| i == first) {
+            interpreters.push(first.to_string());
+        }
+    }
+    let parent_path = match parent_env {
+        Some(vars) => vars
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.clone()),
+        None => std::env::var_os("PATH"),
+    };
+    let key = format!("{interpreters:?}{parent_path:?}");
+    if let Some(found) = PROBED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&key)
+    {
+        return Ok(Arc::clone(found));
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let mut found = Toolchain::default();
+    for interpreter in &interpreters {
+        let mut spec = CommandSpec::new(interpreter, scratch)
+            .args(["-I", "-c", PROBE])
+            .env_policy(EnvPolicy::Allowlist {
+                pass: Vec::new(),
+                set: Vec::new(),
+            })
+            .timeout(Duration::from_secs(30));
+        if let Some(parent) = parent_env {
+            spec = spec.parent_env(parent.iter().cloned());
+        }
+        let probed = match pitcrew_sandbox::run(spec).await {
+            Ok(out) if out.success() => serde_json::from_str::<Probed>(out.stdout.trim()).ok(),
+            _ => None,
+        };
+        // An interpreter that does not start is reported by the command that needs it.
+        let Some(probed) = probed else { continue };
+        if found.bin.is_none() {
+            found.bin = probed.executable.parent().map(Path::to_path_buf);
+        }
+        for path in probed.paths {
+            // Never a directory that holds the user's home (or all of the file system).
+            let too_wide =
+                path.parent().is_none() || home.as_ref().is_some_and(|h| h.starts_with(&path));
+            if path.is_absolute() && path.exists() && !too_wide && !found.read.contains(&path) {
+                found.read.push(path);
+            }
+        }
+    }
+    let found = Arc::new(found);
+    PROBED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(key, Arc::clone(&found));
+    Ok(found)
 }
 
 /// `s` quoted for `sh` unless it is plainly safe.

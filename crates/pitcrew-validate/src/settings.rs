@@ -32,8 +32,20 @@ pub struct ValidationSettings {
     /// Wall-clock limit in seconds for each command; past it the command's whole process
     /// group is killed.
     pub timeout_secs: u64,
+    /// How commands that run generated code are confined. `required`: each runs in PID,
+    /// mount and network namespaces of its own under Landlock, seeing only the system's
+    /// programs, the toolchain, the task's worktree and a scratch directory; where the machine
+    /// cannot do that, nothing generated runs. `none`: commands run unconfined, and every
+    /// report says so. See docs/security.md.
+    pub sandbox: SandboxMode,
+    /// Extra paths confined commands may read and execute (absolute), e.g. a toolchain outside
+    /// the system directories (`~/.cargo`, `~/.rustup`, a virtualenv).
+    pub sandbox_read: Vec<String>,
+    /// Extra paths confined commands may write (absolute). Rarely needed: each command gets a
+    /// private HOME and TMPDIR.
+    pub sandbox_write: Vec<String>,
     /// Whether commands running generated code may use the network. When false they run in a
-    /// network namespace of their own where the machine allows it (a report warns when not).
+    /// network namespace of their own.
     pub allow_network: bool,
     /// Environment variables passed from pitcrew's environment to the commands, besides
     /// PATH, LANG, LC_ALL, LC_CTYPE, TZ and TERM. Names that look like secrets (containing
@@ -46,6 +58,8 @@ pub struct ValidationSettings {
     pub toolchain: ToolchainSettings,
     /// Which rules run for which task kind.
     pub rules: RuleSettings,
+    /// What each task kind may create or change (the `change_set` rule).
+    pub changes: ChangeSettings,
     /// The project's own checks, run after the static rules and before the tests. Each is a
     /// `[[validation.commands]]` table.
     pub commands: Vec<CommandRule>,
@@ -61,13 +75,155 @@ impl Default for ValidationSettings {
             coverage_format: CoverageFormat::CoverageJson,
             reruns: 3,
             timeout_secs: 300,
+            sandbox: SandboxMode::Required,
+            sandbox_read: Vec::new(),
+            sandbox_write: Vec::new(),
             allow_network: false,
             pass_env: Vec::new(),
             limits: LimitSettings::default(),
             toolchain: ToolchainSettings::default(),
             rules: RuleSettings::default(),
+            changes: ChangeSettings::default(),
             commands: Vec::new(),
         }
+    }
+}
+
+/// How commands that run generated code are confined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SandboxMode {
+    /// Confined, or not run at all.
+    Required,
+    /// Unconfined; reports say the results were not sandboxed.
+    None,
+}
+
+/// What a task may create or change, by kind. Patterns are globs over paths relative to the
+/// repository root: one without `/` matches a file name in any directory (`conftest.py`,
+/// `test_*.py`), one with `/` matches from the root (`tests/**`), `**` spans directories.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChangeSettings {
+    /// What counts as a test file.
+    pub tests: Vec<String>,
+    /// Files no task may create or change: test-runner configuration and hooks, packaging,
+    /// pitcrew's own files, secrets.
+    pub protected: Vec<String>,
+    /// Whether existing tests must stay as they are: changing or deleting a test that exists
+    /// at the base commit is an error for every kind (new tests may be added).
+    pub keep_existing_tests: bool,
+    /// What each kind may create or change; `"{tests}"` stands for the `tests` patterns.
+    pub unit_test: Vec<String>,
+    pub integration_test: Vec<String>,
+    pub implement: Vec<String>,
+    pub fix: Vec<String>,
+    pub refactor: Vec<String>,
+    pub docs: Vec<String>,
+    pub custom: Vec<String>,
+}
+
+/// Stands for [`ChangeSettings::tests`] in a kind's list.
+pub(crate) const TESTS_PLACEHOLDER: &str = "{tests}";
+
+impl Default for ChangeSettings {
+    fn default() -> Self {
+        let list = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        ChangeSettings {
+            tests: list(&["tests/**", "test/**", "test_*.py", "*_test.py"]),
+            protected: list(&[
+                "conftest.py",
+                "pytest.ini",
+                "pyproject.toml",
+                "setup.cfg",
+                "setup.py",
+                "tox.ini",
+                "noxfile.py",
+                ".coveragerc",
+                "sitecustomize.py",
+                "usercustomize.py",
+                "*.pth",
+                ".python-version",
+                ".gitattributes",
+                ".gitignore",
+                ".gitmodules",
+                ".pre-commit-config.yaml",
+                ".github/**",
+                ".pitcrew/**",
+                "pitcrew.toml",
+                ".env",
+                ".env.*",
+            ]),
+            keep_existing_tests: true,
+            unit_test: list(&[TESTS_PLACEHOLDER]),
+            integration_test: list(&[TESTS_PLACEHOLDER]),
+            implement: list(&["**"]),
+            fix: list(&["**"]),
+            refactor: list(&["**"]),
+            docs: list(&["**"]),
+            custom: list(&["**"]),
+        }
+    }
+}
+
+impl ChangeSettings {
+    /// The kind's own list, as configured.
+    fn for_kind(&self, kind: TaskKind) -> &[String] {
+        match kind {
+            TaskKind::UnitTest => &self.unit_test,
+            TaskKind::IntegrationTest => &self.integration_test,
+            TaskKind::Implement => &self.implement,
+            TaskKind::Fix => &self.fix,
+            TaskKind::Refactor => &self.refactor,
+            TaskKind::Docs => &self.docs,
+            TaskKind::Custom => &self.custom,
+        }
+    }
+
+    /// The patterns `kind` may change, with `{tests}` expanded.
+    pub(crate) fn allowed(&self, kind: TaskKind) -> Vec<String> {
+        self.for_kind(kind)
+            .iter()
+            .flat_map(|p| {
+                if p == TESTS_PLACEHOLDER {
+                    self.tests.clone()
+                } else {
+                    vec![p.clone()]
+                }
+            })
+            .collect()
+    }
+
+    /// What `kind` may change, in words, for the prompt.
+    pub(crate) fn requirement(&self, kind: TaskKind) -> String {
+        let allowed = self.allowed(kind);
+        let what = if allowed.iter().any(|p| p == "**") {
+            "any file".to_string()
+        } else {
+            format!("only files matching {}", allowed.join(", "))
+        };
+        let mut text = format!(
+            "the task creates or changes {what}, never {}",
+            self.protected.join(", ")
+        );
+        if self.keep_existing_tests {
+            text.push_str("; existing tests stay exactly as they are (new tests may be added)");
+        }
+        text
+    }
+
+    /// Every list with its field name, for checking the patterns.
+    fn lists(&self) -> Vec<(&'static str, &[String])> {
+        let mut lists = vec![
+            ("tests", self.tests.as_slice()),
+            ("protected", &self.protected),
+        ];
+        lists.extend(
+            TaskKind::ALL
+                .iter()
+                .map(|&kind| (kind.as_str(), self.for_kind(kind))),
+        );
+        lists
     }
 }
 
@@ -188,9 +344,14 @@ impl Default for RuleSettings {
             NoPlaceholders,
             SuiteGreen,
         ];
+        let selectable: Vec<Rule> = Rule::ALL
+            .iter()
+            .copied()
+            .filter(|r| !r.is_mandatory())
+            .collect();
         RuleSettings {
-            unit_test: ids(Rule::ALL),
-            integration_test: ids(Rule::ALL),
+            unit_test: ids(&selectable),
+            integration_test: ids(&selectable),
             implement: ids(&code),
             fix: ids(&code),
             refactor: ids(&code),
@@ -205,14 +366,15 @@ impl ValidationSettings {
     /// What an output of `kind` must pass, in words, for the prompt.
     pub fn requirements(&self, kind: TaskKind) -> Vec<String> {
         let enabled = |id: &str| !self.rules.disable.iter().any(|d| d == id);
-        let mut out: Vec<String> = self
-            .rules
-            .for_kind(kind)
-            .iter()
-            .filter(|id| enabled(id))
-            .filter_map(|id| id.parse::<Rule>().ok())
-            .map(|rule| rule.requirement().to_string())
-            .collect();
+        let mut out = vec![self.changes.requirement(kind)];
+        out.extend(
+            self.rules
+                .for_kind(kind)
+                .iter()
+                .filter(|id| enabled(id) && *id != Rule::ChangeSet.as_str())
+                .filter_map(|id| id.parse::<Rule>().ok())
+                .map(|rule| rule.requirement().to_string()),
+        );
         out.extend(
             self.commands
                 .iter()
@@ -264,6 +426,23 @@ fn error() -> Severity {
     Severity::Error
 }
 
+/// Variables that would let pitcrew's environment change how tests run or what they load,
+/// refused in `pass_env`.
+const RUNNER_CHANGING_VARIABLES: &[&str] = &[
+    "PYTEST_ADDOPTS",
+    "PYTEST_PLUGINS",
+    "PYTEST_DISABLE_PLUGIN_AUTOLOAD",
+    "PYTHONPATH",
+    "PYTHONSTARTUP",
+    "PYTHONHOME",
+    "PYTHONUSERBASE",
+    "PYTHONINSPECT",
+    "COVERAGE_PROCESS_START",
+    "COVERAGE_RCFILE",
+    "LD_PRELOAD",
+    "LD_LIBRARY_PATH",
+];
+
 /// Why the validation settings cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("validation.{field}: {message}")]
@@ -304,6 +483,62 @@ impl ValidationSettings {
         if self.timeout_secs == 0 {
             return Err(invalid("timeout_secs", "must be at least 1".into()));
         }
+        for (field, paths) in [
+            ("sandbox_read", &self.sandbox_read),
+            ("sandbox_write", &self.sandbox_write),
+        ] {
+            if let Some(path) = paths
+                .iter()
+                .find(|p| !std::path::Path::new(p).is_absolute())
+            {
+                return Err(invalid(
+                    field,
+                    format!("`{path}` is not an absolute path; give every path from `/`"),
+                ));
+            }
+        }
+        if let Some(name) = self
+            .pass_env
+            .iter()
+            .find(|n| RUNNER_CHANGING_VARIABLES.contains(&n.as_str()))
+        {
+            return Err(invalid(
+                "pass_env",
+                format!(
+                    "`{name}` changes how tests run or what code they load; put pytest options \
+                     and plugins in the repository's own pytest configuration instead"
+                ),
+            ));
+        }
+        if let Some(rule) = self
+            .rules
+            .disable
+            .iter()
+            .find(|d| d.parse::<Rule>().is_ok_and(Rule::is_mandatory))
+        {
+            return Err(invalid(
+                "rules.disable",
+                format!(
+                    "`{rule}` always runs: it guards what is committed (to allow other files, \
+                     change validation.changes)"
+                ),
+            ));
+        }
+        for (list, patterns) in self.changes.lists() {
+            for pattern in patterns {
+                if pattern == TESTS_PLACEHOLDER && (list == "tests" || list == "protected") {
+                    return Err(invalid(
+                        &format!("changes.{list}"),
+                        format!("`{TESTS_PLACEHOLDER}` may only be used in a task kind's list"),
+                    ));
+                }
+                if pattern != TESTS_PLACEHOLDER
+                    && let Err(e) = crate::changes::compile(pattern)
+                {
+                    return Err(invalid(&format!("changes.{list}"), e));
+                }
+            }
+        }
         for (i, rule) in self.commands.iter().enumerate() {
             let field = format!("commands[{i}]");
             if rule.id.trim().is_empty() || rule.command.trim().is_empty() {
@@ -341,6 +576,9 @@ impl ValidationSettings {
     /// Whether `rule` runs for `kind`: listed for the kind (command rules: their `kinds`) and
     /// not disabled. `Err` carries the reason it does not, for the report.
     pub(crate) fn selects(&self, kind: TaskKind, rule: &str) -> Result<(), String> {
+        if rule.parse::<Rule>().is_ok_and(Rule::is_mandatory) {
+            return Ok(());
+        }
         if self.rules.disable.iter().any(|d| d == rule) {
             return Err("disabled in validation.rules.disable".into());
         }

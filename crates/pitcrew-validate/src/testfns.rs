@@ -61,6 +61,9 @@ pub(crate) struct TestFn<'t> {
     pub line: u32,
     /// Where its assertions would be.
     pub body: Node<'t>,
+    /// The whole test as written: decorators, signature and body (for Python), the call
+    /// for `test(…)`.
+    pub whole: Node<'t>,
     /// The framework itself asserts something (Rust `#[should_panic]`).
     pub expects_panic: bool,
     /// Why the framework will not run it, when it will not.
@@ -161,6 +164,10 @@ fn python_test<'t>(
         class: class.map(str::to_string),
         line: line(def),
         body: def.child_by_field_name("body").unwrap_or(def),
+        whole: def
+            .parent()
+            .filter(|p| p.kind() == "decorated_definition")
+            .unwrap_or(def),
         expects_panic: false,
         not_run,
     }
@@ -188,6 +195,7 @@ fn rust_tests<'t>(root: Node<'t>, source: &str) -> Vec<TestFn<'t>> {
             class: None,
             line: line(function),
             body: function.child_by_field_name("body").unwrap_or(function),
+            whole: function,
             expects_panic: attributes.iter().any(|a| path(a) == "should_panic"),
             not_run: None,
         });
@@ -238,6 +246,7 @@ fn js_tests<'t>(root: Node<'t>, source: &str) -> Vec<TestFn<'t>> {
             class: None,
             line: line(call),
             body: body.unwrap_or(call),
+            whole: call,
             expects_panic: false,
             not_run: skipped.then(|| "it is skipped".to_string()),
         });
@@ -275,6 +284,7 @@ fn go_tests<'t>(root: Node<'t>, source: &str) -> Vec<TestFn<'t>> {
             class: None,
             line: line(function),
             body: function.child_by_field_name("body").unwrap_or(function),
+            whole: function,
             expects_panic: false,
             not_run,
         });

@@ -298,7 +298,8 @@ pub struct EngineFlags {
     #[arg(long)]
     pub cache: bool,
 
-    /// Leave each attempt's worktree under .pitcrew/worktrees for inspection.
+    /// Leave each attempt's worktree for inspection (under ~/.cache/pitcrew/worktrees/, or
+    /// $XDG_CACHE_HOME/pitcrew/worktrees/, in a folder per repository).
     #[arg(long)]
     pub keep_worktrees: bool,
 

@@ -214,6 +214,16 @@ pub async fn show(ctx: &Context, id: &str, diff: bool, json: bool) -> anyhow::Re
         output::line("");
         output::print_table(&attempt_table(&attempts));
     }
+    for a in attempts
+        .iter()
+        .filter(|a| super::report::ran_unsandboxed(a))
+    {
+        output::line(&format!(
+            "attempt {}: NOT SANDBOXED — its generated code ran unconfined \
+             (validation.sandbox = \"none\"); the result may have been tampered with",
+            a.number
+        ));
+    }
     for a in &attempts {
         if a.findings.is_empty() {
             continue;

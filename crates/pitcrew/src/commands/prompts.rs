@@ -11,7 +11,7 @@ pub fn prompts(
     action: Option<PromptsAction>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let library = PromptLibrary::new(Some(ctx.repo.root()));
+    let library = PromptLibrary::new(Some(&ctx.repo));
     if let Some(PromptsAction::Show { name }) = action {
         let source = library.source(&name).map_err(|e| usage(e.to_string()))?;
         if json {

@@ -23,6 +23,9 @@ struct TaskLine {
     quality: Option<f64>,
     lines_covered: usize,
     cache_hits: u64,
+    /// False when the generated code of an attempt ran unconfined
+    /// (`validation.sandbox = "none"`).
+    sandboxed: bool,
     error: Option<String>,
 }
 
@@ -36,6 +39,8 @@ struct Totals {
     cost_usd: f64,
     lines_covered: usize,
     cache_hits: u64,
+    /// Tasks with an attempt whose generated code ran unconfined.
+    unsandboxed: usize,
 }
 
 fn detail_count(attempt: &Attempt, pointer: &str) -> usize {
@@ -44,6 +49,11 @@ fn detail_count(attempt: &Attempt, pointer: &str) -> usize {
         .pointer(pointer)
         .and_then(|v| v.as_array())
         .map_or(0, Vec::len)
+}
+
+/// Whether the validation of `attempt` ran generated code unconfined.
+pub(crate) fn ran_unsandboxed(attempt: &Attempt) -> bool {
+    attempt.details.pointer("/validation/confined") == Some(&serde_json::Value::Bool(false))
 }
 
 fn lines_covered(attempt: &Attempt) -> usize {
@@ -98,6 +108,7 @@ pub async fn report(
                 .iter()
                 .filter_map(|a| a.details.get("cache_hits").and_then(|h| h.as_u64()))
                 .sum(),
+            sandboxed: !attempts.iter().any(ran_unsandboxed),
             error: task
                 .last_error
                 .as_deref()
@@ -114,6 +125,7 @@ pub async fn report(
         totals.cost_usd += line.cost_usd;
         totals.lines_covered += line.lines_covered;
         totals.cache_hits += line.cache_hits;
+        totals.unsandboxed += usize::from(!line.sandboxed);
         lines.push(line);
     }
     if format == ReportFormat::Json {
@@ -133,16 +145,26 @@ pub async fn report(
         totals.lines_covered,
         totals.cache_hits
     ));
+    if totals.unsandboxed > 0 {
+        output::line(&format!(
+            "**NOT SANDBOXED**: the generated code of {} tasks ran unconfined \
+             (validation.sandbox = \"none\"); their results may have been tampered with.\n",
+            totals.unsandboxed
+        ));
+    }
     output::line(
         "| task | kind | targets | outcome | model | attempts | rounds | cost | quality | lines covered | note |",
     );
     output::line("|---|---|---|---|---|---|---|---|---|---|---|");
     for l in &lines {
-        let note = match (&l.error, l.cache_hits) {
+        let mut note = match (&l.error, l.cache_hits) {
             (Some(e), _) => e.replace('|', "\\|"),
             (None, 0) => String::new(),
             (None, hits) => format!("{hits} cached repl{}", if hits == 1 { "y" } else { "ies" }),
         };
+        if !l.sandboxed {
+            note = format!("NOT SANDBOXED {note}").trim_end().to_string();
+        }
         output::line(&format!(
             "| {} | {} | {} | {} | {} | {} | {} | ${:.4} | {} | {} | {} |",
             &l.task,

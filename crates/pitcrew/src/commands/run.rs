@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pitcrew_core::{TaskFilter, TaskStatus};
-use pitcrew_engine::{Engine, EngineSettings, RunSummary};
+use pitcrew_engine::{Engine, EngineSettings, RunSummary, Stop};
 use pitcrew_llm::{Complexity, Requirements};
 use tokio::sync::{mpsc, watch};
 
@@ -15,6 +15,7 @@ use crate::cli::{EngineFlags, RunArgs, WorkerArgs};
 use crate::context::Context;
 use crate::output::{self, usage};
 use crate::progress::Progress;
+use crate::signals;
 
 fn default_worker_name() -> String {
     let host = std::fs::read_to_string("/etc/hostname")
@@ -88,32 +89,22 @@ async fn preflight(ctx: &Context, store: &dyn pitcrew_store::Store) -> anyhow::R
     }
 }
 
-/// First SIGINT/SIGTERM: stop claiming and let running tasks finish. Second: exit now (leases
-/// then expire and the tasks are rescued by the next run).
-fn handle_signals(stop: watch::Sender<bool>) {
+/// First SIGINT/SIGTERM: stop claiming and let running tasks finish. Second: abort the
+/// running tasks (their sandboxed commands are killed and their scratch directories removed;
+/// their leases expire and the next run takes them back).
+fn handle_signals(stop: watch::Sender<Stop>) {
     tokio::spawn(async move {
-        let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        else {
-            return;
-        };
-        for n in 0.. {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            if n == 0 {
-                output::message(
-                    "stopping: no new tasks are claimed; running ones finish (signal again to abort)",
-                );
-                let _ = stop.send(true);
-            } else {
-                output::message(
-                    "aborted; unfinished tasks return to the queue when their leases expire",
-                );
-                std::process::exit(130);
-            }
-        }
+        signals::first().await;
+        output::message(
+            "stopping: no new tasks are claimed; running ones finish (signal again to abort)",
+        );
+        let _ = stop.send(Stop::Finish);
+        signals::first().await;
+        output::message("aborting: running tasks go back to the queue (signal again to exit now)");
+        let _ = stop.send(Stop::Abort);
+        signals::first().await;
+        output::message("exited; unfinished tasks return to the queue when their leases expire");
+        std::process::exit(130);
     });
 }
 
@@ -138,6 +129,10 @@ async fn drive(
         loaded.config.budget.per_run_usd = budget;
     }
     let config = &loaded.config;
+    // Refuse before claiming anything when generated code could not be confined.
+    pitcrew_validate::preflight(&config.validation)
+        .await
+        .map_err(|e| usage(e.to_string()))?;
     let store = ctx.store().await?;
     preflight(ctx, &*store).await?;
     let settings = EngineSettings {
@@ -158,7 +153,7 @@ async fn drive(
     let engine = Arc::new(Engine::new(store, &loaded, settings)?);
     let run_id = engine.run_id().to_string();
     let (events_tx, mut events_rx) = mpsc::unbounded_channel();
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = watch::channel(Stop::Run);
     handle_signals(stop_tx);
     let printer = tokio::spawn(async move {
         let mut progress = Progress::new(pending);

@@ -152,7 +152,7 @@ impl Checker<'_> {
             return Err("metadata must be a JSON object".into());
         };
         if let Some(prompt) = spec.prompt {
-            PromptLibrary::new(Some(self.ctx.repo.root()))
+            PromptLibrary::new(Some(&self.ctx.repo))
                 .source(&prompt)
                 .map_err(|e| e.to_string())?;
             fields.insert("prompt".into(), prompt.into());

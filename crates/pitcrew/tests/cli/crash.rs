@@ -50,7 +50,7 @@ fn a_killed_worker_s_task_is_completed_exactly_once_by_the_next_run() {
     assert_eq!(p.pitcrew_branches(), [format!("pitcrew/{id}")]);
     assert_eq!(p.server.requests().len(), 2);
     // The dead worker's worktree was cleaned up by the next run.
-    assert!(files_under(&p.path().join(".pitcrew/worktrees")).is_empty());
+    assert!(p.worktree_files().is_empty());
 }
 
 #[test]

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod adversarial;
 mod apply;
 mod config;
 mod crash;
@@ -14,5 +15,6 @@ mod plan;
 mod results;
 mod scale;
 mod secrets;
+mod signals;
 mod submit;
 mod worker;
