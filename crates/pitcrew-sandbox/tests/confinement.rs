@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pitcrew_sandbox::{
     CommandSpec, Confinement, EnvPolicy, Output, SandboxError, confinement_available, run,
@@ -668,42 +668,5 @@ async fn a_missing_program_is_a_spawn_error_not_an_exit_code() {
     assert!(
         matches!(&err, SandboxError::Spawn { source, .. } if source.kind() == std::io::ErrorKind::NotFound),
         "{err:?}"
-    );
-}
-
-/// Not a check: prints the median wall time of `true` confined and not, for the docs.
-/// `cargo test -p pitcrew-sandbox --release --test confinement -- --ignored --nocapture`
-#[tokio::test]
-#[ignore = "a measurement"]
-#[allow(clippy::print_stderr)]
-async fn overhead_of_confinement() {
-    confinement_available().await.unwrap();
-    let dir = TempDir::new().unwrap();
-    let spec = || CommandSpec::new("true", dir.path());
-    let median = |mut v: Vec<Duration>| {
-        v.sort();
-        v[v.len() / 2]
-    };
-    let measure = async |confined: bool, isolated: bool| {
-        let mut times = Vec::new();
-        for _ in 0..21 {
-            let mut s = spec().isolate_network(isolated);
-            if confined {
-                s = s.confine(Confinement::new().write(dir.path()));
-            }
-            let started = Instant::now();
-            let out = run(s).await.unwrap();
-            assert!(out.success());
-            times.push(started.elapsed());
-        }
-        median(times[1..].to_vec())
-    };
-    let plain = measure(false, false).await;
-    let unshare = measure(false, true).await;
-    let confined = measure(true, false).await;
-    let confined_isolated = measure(true, true).await;
-    eprintln!(
-        "median of 20 `true` runs: unconfined {plain:?}, unconfined + unshare --net {unshare:?}, \
-         confined {confined:?}, confined + no network {confined_isolated:?}"
     );
 }
