@@ -219,12 +219,6 @@ impl BuiltinAgent {
         worktree: &Worktree,
         on_event: &mut (dyn FnMut(AgentEvent<'_>) + Send),
     ) -> AgentRun {
-        // Coverage baselines and cached replies are kept per repository.
-        let cache_dir = worktree.repo().cache_dir();
-        let cache = self
-            .settings
-            .use_cache
-            .then(|| ReplyCache::new(cache_dir.join("replies")));
         let mut run = AgentRun {
             verdict: Verdict::failure(ErrorKind::Config, "no iteration ran"),
             model: None,
@@ -237,6 +231,21 @@ impl BuiltinAgent {
             quality: None,
             details: AgentDetails::default(),
         };
+        // Coverage baselines and cached replies are kept per repository.
+        let cache_dir = match worktree.repo().cache_dir() {
+            Ok(dir) => dir,
+            Err(e) => {
+                run.verdict = Verdict::failure(
+                    ErrorKind::Workspace,
+                    format!("cannot create pitcrew's cache directory: {e}"),
+                );
+                return run;
+            }
+        };
+        let cache = self
+            .settings
+            .use_cache
+            .then(|| ReplyCache::new(cache_dir.join("replies")));
         let (mut context, context_report) =
             gather(worktree.path(), &task.targets, &self.settings.context);
         run.details.context = Some(context_report);

@@ -26,9 +26,10 @@ impl Repo {
         Ok(dir)
     }
 
-    /// Baselines and cached replies (`.pitcrew/cache`).
-    pub fn cache_dir(&self) -> PathBuf {
-        self.root().join(".pitcrew").join("cache")
+    /// Baselines and cached replies (`.pitcrew/cache`), inside the state directory, which
+    /// is created (ignoring itself in git) if need be.
+    pub fn cache_dir(&self) -> Result<PathBuf, GitError> {
+        Ok(self.state_dir()?.join("cache"))
     }
 
     /// Prompt template overrides (`.pitcrew/prompts/NAME.j2`).

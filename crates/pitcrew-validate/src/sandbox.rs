@@ -78,7 +78,7 @@ impl<'a> Sandbox<'a> {
             })?;
         let toolchain = if settings.sandbox == SandboxMode::Required {
             preflight(settings).await?;
-            toolchain(settings, parent_env, scratch).await?
+            toolchain(settings, parent_env, scratch).await
         } else {
             Arc::new(Toolchain::default())
         };
@@ -255,7 +255,7 @@ async fn toolchain(
     settings: &ValidationSettings,
     parent_env: Option<&[(OsString, OsString)]>,
     scratch: &Path,
-) -> Result<Arc<Toolchain>, ValidateError> {
+) -> Arc<Toolchain> {
     static PROBED: LazyLock<Mutex<HashMap<String, Arc<Toolchain>>>> = LazyLock::new(Mutex::default);
     let mut interpreters = vec!["python3".to_string()];
     for command in [
@@ -285,7 +285,7 @@ async fn toolchain(
         .unwrap_or_else(PoisonError::into_inner)
         .get(&key)
     {
-        return Ok(Arc::clone(found));
+        return Arc::clone(found);
     }
     let home = std::env::var_os("HOME").map(PathBuf::from);
     let mut found = Toolchain::default();
@@ -323,7 +323,7 @@ async fn toolchain(
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .insert(key, Arc::clone(&found));
-    Ok(found)
+    found
 }
 
 /// `s` quoted for `sh` unless it is plainly safe.

@@ -169,6 +169,9 @@ pub enum Command {
         /// md (Markdown) or json.
         #[arg(long, default_value = "md")]
         format: ReportFormat,
+        /// The same as `--format json`, as on every read command.
+        #[arg(long, conflicts_with = "format")]
+        json: bool,
     },
     /// Plan a batch of tasks from what the repository lacks.
     Plan {

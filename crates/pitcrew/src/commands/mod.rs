@@ -14,7 +14,7 @@ mod validate;
 
 use std::process::ExitCode;
 
-use crate::cli::{Cli, Command, PlanAction};
+use crate::cli::{Cli, Command, PlanAction, ReportFormat};
 use crate::context::Context;
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -67,7 +67,10 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             kind,
             format,
         } => validate::validate(&ctx, &paths, &targets, kind, format.json).await,
-        Command::Report { run, format } => report::report(&ctx, run.as_deref(), format).await,
+        Command::Report { run, format, json } => {
+            let format = if json { ReportFormat::Json } else { format };
+            report::report(&ctx, run.as_deref(), format).await
+        }
         Command::Plan {
             action:
                 PlanAction::UnitTests {

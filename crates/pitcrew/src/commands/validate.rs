@@ -2,7 +2,6 @@
 //! anything in the user's checkout: the files (and every tracked file the user changed) are
 //! copied into a temporary worktree at HEAD, which is validated and removed.
 
-use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -61,7 +60,7 @@ pub async fn validate(
             targets,
             files,
             base_commit,
-            cache_dir: ctx.repo.cache_dir(),
+            cache_dir: ctx.repo.cache_dir()?,
             parent_env: None,
         };
         anyhow::Ok(pitcrew_validate::validate(settings, &request).await?)
@@ -104,7 +103,7 @@ async fn copy_changes(repo: &Repo, worktree: &Worktree, files: &[String]) -> any
                 std::fs::create_dir_all(parent)?;
             }
             std::fs::copy(&from, &to).with_context(|| format!("copying {path}"))?;
-        } else if to.is_file() && !Path::new(&from).exists() {
+        } else if to.is_file() && !from.exists() {
             std::fs::remove_file(&to).with_context(|| format!("removing {path}"))?;
         }
     }

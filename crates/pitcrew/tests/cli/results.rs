@@ -298,3 +298,51 @@ fn a_passing_validation_command_lets_the_result_through() {
         "{check}"
     );
 }
+
+#[test]
+fn results_of_unconfined_runs_say_so_everywhere() {
+    let p = Project::new();
+    p.server.push(Reply::content(&reply_with_file(
+        "tests/test_calc.py",
+        GOOD_TEST,
+    )));
+    let id = p.submit("src/calc.py", &[]);
+    let sandboxed_quality = |p: &Project, id: &str| p.attempts(id)[0]["quality"].as_f64().unwrap();
+
+    let out = p
+        .cmd()
+        .env("PITCREW_VALIDATION_SANDBOX", "none")
+        .arg("run")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let show = p.cmd().args(["show", &id]).output().unwrap();
+    assert!(
+        stdout_of(&show).contains("NOT SANDBOXED"),
+        "{}",
+        stdout_of(&show)
+    );
+    let report = p.cmd().arg("report").output().unwrap();
+    assert!(
+        stdout_of(&report).contains("**NOT SANDBOXED**"),
+        "{}",
+        stdout_of(&report)
+    );
+    let json = p.json(&["report"]);
+    assert_eq!(json["tasks"][0]["sandboxed"], false);
+    assert_eq!(json["totals"]["unsandboxed"], 1);
+    // The same evidence, unconfined, counts half.
+    assert!((sandboxed_quality(&p, &id) - 0.5).abs() < 1e-9);
+
+    let validate = p
+        .cmd()
+        .env("PITCREW_VALIDATION_SANDBOX", "none")
+        .args(["validate", "src/calc.py", "--kind", "fix"])
+        .output()
+        .unwrap();
+    assert!(
+        stdout_of(&validate).contains("NOT SANDBOXED"),
+        "{}",
+        stdout_of(&validate)
+    );
+}
