@@ -40,7 +40,7 @@ pub(crate) struct Baseline {
 impl Baseline {
     fn key(settings: &ValidationSettings, with_coverage: bool) -> String {
         // The version: baselines measured before `creates` existed are measured again.
-        let version = 2;
+        let version = 3;
         let command = if with_coverage {
             format!(
                 "{}\n{}\n{:?}",

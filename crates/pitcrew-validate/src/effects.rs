@@ -64,14 +64,32 @@ impl Listing {
         Listing(entries)
     }
 
-    /// Paths present now that were not in `before`.
+    /// Paths present now that were not in `before`, and, as `dir/`, every top-level
+    /// directory that did not exist before (a tool's cache such as `.hypothesis/`, whose file
+    /// names differ from run to run).
     pub(crate) fn created_since(&self, before: &Listing) -> Vec<String> {
-        self.0
+        let mut created: Vec<String> = self
+            .0
             .keys()
             .filter(|p| !before.0.contains_key(*p))
             .cloned()
-            .collect()
+            .collect();
+        let mut new_dirs: Vec<String> = created
+            .iter()
+            .filter_map(|p| p.split_once('/').map(|(top, _)| format!("{top}/")))
+            .filter(|dir| !before.0.keys().any(|old| old.starts_with(dir.as_str())))
+            .collect();
+        new_dirs.dedup();
+        created.extend(new_dirs);
+        created
     }
+}
+
+/// Whether `path` is one of `expected`, or lies in a directory listed there as `dir/`.
+fn is_expected(path: &str, expected: &[String]) -> bool {
+    expected
+        .iter()
+        .any(|e| e == path || (e.ends_with('/') && path.starts_with(e.as_str())))
 }
 
 /// The findings for a worktree listed as `before` and `after` the commands, whose judged
@@ -104,7 +122,10 @@ pub(crate) fn judge(
     }
     let judged = |path: &str| verified.iter().any(|v| v.path == path);
     for path in after.created_since(before) {
-        if expected.contains(&path) {
+        if path.ends_with('/') {
+            continue; // the files in it are judged one by one
+        }
+        if is_expected(&path, expected) {
             tolerated.push(path);
             continue;
         }
@@ -129,7 +150,7 @@ pub(crate) fn judge(
             Some(now) if now != stamp => "was changed",
             Some(_) => continue,
         };
-        if expected.contains(path) {
+        if is_expected(path, expected) {
             tolerated.push(path.clone());
             continue;
         }
@@ -162,6 +183,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn new_top_level_directories_are_listed_with_their_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("src")).unwrap();
+        std::fs::write(dir.path().join("src/a.py"), "").unwrap();
+        let before = Listing::of(dir.path());
+        std::fs::write(dir.path().join("src/out.txt"), "").unwrap();
+        std::fs::create_dir_all(dir.path().join(".hypothesis/x")).unwrap();
+        std::fs::write(dir.path().join(".hypothesis/x/1"), "").unwrap();
+        let created = Listing::of(dir.path()).created_since(&before);
+        assert_eq!(created, [".hypothesis/x/1", "src/out.txt", ".hypothesis/"]);
+    }
+
+    #[test]
     fn files_created_changed_or_removed_by_a_run_are_findings() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
@@ -183,12 +217,14 @@ mod tests {
         std::fs::write(root.join("conftest.py"), "").unwrap();
         std::fs::write(root.join("out.log"), "").unwrap();
         std::fs::write(root.join("tests.py"), "def test(): assert 1\n").unwrap();
+        std::fs::create_dir_all(root.join(".hypothesis/examples")).unwrap();
+        std::fs::write(root.join(".hypothesis/examples/3f2a"), "").unwrap();
         let findings = judge(
             root,
             &before,
             &Listing::of(root),
             &verified,
-            &["out.log".to_string()],
+            &["out.log".to_string(), ".hypothesis/".to_string()],
         );
         let text: Vec<String> = findings.iter().map(|f| f.message.clone()).collect();
         assert!(
@@ -215,6 +251,10 @@ mod tests {
             "{text:?}"
         );
         assert!(!text.iter().any(|m| m.starts_with("`out.log`")), "{text:?}");
+        assert!(
+            !text.iter().any(|m| m.starts_with("`.hypothesis")),
+            "{text:?}"
+        );
         assert!(
             text.iter().any(|m| m.contains("out.log")),
             "listed as tolerated: {text:?}"

@@ -130,7 +130,7 @@ impl Default for ChangeSettings {
     fn default() -> Self {
         let list = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         ChangeSettings {
-            tests: list(&["tests/**", "test/**", "test_*.py", "*_test.py"]),
+            tests: list(&["**/tests/**", "**/test/**", "test_*.py", "*_test.py"]),
             protected: list(&[
                 "conftest.py",
                 "pytest.ini",

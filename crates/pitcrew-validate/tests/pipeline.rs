@@ -934,3 +934,121 @@ async fn a_test_cannot_read_or_write_outside_its_worktree() {
     assert!(!outside.path().join("pwned").exists());
     assert!(report.confined);
 }
+
+/// Ordinary test files in the styles real suites use must not trip the new gates: fixtures,
+/// parametrization, classes, unittest, tmp_path, monkeypatch, capsys, caplog, approx, mocks,
+/// subprocesses, conditional skips that do not skip, a helper module next to the tests.
+#[tokio::test]
+async fn ordinary_test_files_in_common_styles_are_accepted() {
+    let project = Project::new();
+    project.repo.write(
+        "tests/helpers.py",
+        "def totals():\n    return [0, 10, 49.99, 50, 120]\n",
+    );
+    project.repo.write(
+        "tests/test_pricing_styles.py",
+        r#"import json
+import logging
+import subprocess
+import sys
+import unittest
+from unittest import mock
+
+import pytest
+
+import pricing
+from pricing import discount, shipping
+from helpers import totals
+
+
+@pytest.fixture
+def order(tmp_path):
+    path = tmp_path / "order.json"
+    path.write_text(json.dumps({"total": 100, "code": "HALF"}))
+    return json.loads(path.read_text())
+
+
+def test_fixture_and_tmp_path(order):
+    assert discount(order["total"], order["code"]) == 50
+
+
+@pytest.mark.parametrize("total, expected", [(4, 0), (15, 5), (10, 0)])
+def test_ten_off(total, expected):
+    assert discount(total, "TENOFF") == expected
+
+
+def test_approx():
+    assert discount(0.3, "HALF") == pytest.approx(0.15)
+
+
+def test_raises_with_match():
+    with pytest.raises(ValueError, match="negative"):
+        discount(-5)
+    with pytest.raises(KeyError):
+        discount(1, "NOPE")
+
+
+def test_monkeypatch_rates(monkeypatch):
+    monkeypatch.setitem(pricing.RATES, "BE", 7)
+    assert shipping(10, "BE") == 7
+
+
+def test_mock_patch():
+    with mock.patch.object(pricing, "FOREIGN_RATE", 99):
+        assert shipping(10, "US") == 99
+
+
+def test_capsys_and_caplog(capsys, caplog):
+    print(shipping(60))
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("pricing").info("shipped %s", shipping(10, "FR"))
+    assert capsys.readouterr().out == "0\n"
+    assert "shipped 15" in caplog.text
+
+
+def test_subprocess_runs_python():
+    out = subprocess.run(
+        [sys.executable, "-c", "print(6 * 7)"], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "42"
+
+
+@pytest.mark.skipif(sys.version_info < (3, 0), reason="python 2 is gone")
+def test_helpers_feed_shipping():
+    assert [shipping(t) for t in totals()] == [5, 5, 5, 0, 0]
+
+
+def test_exit_is_a_system_exit():
+    with pytest.raises(SystemExit):
+        sys.exit(1)
+
+
+class TestShipping:
+    def test_foreign(self):
+        assert shipping(10, "US") == 15
+
+    @pytest.mark.parametrize("country", ["NL"])
+    def test_domestic(self, country):
+        assert shipping(10, country) == 5
+
+
+class DiscountCase(unittest.TestCase):
+    def test_no_code(self):
+        self.assertEqual(discount(7), 7)
+
+    def test_subtests(self):
+        for total in (0, 2, 8):
+            with self.subTest(total=total):
+                self.assertEqual(discount(total, "HALF") * 2, total)
+"#,
+    );
+    let report = validate(
+        &settings(),
+        &project.request(&["tests/helpers.py", "tests/test_pricing_styles.py"]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.outcome, Outcome::Accepted, "{report:#?}");
+    assert!(report.confined);
+    assert_eq!(report.verified.len(), 2);
+}

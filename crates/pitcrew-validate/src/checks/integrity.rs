@@ -14,21 +14,15 @@ use crate::testfns::{Written, undecorated};
 
 const RULE: &str = Rule::TestIntegrity.as_str();
 
-/// Marker and decorator names that keep a test from running or from counting.
-const NOT_RUN_MARKERS: &[&str] = &[
-    "skip",
-    "skipif",
-    "xfail",
-    "skipIf",
-    "skipUnless",
-    "expectedFailure",
-];
+/// Marker and decorator names that always keep a test from running or from counting.
+/// (Conditional skips — `skipif`, `importorskip` — are judged when they happen: a skipped
+/// test is an error of `tests_pass`.)
+const NOT_RUN_MARKERS: &[&str] = &["skip", "xfail", "expectedFailure"];
 
 /// Calls that skip, expect failure or end the test process.
 const ESCAPE_CALLS: &[(&str, &str)] = &[
     ("pytest.skip", "skips the test"),
     ("pytest.xfail", "marks the test as an expected failure"),
-    ("pytest.importorskip", "skips the test when an import fails"),
     ("pytest.exit", "ends the test run early"),
     ("skipTest", "skips the test"),
     ("os._exit", "ends the test process"),
@@ -37,6 +31,9 @@ const ESCAPE_CALLS: &[(&str, &str)] = &[
     ("exit", "ends the test process"),
     ("quit", "ends the test process"),
 ];
+
+/// Calls of [`ESCAPE_CALLS`] that raise `SystemExit`, which a test may check for.
+const CATCHABLE_EXITS: &[&str] = &["sys.exit", "exit", "quit"];
 
 /// Modules whose use means reaching into the test runner.
 const RUNNER_INTERNALS: &[&str] = &["_pytest", "pluggy"];
@@ -183,13 +180,36 @@ fn inside_decorator(node: Node) -> bool {
     false
 }
 
-/// The escape a call makes, if any: `(callee, what it does)`.
+/// The escape a call makes, if any: `(callee, what it does)`. `sys.exit()` inside
+/// `with pytest.raises(SystemExit)` is a test of the exit, not an escape.
 fn escape_call<'s>(call: Node, source: &'s str) -> Option<(&'s str, &'static str)> {
     let callee = text(call.child_by_field_name("function")?, source);
-    ESCAPE_CALLS.iter().find_map(|(name, effect)| {
-        let hit = callee == *name || (*name == "skipTest" && callee.ends_with(".skipTest"));
-        hit.then_some((callee, *effect))
-    })
+    let (_, effect) = ESCAPE_CALLS.iter().find(|(name, _)| {
+        callee == *name || (*name == "skipTest" && callee.ends_with(".skipTest"))
+    })?;
+    if CATCHABLE_EXITS.contains(&callee) && inside_raises_system_exit(call, source) {
+        return None;
+    }
+    Some((callee, effect))
+}
+
+/// Whether `node` is in the body of `with pytest.raises(SystemExit…)` (or `BaseException`).
+fn inside_raises_system_exit(node: Node, source: &str) -> bool {
+    let mut current = node.parent();
+    while let Some(n) = current {
+        if n.kind() == "with_statement" {
+            let items = n
+                .child_by_field_name("body")
+                .map_or(text(n, source), |body| {
+                    source.get(n.start_byte()..body.start_byte()).unwrap_or("")
+                });
+            if items.contains("raises(SystemExit") || items.contains("raises(BaseException") {
+                return true;
+            }
+        }
+        current = n.parent();
+    }
+    false
 }
 
 /// The runner-internal module an import names, if any.
@@ -234,10 +254,6 @@ mod tests {
                 "skip",
             ),
             (
-                "import pytest, sys\n@pytest.mark.skipif(sys.platform == 'linux', reason='x')\ndef test_a():\n    assert 1 == 2\n",
-                "skipif",
-            ),
-            (
                 "import unittest\nclass TestA(unittest.TestCase):\n    @unittest.skip('no')\n    def test_a(self):\n        self.assertEqual(1, 2)\n",
                 "skip",
             ),
@@ -266,12 +282,12 @@ mod tests {
                 "pytest.xfail",
             ),
             (
-                "import pytest\ndef test_a():\n    pytest.importorskip('numpy')\n",
-                "importorskip",
-            ),
-            (
                 "import pytest\ndef test_a():\n    assert 1\n    pytest.exit('done', returncode=0)\n",
                 "pytest.exit",
+            ),
+            (
+                "import sys, pytest\ndef test_a():\n    with pytest.raises(ValueError):\n        sys.exit(0)\n",
+                "sys.exit",
             ),
             (
                 "import os\ndef test_a():\n    assert 1\n    os._exit(0)\n",
@@ -345,6 +361,18 @@ class TestExit:
     def test_exit_code(self, numbers):
         exit_code = sum(numbers)
         assert exit_code == 3
+
+    def test_exit_raises(self):
+        import sys
+        with pytest.raises(SystemExit) as stopped:
+            sys.exit(3)
+        assert stopped.value.code == 3
+
+
+@pytest.mark.skipif(False, reason='runs everywhere')
+def test_optional():
+    json = pytest.importorskip('json')
+    assert json.loads('1') == 1
 ";
         assert_eq!(check(source), Vec::new());
     }
