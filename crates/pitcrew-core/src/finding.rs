@@ -109,7 +109,10 @@ fn cut_middle(text: &str, max: usize, unit: &str) -> String {
     )
 }
 
-fn bounded(message: String) -> String {
+/// `message` cut to the bounds of a finding's message ([`MAX_FINDING_MESSAGE`],
+/// [`MAX_FINDING_LINE`]), saying how much was left out: for any text quoting output that
+/// generated code chose.
+pub fn bounded(message: String) -> String {
     if message.len() <= MAX_FINDING_MESSAGE && message.lines().all(|l| l.len() <= MAX_FINDING_LINE)
     {
         return message;

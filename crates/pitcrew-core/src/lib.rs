@@ -11,7 +11,7 @@ mod task;
 mod verified;
 
 pub use attempt::{Attempt, AttemptOutcome, AttemptReport, Usage};
-pub use finding::{Finding, Severity};
+pub use finding::{Finding, Severity, bounded};
 pub use health::ModelHealth;
 pub use names::UnknownName;
 pub use redact::{

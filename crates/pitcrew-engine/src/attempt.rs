@@ -182,11 +182,32 @@ impl Engine {
         error: Option<String>,
         attempt: u32,
     ) -> AttemptEnd {
+        // The evidence card: what the checks showed, for whoever reviews the commit.
+        let mut evidence: Vec<String> = run
+            .details
+            .validation
+            .as_ref()
+            .map(pitcrew_validate::ValidationReport::card)
+            .unwrap_or_default();
+        evidence.push(format!(
+            "rounds: {}, cost: {}",
+            run.details.iterations.len(),
+            run.usage
+                .cost_usd
+                .map_or_else(|| "unknown".to_string(), |c| format!("${c:.4}"))
+        ));
+        for bug in &run.details.possible_bugs {
+            evidence.push(format!(
+                "removed, failing against the code (a bug, or a wrong expectation): {}",
+                bug.test
+            ));
+        }
         let message = format!(
-            "pitcrew: {} {}\n\n{}\n\nTask: {}\nModel: {}\n",
+            "pitcrew: {} {}\n\n{}\n\n{}\n\nTask: {}\nModel: {}\n",
             task.kind,
             task.targets.join(" "),
             task.description,
+            evidence.join("\n"),
             task.id,
             run.model_id.as_deref().unwrap_or("unknown")
         );

@@ -12,7 +12,9 @@ use pitcrew_llm::{
     Budget, CallRecord, Complexity, Expect, Message, Requirements, RouteError, RouteEvent,
     RouteRequest, Router,
 };
-use pitcrew_validate::{Outcome, ValidationReport, ValidationRequest, ValidationSettings};
+use pitcrew_validate::{
+    FailingTest, Outcome, ValidationReport, ValidationRequest, ValidationSettings,
+};
 use serde::Serialize;
 
 use crate::cache::{CachedReply, ReplyCache};
@@ -102,6 +104,10 @@ pub struct AgentDetails {
     pub context: Option<ContextReport>,
     pub validation: Option<ValidationReport>,
     pub cache_hits: u32,
+    /// Tests removed from an accepted result because they failed on their own assertions
+    /// against the code: a bug in the code or a wrong expectation, for a human to judge.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub possible_bugs: Vec<FailingTest>,
 }
 
 /// What one run of the agent produced and observed.
@@ -353,20 +359,9 @@ impl BuiltinAgent {
                     run.written.push(relative.clone());
                 }
                 on_event(AgentEvent::Validating);
-                let validation = pitcrew_validate::validate(
-                    &self.settings.validation,
-                    &ValidationRequest {
-                        worktree: worktree.path().to_path_buf(),
-                        repo: worktree.repo().root().to_path_buf(),
-                        kind: task.kind,
-                        targets: task.targets.clone(),
-                        files: run.written.clone(),
-                        base_commit: task.base_commit.clone(),
-                        cache_dir: cache_dir.clone(),
-                        parent_env: None,
-                    },
-                )
-                .await;
+                let validation = self
+                    .validate(task, worktree, &run.written, &cache_dir)
+                    .await;
                 let report = match validation {
                     Ok(report) => report,
                     Err(e) => {
@@ -401,21 +396,35 @@ impl BuiltinAgent {
                         run.verdict = Verdict::Accepted;
                         return run;
                     }
+                    // Rounds are left: the model sees the values the code gave, and may fix
+                    // its expectations (or keep them, if the code is wrong).
+                    Outcome::PossibleBug if number < self.settings.max_iterations => {
+                        record.outcome = "possible_bug";
+                    }
                     Outcome::PossibleBug => {
                         record.outcome = "possible_bug";
                         record.findings = findings.clone();
                         run.details.iterations.push(record);
+                        run.findings = findings.clone();
+                        // Keep what passes: the failing tests go, with their failures kept
+                        // for a human, and the rest must pass every check on its own.
+                        if self
+                            .keep_passing(task, worktree, &cache_dir, number, &mut run, on_event)
+                            .await
+                        {
+                            return run;
+                        }
                         run.verdict = Verdict::PossibleBug {
                             message: summary(&findings),
                         };
-                        run.findings = findings;
                         return run;
                     }
-                    Outcome::Rejected => {}
+                    Outcome::Rejected => record.outcome = "rejected",
                 }
+            } else {
+                record.outcome = "rejected";
             }
 
-            record.outcome = "rejected";
             record.findings = findings.clone();
             run.details.iterations.push(record);
             let first_error = findings
@@ -448,6 +457,109 @@ impl BuiltinAgent {
             }
         }
         run
+    }
+
+    /// Validates `files` in `worktree` as `task` asks.
+    async fn validate(
+        &self,
+        task: &Task,
+        worktree: &Worktree,
+        files: &[String],
+        cache_dir: &std::path::Path,
+    ) -> Result<ValidationReport, pitcrew_validate::ValidateError> {
+        pitcrew_validate::validate(
+            &self.settings.validation,
+            &ValidationRequest {
+                worktree: worktree.path().to_path_buf(),
+                repo: worktree.repo().root().to_path_buf(),
+                kind: task.kind,
+                targets: task.targets.clone(),
+                files: files.to_vec(),
+                base_commit: task.base_commit.clone(),
+                cache_dir: cache_dir.to_path_buf(),
+                parent_env: None,
+            },
+        )
+        .await
+    }
+
+    /// After the last round ended with tests failing on their own assertions: removes those
+    /// tests from the written files and validates the rest on its own. When the rest passes
+    /// every check, the run is accepted with it, and the removed tests (with the values the
+    /// code gave) are kept in [`AgentDetails::possible_bugs`]; otherwise the files are put
+    /// back as they were validated and `false` is returned.
+    async fn keep_passing(
+        &self,
+        task: &Task,
+        worktree: &Worktree,
+        cache_dir: &std::path::Path,
+        round: u32,
+        run: &mut AgentRun,
+        on_event: &mut (dyn FnMut(AgentEvent<'_>) + Send),
+    ) -> bool {
+        let Some(report) = run.details.validation.clone() else {
+            return false;
+        };
+        let failing: Vec<String> = report
+            .failing_tests
+            .iter()
+            .map(|f| f.test.clone())
+            .collect();
+        let mut originals = Vec::new();
+        for path in &run.written {
+            if !report.failing_tests.iter().any(|f| f.file == *path) {
+                continue;
+            }
+            let full = worktree.path().join(path);
+            let Ok(source) = std::fs::read_to_string(&full) else {
+                break;
+            };
+            let Some(pruned) = pitcrew_validate::without_tests(path, &source, &failing) else {
+                originals.clear();
+                break;
+            };
+            originals.push((full, source, pruned));
+        }
+        if originals.is_empty() {
+            return false;
+        }
+        let restore = |originals: &[(PathBuf, String, String)]| {
+            for (full, source, _) in originals {
+                if let Err(e) = std::fs::write(full, source) {
+                    tracing::warn!("cannot restore {}: {e}", full.display());
+                }
+            }
+        };
+        for (full, _, pruned) in &originals {
+            if std::fs::write(full, pruned).is_err() {
+                restore(&originals);
+                return false;
+            }
+        }
+        on_event(AgentEvent::Validating);
+        let pruned = match self.validate(task, worktree, &run.written, cache_dir).await {
+            Ok(pruned) if pruned.is_accepted() => pruned,
+            _ => {
+                restore(&originals);
+                return false;
+            }
+        };
+        run.details.iterations.push(IterationRecord {
+            number: round,
+            model: run.model.clone(),
+            cache_hit: false,
+            calls: Vec::new(),
+            usage: Usage::default(),
+            findings: pruned.findings.clone(),
+            outcome: "accepted_without_failing_tests",
+        });
+        run.details.possible_bugs = report.failing_tests;
+        run.verified = pruned.verified.clone();
+        run.quality = Some(pruned.quality);
+        run.findings = pruned.findings.clone();
+        run.details.validation = Some(pruned);
+        run.verdict = Verdict::Accepted;
+        true
     }
 
     /// The reply to `request`: from the cache when enabled and present, else from the router

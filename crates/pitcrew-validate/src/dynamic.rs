@@ -12,6 +12,7 @@ use crate::pytest::{
     self, Invocation, Order, PytestRun, crash_site, excerpt, failed_own_assertion,
     is_collection_error, module_of, result_word, test_id,
 };
+use crate::report::FailingTest;
 use crate::reports::{CaseResult, TestCase};
 use crate::rules::Rule;
 use crate::sandbox::Sandbox;
@@ -206,8 +207,9 @@ pub(crate) fn judge_first_run(
                     Finding::error(
                         RULE,
                         format!(
-                            "`{id}` fails against the current code (a bug in the code, or a \
-                             wrong expectation in the test):\n{}",
+                            "`{id}` fails against the current code: either the code has a bug, \
+                             or the expectation is wrong. The values the code really gives are \
+                             below; if the code is right, expect those:\n{}",
                             excerpt(message, details)
                         ),
                     ),
@@ -248,6 +250,62 @@ pub(crate) fn judge_first_run(
     (findings, verdict)
 }
 
+/// The new tests that failed on an assertion of their own: each may be a bug in the code or
+/// a wrong expectation.
+pub(crate) fn own_failures(run: &PytestRun, test_files: &[String]) -> Vec<FailingTest> {
+    run.cases
+        .iter()
+        .flatten()
+        .filter(|c| failed_own_assertion(c, test_files))
+        .map(|case| {
+            let (message, details) = match &case.result {
+                CaseResult::Failed { message, details } => (message.as_str(), details.as_str()),
+                _ => ("", ""),
+            };
+            let located = at_case(Finding::info(Rule::TestsPass.as_str(), ""), case);
+            FailingTest {
+                test: test_id(case),
+                file: case.file.clone().unwrap_or_default(),
+                line: located.line,
+                failure: pitcrew_core::bounded(excerpt(message, details)),
+            }
+        })
+        .collect()
+}
+
+/// Cases of the new test files in the first run (collection errors aside), and how many
+/// passed.
+pub(crate) fn new_test_counts(run: &PytestRun, test_files: &[String]) -> (usize, usize) {
+    let cases: Vec<&TestCase> = run
+        .cases
+        .iter()
+        .flatten()
+        .filter(|c| !is_collection_error(c))
+        .filter(|c| c.file.as_ref().is_some_and(|f| test_files.contains(f)))
+        .collect();
+    let passed = cases
+        .iter()
+        .filter(|c| c.result == CaseResult::Passed)
+        .count();
+    (cases.len(), passed)
+}
+
+/// The order of rerun `k` (1-based): reverse first, then shuffled with seed `k`.
+fn rerun_order(k: u32) -> Order {
+    if k == 1 {
+        Order::Reverse
+    } else {
+        Order::Shuffle(k)
+    }
+}
+
+/// The reruns [`reruns`] makes, in words.
+pub(crate) fn rerun_orders(reruns: u32) -> Vec<String> {
+    (1..=reruns)
+        .map(|k| format!("{} (PYTHONHASHSEED={k})", rerun_order(k)))
+        .collect()
+}
+
 /// `not_flaky`: runs the new tests `reruns` more times, first in reverse order, then
 /// shuffled, each with its own `PYTHONHASHSEED`, and reports every test whose result
 /// differs from the first run (file order, `PYTHONHASHSEED=0`). Stops at the first rerun
@@ -269,11 +327,7 @@ pub(crate) async fn reruns(
     };
     let before = results(first);
     for k in 1..=reruns {
-        let order = if k == 1 {
-            Order::Reverse
-        } else {
-            Order::Shuffle(k)
-        };
+        let order = rerun_order(k);
         let label = format!("rerun-{k}");
         let invocation = Invocation {
             label: &label,

@@ -42,6 +42,8 @@ mod coverage;
 mod dynamic;
 mod effects;
 mod error;
+mod mutants;
+mod mutation;
 mod pipeline;
 mod pytest;
 mod repo;
@@ -54,16 +56,19 @@ mod syntax;
 mod testfns;
 
 pub use error::ValidateError;
+pub use mutation::{MutationSummary, SurvivingMutant};
 pub use pipeline::{ValidationRequest, validate};
 pub use report::{
-    COMMAND_RULE_WEIGHT, CoverageGain, Outcome, RuleRun, RuleStatus, ValidationReport,
-    evidence_weight, quality,
+    COMMAND_RULE_WEIGHT, CoverageGain, Evidence, FailingTest, Outcome, RuleRun, RuleStatus,
+    StageTime, ValidationReport, evidence_weight, quality,
 };
 pub use reports::{Coverage, FileCoverage, ReportError, parse_coverage};
 pub use rules::{Rule, UnknownRule};
 pub use sandbox::preflight;
 pub use settings::{
     ChangeSettings, CommandRule, CoverageFormat, DEFAULT_SETTINGS_TOML, LimitSettings,
-    RuleSettings, SandboxMode, SettingsError, ToolchainSettings, ValidationSettings,
+    MutationSettings, RuleSettings, SandboxMode, SettingsError, ToolchainSettings,
+    ValidationSettings,
 };
 pub use syntax::{Language, SyntaxCheck, check_syntax};
+pub use testfns::without_tests;

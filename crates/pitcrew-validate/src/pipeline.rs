@@ -3,6 +3,7 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use pitcrew_core::{Finding, TaskKind, VerifiedFile};
 
@@ -11,8 +12,13 @@ use crate::changes::{self, Change};
 use crate::dynamic::{self, Expected, Verdict};
 use crate::effects::{self, Listing};
 use crate::error::ValidateError;
+use crate::mutation::{self, MutationSummary};
 use crate::pytest::{self, Invocation, Order};
-use crate::report::{CoverageGain, Outcome, RuleRun, RuleStatus, ValidationReport, quality};
+use crate::report::{
+    CoverageGain, Evidence, FailingTest, Outcome, RuleRun, RuleStatus, StageTime, ValidationReport,
+    quality,
+};
+use crate::reports::Coverage;
 use crate::rules::Rule;
 use crate::sandbox::Sandbox;
 use crate::settings::ValidationSettings;
@@ -81,9 +87,12 @@ pub async fn validate(
         findings: Vec::new(),
         rules: Vec::new(),
         verified: Vec::new(),
+        stages: Vec::new(),
     };
     let before = Listing::of(&request.worktree);
+    let started = Instant::now();
     let files = checks_before_tests(&mut p, &sandbox).await?;
+    p.time("static checks", started);
     let tested = test_rules(&mut p, &sandbox, &files).await?;
     if p.begin(Rule::WorktreeUnchanged.as_str(), Ok(())) {
         let after = Listing::of(&request.worktree);
@@ -111,7 +120,7 @@ async fn checks_before_tests(
     let syntax = checks::syntax(&mut files);
     if p.begin(Rule::ChangeSet.as_str(), Ok(())) {
         let paths: Vec<&str> = request.files.iter().map(String::as_str).collect();
-        let timeout = std::time::Duration::from_secs(p.settings.timeout_secs);
+        let timeout = Duration::from_secs(p.settings.timeout_secs);
         let base =
             crate::repo::files_at(&request.repo, &request.base_commit, &paths, timeout).await?;
         let changes: Vec<Change> = paths
@@ -208,6 +217,14 @@ struct Tested {
     coverage: Vec<CoverageGain>,
     /// What the existing suite creates when it runs, when its baseline was measured.
     suite_creates: Vec<String>,
+    /// One summary per Python target, when `kills_mutants` ran.
+    mutation: Vec<MutationSummary>,
+    /// Test cases of the new files the first run reported, and how many passed.
+    tests: (usize, usize),
+    /// The reruns the new tests passed, in words.
+    rerun_orders: Vec<String>,
+    /// New tests that failed on their own assertions.
+    own_failures: Vec<FailingTest>,
 }
 
 /// tests_pass, not_flaky, coverage_gain and suite_green: pytest on the written Python test
@@ -253,7 +270,9 @@ async fn test_rules(
         }
     });
     let run_tests = p.begin(Rule::TestsPass.as_str(), tests_ready);
-    let want_coverage = run_tests && p.selected(Rule::CoverageGain) && !python_targets.is_empty();
+    let want_coverage = run_tests
+        && (p.selected(Rule::CoverageGain) || p.selected(Rule::KillsMutants))
+        && !python_targets.is_empty();
     let want_baseline =
         p.no_errors_yet().is_ok() && (want_coverage || p.selected(Rule::SuiteGreen));
     let after_data = sandbox.scratch_path("coverage-after.data");
@@ -265,6 +284,7 @@ async fn test_rules(
         coverage_data: want_coverage.then_some(after_data.as_path()),
     };
     // The baseline runs elsewhere (an export of the base commit): alongside the first run.
+    let started = Instant::now();
     let (first, baseline) = tokio::join!(
         async {
             if run_tests {
@@ -285,12 +305,19 @@ async fn test_rules(
         }
     );
     let (first, baseline) = (first.transpose()?, baseline.transpose()?);
+    if first.is_some() {
+        p.time("first run", started);
+    }
 
     let mut verdict = None;
+    let mut collected = (0, 0);
+    let mut own_failures = Vec::new();
     if let Some(first) = &first {
         let (findings, v) = dynamic::judge_first_run(first, &expected, &test_paths);
         p.record(Rule::TestsPass.as_str(), findings);
         verdict = Some(v);
+        collected = dynamic::new_test_counts(first, &test_paths);
+        own_failures = dynamic::own_failures(first, &test_paths);
     }
     let rerun_ready = match verdict {
         None => Err("tests_pass did not run".to_string()),
@@ -298,7 +325,13 @@ async fn test_rules(
         Some(_) if settings.reruns == 0 => Err("validation.reruns is 0".to_string()),
         Some(_) => Ok(()),
     };
+    // The mutants need the coverage of the first run, not the reruns: they run alongside.
+    let mutation_wanted = verdict == Some(Verdict::Passed)
+        && want_coverage
+        && p.selected(Rule::KillsMutants)
+        && p.no_errors_yet().is_ok();
     // The reruns and the coverage report of the first run are independent.
+    let started = Instant::now();
     let rerun = async {
         if p.begin(Rule::NotFlaky.as_str(), rerun_ready) {
             let cases = first
@@ -310,17 +343,47 @@ async fn test_rules(
             None
         }
     };
+    let first_run = first.as_ref().map_or(Duration::ZERO, |f| f.output.duration);
     let report_after = async {
-        if want_coverage && verdict == Some(Verdict::Passed) {
-            Some(coverage::coverage_report(sandbox, worktree, &after_data, "after").await)
-        } else {
-            None
+        if !(want_coverage && verdict == Some(Verdict::Passed)) {
+            return (None, None);
         }
+        let after = coverage::coverage_report(sandbox, worktree, &after_data, "after").await;
+        let mutation = match (&after, mutation_wanted) {
+            (Ok(after), true) => {
+                let started = Instant::now();
+                let before = baseline.as_ref().and_then(|b| b.coverage.as_ref());
+                let result = mutate(
+                    sandbox,
+                    request,
+                    after,
+                    before,
+                    &python_targets,
+                    &test_paths,
+                    first_run,
+                )
+                .await;
+                Some(result.map(|r| (r, started.elapsed())))
+            }
+            _ => None,
+        };
+        (Some(after), mutation)
     };
-    let (rerun, after) = tokio::join!(rerun, report_after);
-    let (rerun, after) = (rerun.transpose()?, after.transpose()?);
+    let (rerun, (after, mutation)) = tokio::join!(rerun, report_after);
+    let (rerun, after, mutation) = (
+        rerun.transpose()?,
+        after.transpose()?,
+        mutation.transpose()?,
+    );
     let reproducible = rerun.as_ref().is_none_or(Vec::is_empty);
+    let rerun_orders = match &rerun {
+        Some(findings) if !findings.iter().any(Finding::is_error) => {
+            dynamic::rerun_orders(settings.reruns)
+        }
+        _ => Vec::new(),
+    };
     if let Some(findings) = rerun {
+        p.time("reruns", started);
         p.record(Rule::NotFlaky.as_str(), findings);
     }
     let mut tested = Tested {
@@ -330,6 +393,10 @@ async fn test_rules(
             .as_ref()
             .map(|b| b.creates.clone())
             .unwrap_or_default(),
+        mutation: Vec::new(),
+        tests: collected,
+        rerun_orders,
+        own_failures,
     };
 
     let coverage_ready = match (verdict, python_targets.is_empty()) {
@@ -340,18 +407,33 @@ async fn test_rules(
         }
         (Some(_), false) => p.no_errors_yet(),
     };
-    if p.begin(Rule::CoverageGain.as_str(), coverage_ready) {
+    if p.begin(Rule::CoverageGain.as_str(), coverage_ready.clone()) {
         let before = baseline
             .as_ref()
             .and_then(|b| b.coverage.as_ref())
             .expect("measured with coverage: coverage_gain was selected before the first run");
-        let after = after.expect("reported: the first run passed under coverage");
-        let (gains, findings) = coverage::gain(&python_targets, before, &after);
+        let after = after
+            .as_ref()
+            .expect("reported: the first run passed under coverage");
+        let (gains, findings) = coverage::gain(&python_targets, before, after);
         tested.coverage = gains;
         p.record(Rule::CoverageGain.as_str(), findings);
     }
 
+    let mutation_ready = coverage_ready.and_then(|()| p.no_errors_yet());
+    if p.begin(Rule::KillsMutants.as_str(), mutation_ready) {
+        let ((summaries, findings), took) =
+            mutation.expect("run alongside the reruns: nothing had failed before them");
+        p.stages.push(StageTime {
+            stage: "mutants (alongside the reruns)".into(),
+            ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+        });
+        tested.mutation = summaries;
+        p.record(Rule::KillsMutants.as_str(), findings);
+    }
+
     if p.begin(Rule::SuiteGreen.as_str(), p.no_errors_yet()) {
+        let started = Instant::now();
         let baseline = baseline
             .as_ref()
             .expect("measured: suite_green was selected and nothing had failed before");
@@ -364,12 +446,50 @@ async fn test_rules(
         };
         let run = pytest::run(sandbox, worktree, &invocation).await?;
         let written: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
+        p.time("whole suite", started);
         p.record(
             Rule::SuiteGreen.as_str(),
             dynamic::judge_suite(&run, baseline, &written),
         );
     }
     Ok(tested)
+}
+
+/// The mutation stage for every Python target: one summary each, and their findings.
+async fn mutate(
+    sandbox: &Sandbox<'_>,
+    request: &ValidationRequest,
+    after: &Coverage,
+    before: Option<&Coverage>,
+    targets: &[String],
+    tests: &[String],
+    first_run: Duration,
+) -> Result<(Vec<MutationSummary>, Vec<Finding>), ValidateError> {
+    let (mut summaries, mut findings) = (Vec::new(), Vec::new());
+    for target in targets {
+        let lines = |coverage: Option<&Coverage>| {
+            coverage
+                .and_then(|c| c.get(target))
+                .map(|f| f.executed.clone())
+                .unwrap_or_default()
+        };
+        let (covered_by_new, covered_before) = (lines(Some(after)), lines(before));
+        let subject = mutation::Subject {
+            worktree: &request.worktree,
+            target,
+            covered_by_new: &covered_by_new,
+            covered_before: &covered_before,
+            tests,
+            first_run,
+            base_commit: &request.base_commit,
+            cache_dir: &request.cache_dir,
+        };
+        let (summary, found) =
+            mutation::kills_mutants(sandbox, &sandbox.settings().mutation, &subject).await?;
+        summaries.push(summary);
+        findings.extend(found);
+    }
+    Ok((summaries, findings))
 }
 
 /// The report being built.
@@ -380,9 +500,19 @@ struct Pipeline<'a> {
     rules: Vec<RuleRun>,
     /// The files judged, with the SHA-256 of the bytes judged.
     verified: Vec<VerifiedFile>,
+    /// Wall time per stage, in order.
+    stages: Vec<StageTime>,
 }
 
 impl Pipeline<'_> {
+    /// Records how long `stage` took since `started`.
+    fn time(&mut self, stage: &str, started: Instant) {
+        self.stages.push(StageTime {
+            stage: stage.to_string(),
+            ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        });
+    }
+
     /// Whether `rule` is selected for the task kind by the settings.
     fn selected(&self, rule: Rule) -> bool {
         self.settings
@@ -474,7 +604,14 @@ impl Pipeline<'_> {
         };
         // Findings quote what generated code printed: never a secret, wherever they go next.
         self.findings.iter_mut().for_each(Finding::redact_secrets);
-        let quality = quality(&self.rules, &self.findings, confined);
+        let mutation_score = {
+            let (killed, tried) = tested
+                .mutation
+                .iter()
+                .fold((0, 0), |(k, t), m| (k + m.killed, t + m.tried));
+            (tried > 0).then(|| killed as f64 / tried as f64)
+        };
+        let quality = quality(&self.rules, &self.findings, confined, mutation_score);
         ValidationReport {
             outcome,
             findings: self.findings,
@@ -483,6 +620,14 @@ impl Pipeline<'_> {
             coverage: tested.coverage,
             verified: self.verified,
             confined,
+            evidence: Evidence {
+                tests_collected: tested.tests.0,
+                tests_passed: tested.tests.1,
+                reruns: tested.rerun_orders,
+                mutation: tested.mutation,
+                stages: self.stages,
+            },
+            failing_tests: tested.own_failures,
         }
     }
 }

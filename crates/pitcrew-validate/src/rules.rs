@@ -35,6 +35,9 @@ pub enum Rule {
     NotFlaky,
     /// The new tests cover lines of the target the existing suite did not.
     CoverageGain,
+    /// The new tests notice changes to the code they run: they kill mutants of the target
+    /// that the existing suite does not.
+    KillsMutants,
     /// The whole suite passes with the new files in place.
     SuiteGreen,
     /// Running the checks left the worktree as it was: the files judged are the files that
@@ -58,6 +61,7 @@ impl Rule {
         Rule::TestsPass,
         Rule::NotFlaky,
         Rule::CoverageGain,
+        Rule::KillsMutants,
         Rule::SuiteGreen,
         Rule::WorktreeUnchanged,
     ];
@@ -84,6 +88,7 @@ impl Rule {
             Rule::TestsPass => "tests_pass",
             Rule::NotFlaky => "not_flaky",
             Rule::CoverageGain => "coverage_gain",
+            Rule::KillsMutants => "kills_mutants",
             Rule::SuiteGreen => "suite_green",
             Rule::WorktreeUnchanged => "worktree_unchanged",
         }
@@ -117,6 +122,10 @@ impl Rule {
             }
             Rule::CoverageGain => {
                 "the new tests cover lines of the target the existing tests do not"
+            }
+            Rule::KillsMutants => {
+                "the new tests fail when the code they run is changed (each assertion checks \
+                 what the code computes, exactly)"
             }
             Rule::SuiteGreen => "the whole existing test suite still passes",
             Rule::WorktreeUnchanged => {

@@ -148,6 +148,18 @@ impl<'a> Sandbox<'a> {
         command: &str,
         extra_env: &[(&str, String)],
     ) -> Result<Output, ValidateError> {
+        let limit = Duration::from_secs(self.settings.timeout_secs);
+        self.shell_within(cwd, command, extra_env, limit).await
+    }
+
+    /// [`Sandbox::shell`] with its own time limit instead of `validation.timeout_secs`.
+    pub(crate) async fn shell_within(
+        &self,
+        cwd: &Path,
+        command: &str,
+        extra_env: &[(&str, String)],
+        limit: Duration,
+    ) -> Result<Output, ValidateError> {
         let path = |p: PathBuf| p.to_string_lossy().into_owned();
         let mut set = vec![
             // Keep the worktree free of bytecode: the result is a patch of it.
@@ -178,7 +190,7 @@ impl<'a> Sandbox<'a> {
                 pass: self.settings.pass_env.clone(),
                 set,
             })
-            .timeout(Duration::from_secs(self.settings.timeout_secs))
+            .timeout(limit)
             .limits(self.settings.limits.to_sandbox())
             .isolate_network(!self.settings.allow_network);
         if let Some(parent) = self.parent_env {

@@ -60,6 +60,8 @@ pub struct ValidationSettings {
     pub rules: RuleSettings,
     /// What each task kind may create or change (the `change_set` rule).
     pub changes: ChangeSettings,
+    /// The mutation stage (the `kills_mutants` rule).
+    pub mutation: MutationSettings,
     /// The project's own checks, run after the static rules and before the tests. Each is a
     /// `[[validation.commands]]` table.
     pub commands: Vec<CommandRule>,
@@ -84,6 +86,7 @@ impl Default for ValidationSettings {
             toolchain: ToolchainSettings::default(),
             rules: RuleSettings::default(),
             changes: ChangeSettings::default(),
+            mutation: MutationSettings::default(),
             commands: Vec::new(),
         }
     }
@@ -97,6 +100,37 @@ pub enum SandboxMode {
     Required,
     /// Unconfined; reports say the results were not sandboxed.
     None,
+}
+
+/// The mutation stage: mutants of the target's lines the new tests run, each run against the
+/// new tests (see `kills_mutants`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MutationSettings {
+    /// At most this many mutants per target.
+    pub max_mutants: usize,
+    /// At most this many seconds per target; mutants not run by then are not judged.
+    pub max_seconds: u64,
+    /// Mutants the new tests must kill that the existing tests do not.
+    pub min_kills: usize,
+    /// The share of the mutants tried that the new tests must kill (0–1): tests that run
+    /// the code but check little of it let most mutants through.
+    pub min_score: f64,
+    /// Picks which mutants are made when there are more than `max_mutants`; the same seed
+    /// and file give the same mutants.
+    pub seed: u64,
+}
+
+impl Default for MutationSettings {
+    fn default() -> Self {
+        MutationSettings {
+            max_mutants: 20,
+            max_seconds: 15,
+            min_kills: 1,
+            min_score: 0.5,
+            seed: 0,
+        }
+    }
 }
 
 /// What a task may create or change, by kind. Patterns are globs over paths relative to the
@@ -482,6 +516,20 @@ impl ValidationSettings {
         }
         if self.timeout_secs == 0 {
             return Err(invalid("timeout_secs", "must be at least 1".into()));
+        }
+        if !(0.0..=1.0).contains(&self.mutation.min_score) {
+            return Err(invalid(
+                "mutation.min_score",
+                format!("{} is not between 0 and 1", self.mutation.min_score),
+            ));
+        }
+        if self.mutation.max_seconds == 0 || self.mutation.max_mutants == 0 {
+            return Err(invalid(
+                "mutation",
+                "max_mutants and max_seconds must be at least 1 (to turn the stage off, add \
+                 `kills_mutants` to rules.disable)"
+                    .into(),
+            ));
         }
         for (field, paths) in [
             ("sandbox_read", &self.sandbox_read),

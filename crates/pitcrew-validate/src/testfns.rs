@@ -51,6 +51,82 @@ pub(crate) fn is_test_path(path: &str) -> bool {
     }
 }
 
+/// `source` (a Python test file at `path`) without the tests named by the pytest node ids
+/// `tests` (parametrizations name their function; ids of other files are ignored). A class
+/// left without members goes too. `None` when the file does not parse or no test would be
+/// left.
+pub fn without_tests(path: &str, source: &str, tests: &[String]) -> Option<String> {
+    let language = Language::from_path(path)?;
+    if language != Language::Python {
+        return None;
+    }
+    let file = Written {
+        path: path.to_string(),
+        language: Some(language),
+        source: source.to_string(),
+        tree: Some(crate::syntax::parse(language, source)),
+    };
+    if file.tree.as_ref().is_none_or(|t| t.root_node().has_error()) {
+        return None;
+    }
+    // `file::Class::name[param]` → (Some(Class), name)
+    let wanted: Vec<(Option<&str>, &str)> = tests
+        .iter()
+        .filter_map(|id| {
+            let rest = id.strip_prefix(path)?.strip_prefix("::")?;
+            let rest = rest.split('[').next().unwrap_or(rest);
+            Some(match rest.rsplit_once("::") {
+                Some((class, name)) => (Some(class.rsplit("::").next().unwrap_or(class)), name),
+                None => (None, rest),
+            })
+        })
+        .collect();
+    let all = test_functions(&file);
+    let (removed, kept): (Vec<&TestFn>, Vec<&TestFn>) = all.iter().partition(|t| {
+        wanted
+            .iter()
+            .any(|(class, name)| *name == t.name && *class == t.class.as_deref())
+    });
+    if removed.is_empty() || kept.iter().all(|t| t.not_run.is_some()) {
+        return None;
+    }
+    // Whole classes whose every member goes, else the tests themselves.
+    let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
+    for test in &removed {
+        let class = test.whole.parent().and_then(|body| {
+            let class = body.parent()?;
+            let outer = class
+                .parent()
+                .filter(|p| p.kind() == "decorated_definition")
+                .unwrap_or(class);
+            (class.kind() == "class_definition"
+                && named_children(body).iter().all(|member| {
+                    removed
+                        .iter()
+                        .any(|r| r.whole.byte_range() == member.byte_range())
+                        || member.kind() == "comment"
+                }))
+            .then_some(outer)
+        });
+        let node = class.unwrap_or(test.whole);
+        let range = node.byte_range();
+        if !ranges.contains(&range) {
+            ranges.push(range);
+        }
+    }
+    ranges.sort_by_key(|r| std::cmp::Reverse(r.start));
+    let mut out = source.to_string();
+    for range in ranges {
+        // From the start of the line, so no indentation is left behind.
+        let start = source[..range.start].rfind('\n').map_or(0, |i| i + 1);
+        let end = source[range.end..]
+            .find('\n')
+            .map_or(source.len(), |i| range.end + i + 1);
+        out.replace_range(start..end, "");
+    }
+    Some(out)
+}
+
 /// A test (or something written as one) in a file.
 #[derive(Debug)]
 pub(crate) struct TestFn<'t> {
@@ -290,4 +366,70 @@ fn go_tests<'t>(root: Node<'t>, source: &str) -> Vec<TestFn<'t>> {
         });
     }
     tests
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failing_tests_are_removed_with_their_decorators_and_emptied_classes() {
+        let source = "\
+import pytest
+from calc import double
+
+
+def test_good():
+    assert double(2) == 4
+
+
+@pytest.mark.parametrize('n', [1, 2])
+def test_wrong(n):
+    assert double(n) == n
+
+
+class TestMore:
+    def test_also_wrong(self):
+        assert double(3) == 5
+
+
+class TestMixed:
+    def test_fine(self):
+        assert double(0) == 0
+
+    def test_bad(self):
+        assert double(1) == 3
+";
+        let failing = [
+            "tests/test_c.py::test_wrong[1]".to_string(),
+            "tests/test_c.py::test_wrong[2]".to_string(),
+            "tests/test_c.py::TestMore::test_also_wrong".to_string(),
+            "tests/test_c.py::TestMixed::test_bad".to_string(),
+            "tests/other.py::test_good".to_string(),
+        ];
+        let pruned = without_tests("tests/test_c.py", source, &failing).unwrap();
+        assert!(pruned.contains("def test_good"), "{pruned}");
+        assert!(pruned.contains("def test_fine"), "{pruned}");
+        for gone in [
+            "test_wrong",
+            "parametrize",
+            "TestMore",
+            "test_also_wrong",
+            "test_bad",
+        ] {
+            assert!(!pruned.contains(gone), "{gone} left in:\n{pruned}");
+        }
+        assert!(matches!(
+            crate::check_syntax("tests/test_c.py", &pruned),
+            crate::SyntaxCheck::Valid { .. }
+        ));
+        // Nothing would be left.
+        let everything: Vec<String> = ["test_good", "test_wrong", "TestMore::test_also_wrong"]
+            .iter()
+            .chain(["TestMixed::test_fine", "TestMixed::test_bad"].iter())
+            .map(|t| format!("tests/test_c.py::{t}"))
+            .collect();
+        assert_eq!(without_tests("tests/test_c.py", source, &everything), None);
+        assert_eq!(without_tests("tests/test_c.py", source, &[]), None);
+    }
 }

@@ -204,7 +204,18 @@ async fn a_correct_test_file_is_accepted_with_the_newly_covered_lines() {
     for rule in report.rules.iter().filter(|r| r.rule != "toolchain") {
         assert_eq!(rule.status, RuleStatus::Ran { passed: true }, "{rule:?}");
     }
-    assert_eq!(report.quality, 1.0);
+    // Every rule passed; the mutants the tests let through cost a little of the score.
+    let mutation = &report.evidence.mutation[0];
+    assert!(mutation.tried >= 10, "{mutation:?}");
+    assert!(mutation.killed_only_by_new >= 1, "{mutation:?}");
+    let score = mutation.killed as f64 / mutation.tried as f64;
+    assert!(score > 0.5, "{mutation:?}");
+    let expected_quality = ((86.0 + 14.0 * score).round()) / 100.0;
+    assert!(
+        (report.quality - expected_quality).abs() < 1e-9,
+        "{}",
+        report.quality
+    );
     let gain = &report.coverage[0];
     assert_eq!(gain.target, TARGET);
     let mut expected = [
@@ -1051,4 +1062,92 @@ class DiscountCase(unittest.TestCase):
     assert_eq!(report.outcome, Outcome::Accepted, "{report:#?}");
     assert!(report.confined);
     assert_eq!(report.verified.len(), 2);
+}
+
+/// Tests that run every line but check nothing precise: coverage rises, mutants survive.
+const WEAK_TESTS: &str = r#"from pricing import discount, shipping
+
+
+def outcome(function, *args):
+    try:
+        return function(*args)
+    except Exception as error:
+        return error
+
+
+def test_discount_gives_an_answer():
+    for args in [(100, "HALF"), (100, "TENOFF"), (-1,), (1, "NOPE")]:
+        result = outcome(discount, *args)
+        assert result is not None
+        assert isinstance(result, (int, float, Exception))
+
+
+def test_shipping_gives_a_number():
+    assert isinstance(shipping(10, "BE"), int)
+    assert len([shipping(60)]) == 1
+"#;
+
+#[tokio::test]
+async fn tests_that_raise_coverage_but_check_nothing_are_rejected_by_surviving_mutants() {
+    let project = Project::new();
+    let report = project.check("tests/test_pricing.py", WEAK_TESTS).await;
+    assert_eq!(
+        status(&report, "coverage_gain"),
+        &RuleStatus::Ran { passed: true }
+    );
+    let found = rejected_by(&report, "kills_mutants");
+    assert!(
+        found[0].message.contains("missed by the existing tests"),
+        "{}",
+        found[0]
+    );
+    // The surviving mutants are errors the model can act on: a line, a change — one per line
+    // first, so the HALF line, which nothing checks, is among them.
+    let survivor = found
+        .iter()
+        .find(|f| f.line == Some(line_of("return total / 2")))
+        .unwrap_or_else(|| panic!("no surviving mutant of the HALF line: {found:#?}"));
+    assert!(
+        survivor
+            .message
+            .contains("went unnoticed by the new tests: `"),
+        "{survivor}"
+    );
+    let mutation = &report.evidence.mutation[0];
+    assert!(mutation.score().unwrap() < 0.5, "{mutation:?}");
+}
+
+#[tokio::test]
+async fn the_evidence_card_says_what_was_shown() {
+    let project = Project::new();
+    let report = project.check("tests/test_pricing.py", GOOD_TESTS).await;
+    assert_eq!(report.outcome, Outcome::Accepted, "{report:#?}");
+    let card = report.card().join("\n");
+    assert!(
+        card.contains("tests: 6 collected, 6 passed; passed again in reverse order"),
+        "{card}"
+    );
+    assert!(
+        card.contains("coverage of src/pricing.py: 11 → 18 of 18 lines (+7: lines"),
+        "{card}"
+    );
+    assert!(card.contains("mutants of src/pricing.py: "), "{card}");
+    assert!(card.contains("time: static checks"), "{card}");
+    assert!(card.contains("sandboxed"), "{card}");
+    let stages: Vec<&str> = report
+        .evidence
+        .stages
+        .iter()
+        .map(|s| s.stage.as_str())
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            "static checks",
+            "first run",
+            "reruns",
+            "mutants (alongside the reruns)",
+            "whole suite"
+        ]
+    );
 }

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use pitcrew_core::{Attempt, Priority, Task, TaskFilter, TaskKind, TaskStatus};
+use pitcrew_validate::FailingTest;
 
 use crate::context::Context;
 use crate::output;
@@ -197,6 +198,34 @@ fn attempt_table(attempts: &[Attempt]) -> comfy_table::Table {
     table
 }
 
+/// The evidence card of an attempt, and the tests removed from its result because they
+/// failed against the code.
+fn print_evidence(attempt: &Attempt) {
+    if let Some(report) = super::report::validation_of(attempt) {
+        output::line(&format!("\nevidence (attempt {}):", attempt.number));
+        for line in report.card() {
+            output::line(&format!("  {line}"));
+        }
+    }
+    let bugs = attempt
+        .details
+        .get("possible_bugs")
+        .and_then(|b| serde_json::from_value::<Vec<FailingTest>>(b.clone()).ok())
+        .unwrap_or_default();
+    if !bugs.is_empty() {
+        output::line(
+            "\nremoved from the result: tests that fail against the code (a bug in the code, or \
+             a wrong expectation — judge them):",
+        );
+        for bug in bugs {
+            output::line(&format!("  {}", bug.test));
+            for line in bug.failure.lines() {
+                output::line(&format!("      {line}"));
+            }
+        }
+    }
+}
+
 pub async fn show(ctx: &Context, id: &str, diff: bool, json: bool) -> anyhow::Result<ExitCode> {
     let store = ctx.store().await?;
     let task = store.find(id).await?;
@@ -213,6 +242,9 @@ pub async fn show(ctx: &Context, id: &str, diff: bool, json: bool) -> anyhow::Re
     if !attempts.is_empty() {
         output::line("");
         output::print_table(&attempt_table(&attempts));
+    }
+    if let Some(last) = attempts.last() {
+        print_evidence(last);
     }
     for a in attempts
         .iter()

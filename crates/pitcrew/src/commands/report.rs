@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use pitcrew_core::{Attempt, TaskFilter, TaskStatus};
+use pitcrew_validate::{Evidence, ValidationReport};
 use serde::Serialize;
 
 use crate::cli::ReportFormat;
@@ -26,6 +27,8 @@ struct TaskLine {
     /// False when the generated code of an attempt ran unconfined
     /// (`validation.sandbox = "none"`).
     sandboxed: bool,
+    /// What the last attempt's checks showed (tests, reruns, mutants, time per stage).
+    evidence: Option<Evidence>,
     error: Option<String>,
 }
 
@@ -49,6 +52,14 @@ fn detail_count(attempt: &Attempt, pointer: &str) -> usize {
         .pointer(pointer)
         .and_then(|v| v.as_array())
         .map_or(0, Vec::len)
+}
+
+/// The validation report recorded on `attempt`, when it has one.
+pub(crate) fn validation_of(attempt: &Attempt) -> Option<ValidationReport> {
+    attempt
+        .details
+        .get("validation")
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
 }
 
 /// Whether the validation of `attempt` ran generated code unconfined.
@@ -109,6 +120,7 @@ pub async fn report(
                 .filter_map(|a| a.details.get("cache_hits").and_then(|h| h.as_u64()))
                 .sum(),
             sandboxed: !attempts.iter().any(ran_unsandboxed),
+            evidence: last.and_then(validation_of).map(|r| r.evidence),
             error: task
                 .last_error
                 .as_deref()
@@ -153,9 +165,9 @@ pub async fn report(
         ));
     }
     output::line(
-        "| task | kind | targets | outcome | model | attempts | rounds | cost | quality | lines covered | note |",
+        "| task | kind | targets | outcome | model | attempts | rounds | cost | quality | lines covered | mutants killed | note |",
     );
-    output::line("|---|---|---|---|---|---|---|---|---|---|---|");
+    output::line("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for l in &lines {
         let mut note = match (&l.error, l.cache_hits) {
             (Some(e), _) => e.replace('|', "\\|"),
@@ -165,8 +177,22 @@ pub async fn report(
         if !l.sandboxed {
             note = format!("NOT SANDBOXED {note}").trim_end().to_string();
         }
+        let mutants = l
+            .evidence
+            .as_ref()
+            .filter(|e| !e.mutation.is_empty())
+            .map_or_else(
+                || "-".to_string(),
+                |e| {
+                    let (killed, tried) = e
+                        .mutation
+                        .iter()
+                        .fold((0, 0), |(k, t), m| (k + m.killed, t + m.tried));
+                    format!("{killed}/{tried}")
+                },
+            );
         output::line(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | ${:.4} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | ${:.4} | {} | {} | {} | {} |",
             &l.task,
             l.kind,
             l.targets.join(" "),
@@ -177,6 +203,7 @@ pub async fn report(
             l.cost_usd,
             l.quality.map_or_else(|| "-".into(), |q| format!("{q:.2}")),
             l.lines_covered,
+            mutants,
             note
         ));
     }

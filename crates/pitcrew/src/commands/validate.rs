@@ -126,23 +126,9 @@ fn print(report: &ValidationReport, json: bool) {
     for finding in &report.findings {
         output::line(&format!("{} {finding}", finding.severity));
     }
-    for gain in &report.coverage {
-        output::line(&format!(
-            "coverage of {}: {} → {} of {} lines; newly covered: {:?}",
-            gain.target,
-            gain.covered_before,
-            gain.covered_after,
-            gain.statements,
-            gain.newly_covered
-        ));
+    output::line("evidence:");
+    for line in report.card() {
+        output::line(&format!("  {line}"));
     }
-    let sandboxed = if report.confined {
-        ""
-    } else {
-        " — NOT SANDBOXED"
-    };
-    output::line(&format!(
-        "outcome: {:?}, quality {:.2}{sandboxed}",
-        report.outcome, report.quality
-    ));
+    output::line(&format!("outcome: {:?}", report.outcome));
 }

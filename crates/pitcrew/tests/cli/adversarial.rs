@@ -500,16 +500,24 @@ fn a_test_cannot_signal_or_trace_pitcrew() {
 #[test]
 fn processes_a_test_leaves_behind_die_with_it() {
     let f = Fortress::new();
-    // A storm of detached sleepers, each of which would leave a mark after the run.
+    // A storm of detached sleepers, each of which would leave a mark if it ever woke up.
     f.contain(&indent(&[
         "for n in range(50):",
-        "    subprocess.Popen(['sh', '-c', 'sleep 2; touch ' + str(ESCAPE / ('alive-' + str(n)))],",
+        "    subprocess.Popen(['sh', '-c', 'sleep 600; touch ' + str(ESCAPE / ('alive-' + TOKEN))],",
         "                     start_new_session=True, stdout=subprocess.DEVNULL,",
         "                     stderr=subprocess.DEVNULL)",
     ]));
-    std::thread::sleep(std::time::Duration::from_secs(4));
-    let marks = files_under(f.escape_dir.path());
-    assert!(marks.is_empty(), "processes outlived their run: {marks:?}");
+    let survivors: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&format!("alive-{}", f.token)))
+        .collect();
+    assert!(
+        survivors.is_empty(),
+        "processes outlived their run: {survivors:?}"
+    );
 }
 
 #[test]

@@ -9,6 +9,7 @@ mod apply;
 mod config;
 mod crash;
 mod engine;
+mod evidence;
 mod help;
 mod models;
 mod plan;

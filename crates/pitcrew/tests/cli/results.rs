@@ -331,8 +331,12 @@ fn results_of_unconfined_runs_say_so_everywhere() {
     let json = p.json(&["report"]);
     assert_eq!(json["tasks"][0]["sandboxed"], false);
     assert_eq!(json["totals"]["unsandboxed"], 1);
-    // The same evidence, unconfined, counts half.
-    assert!((sandboxed_quality(&p, &id) - 0.5).abs() < 1e-9);
+    // The same evidence, unconfined, counts half: all rules passed, the mutants in proportion.
+    let attempt = &p.attempts(&id)[0];
+    let mutation = &attempt["details"]["validation"]["evidence"]["mutation"][0];
+    let score = mutation["killed"].as_f64().unwrap() / mutation["tried"].as_f64().unwrap();
+    let confined = (86.0 + 14.0 * score).round() / 100.0;
+    assert!((sandboxed_quality(&p, &id) - confined * 0.5).abs() < 1e-9);
 
     let validate = p
         .cmd()
