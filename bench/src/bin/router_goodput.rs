@@ -154,6 +154,7 @@ async fn drive(router: Router, started: Instant) -> Outcome {
                         ..Requirements::default()
                     },
                     task_budget: None,
+                    wait_until: None,
                 };
                 match router.complete(&request, &mut |_| {}).await {
                     Ok(_) => {

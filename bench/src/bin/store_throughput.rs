@@ -125,6 +125,7 @@ fn task(i: usize) -> NewTask {
         description: format!("bench task {i}"),
         targets: vec![format!("src/m{i}.py")],
         repo: "/tmp/repo".into(),
+        repo_url: None,
         base_commit: "0123456789abcdef0123456789abcdef01234567".into(),
         priority: Priority::ALL[i % 4],
         model: None,

@@ -117,13 +117,18 @@ pub(crate) fn apply(
 ) -> Result<(Config, BTreeMap<String, String>), ConfigError> {
     let mut table = toml::Table::try_from(config).expect("configuration serializes");
     let mut known: BTreeMap<String, (String, String)> = BTreeMap::new();
+    let mut settable: Vec<String> = Vec::new();
     for (section, value) in &table {
         if let toml::Value::Table(fields) = value {
             if matches!(section.as_str(), "providers" | "presets" | "registry") {
                 continue;
             }
-            for key in fields.keys() {
+            for (key, value) in fields {
                 known.insert(env_name(section, key), (section.clone(), key.clone()));
+                // Arrays and tables cannot be set from a variable: not offered as names.
+                if !matches!(value, toml::Value::Array(_) | toml::Value::Table(_)) {
+                    settable.push(env_name(section, key));
+                }
             }
         }
     }
@@ -136,12 +141,25 @@ pub(crate) fn apply(
             continue;
         }
         let Some((section, key)) = known.get(var) else {
+            settable.sort();
+            let names: Vec<&str> = settable
+                .iter()
+                .map(String::as_str)
+                .chain(ENV_NOT_CONFIG.iter().copied())
+                .collect();
+            let close = crate::suggest(var, names.iter().copied());
+            let hint = match close.as_slice() {
+                [] => String::new(),
+                [one] => format!("did you mean {one}? "),
+                [first, rest @ ..] => {
+                    format!("did you mean {first}? (or {}) ", rest.join(", "))
+                }
+            };
             return Err(ConfigError::Env {
                 var: var.clone(),
                 message: format!(
-                    "not a pitcrew setting; valid names: {}, {}",
-                    join(known.keys().map(String::as_str)),
-                    join(ENV_NOT_CONFIG.iter().copied())
+                    "not a pitcrew setting; {hint}valid names: {}",
+                    join(names.iter().copied())
                 ),
             });
         };

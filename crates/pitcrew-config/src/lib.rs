@@ -4,17 +4,19 @@
 //! from (file and line, or variable), the field, and the valid values.
 
 mod environment;
+mod locate;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pitcrew_core::Secret;
-use pitcrew_llm::{Endpoint, ModelSpec, Registry, RouterSettings};
+use pitcrew_llm::{Endpoint, ModelSpec, Registry, RegistryError, RouterSettings};
 use pitcrew_validate::ValidationSettings;
 use serde::{Deserialize, Serialize};
 
 pub use environment::Environment;
+pub use locate::{did_you_mean, suggest, with_suggestion};
 
 /// The configuration file's name at the repository root.
 pub const FILE_NAME: &str = "pitcrew.toml";
@@ -60,6 +62,10 @@ pub struct Config {
     pub registry: toml::Table,
     #[serde(default)]
     pub validation: ValidationSettings,
+    /// Where this machine keeps the repositories tasks name: a task's remote URL (or the
+    /// submitter's path) → a local clone; relative paths are from the configuration file.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub repos: BTreeMap<String, PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -85,6 +91,7 @@ pub struct WorkersConfig {
     pub max_attempts: u32,
     pub retry_backoff_secs: f64,
     pub shutdown_grace_secs: u64,
+    pub wait_deadline_secs: u64,
 }
 
 impl Default for WorkersConfig {
@@ -96,6 +103,7 @@ impl Default for WorkersConfig {
             max_attempts: 3,
             retry_backoff_secs: 10.0,
             shutdown_grace_secs: 120,
+            wait_deadline_secs: 3600,
         }
     }
 }
@@ -127,8 +135,8 @@ impl Default for ModelsConfig {
             idle_timeout_secs: 60,
             free_only: false,
             max_wait_secs: 120,
-            failure_threshold: 3,
-            circuit_cooldown_secs: 30,
+            failure_threshold: 15,
+            circuit_cooldown_secs: 5,
             max_iterations: 3,
         }
     }
@@ -269,14 +277,28 @@ impl Config {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        if let Some(scheme) = unsupported_store_scheme(&self.store.url) {
+            return Err(invalid(
+                "store.url",
+                format!(
+                    "`{scheme}` is not a store pitcrew knows; use sqlite://PATH or \
+                     postgres://USER@HOST[:PORT]/DATABASE"
+                ),
+            ));
+        }
         for (name, preset) in &self.presets {
             if !self.providers.contains_key(&preset.provider) {
+                let names: Vec<&String> = self.providers.keys().collect();
                 return Err(invalid(
                     &format!("presets.{name}.provider"),
-                    format!(
-                        "unknown provider `{}`; valid values: {}",
-                        preset.provider,
-                        providers()
+                    with_suggestion(
+                        &format!(
+                            "unknown provider `{}`; valid values: {}",
+                            preset.provider,
+                            providers()
+                        ),
+                        &preset.provider,
+                        &names,
                     ),
                 ));
             }
@@ -319,11 +341,25 @@ impl Config {
                 self.models.failure_threshold as f64,
             ),
             ("models.max_iterations", self.models.max_iterations as f64),
+            (
+                "workers.wait_deadline_secs",
+                self.workers.wait_deadline_secs as f64,
+            ),
         ];
         for (field, value) in at_least_one {
             if value < 1.0 {
                 return Err(invalid(field, "must be at least 1".into()));
             }
+        }
+        if self.models.failure_threshold as usize > pitcrew_llm::CIRCUIT_WINDOW {
+            return Err(invalid(
+                "models.failure_threshold",
+                format!(
+                    "must be at most {} (the circuit judges a model's last {} calls)",
+                    pitcrew_llm::CIRCUIT_WINDOW,
+                    pitcrew_llm::CIRCUIT_WINDOW
+                ),
+            ));
         }
         let not_negative = [
             (
@@ -404,29 +440,59 @@ impl Config {
         if let Some(synced) = synced {
             base = base.merge_synced(synced.models).0;
         }
-        let registry = base
-            .with_overrides(&changes, origin)
-            .map_err(|e| invalid("registry", e.to_string()))?;
+        let registry = base.with_overrides(&changes, origin).map_err(|e| {
+            let (RegistryError::Parse { message, .. } | RegistryError::Invalid { message, .. }) = e;
+            // A reference to a model that does not exist: which entry, and the close names.
+            let field = if message.starts_with("the fallback chain") {
+                "registry.fallback"
+            } else if message.starts_with("preset `") {
+                "registry.presets"
+            } else {
+                "registry"
+            };
+            let message = match message.split_once("unknown model `") {
+                Some((_, rest)) => {
+                    let given = rest.split('`').next().unwrap_or_default();
+                    let names: Vec<&str> = base
+                        .models()
+                        .iter()
+                        .map(|m| m.name.as_str())
+                        .chain(self.presets.keys().map(String::as_str))
+                        .collect();
+                    with_suggestion(&message, given, &names)
+                }
+                None => message,
+            };
+            invalid(field, message)
+        })?;
         for model in registry.models() {
             if !self.providers.contains_key(&model.provider) {
+                let names: Vec<&String> = self.providers.keys().collect();
                 return Err(invalid(
                     "registry.models",
-                    format!(
-                        "model `{}` names unknown provider `{}`; valid values: {}",
-                        model.name,
-                        model.provider,
-                        self.providers
-                            .keys()
-                            .cloned()
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                    with_suggestion(
+                        &format!(
+                            "model `{}` names unknown provider `{}`; valid values: {}",
+                            model.name,
+                            model.provider,
+                            self.providers
+                                .keys()
+                                .cloned()
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                        &model.provider,
+                        &names,
                     ),
                 ));
             }
         }
-        registry
-            .resolve(&self.models.default)
-            .map_err(|e| invalid("models.default", e.to_string()))?;
+        registry.resolve(&self.models.default).map_err(|e| {
+            invalid(
+                "models.default",
+                with_suggestion(&e.to_string(), &e.given, &e.valid),
+            )
+        })?;
         Ok(registry)
     }
 }
@@ -444,18 +510,23 @@ impl LoadedConfig {
             Some(p) => Some(repo_root.join(p)),
             None => Some(repo_root.join(FILE_NAME)).filter(|p| p.is_file()),
         };
-        let mut config = match &path {
-            Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+        let text = match &path {
+            Some(p) => Some(
+                std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
                     path: p.clone(),
                     source,
-                })?;
-                toml::from_str::<Config>(&text).map_err(|e| ConfigError::Parse {
+                })?,
+            ),
+            None => None,
+        };
+        let mut config = match (&path, &text) {
+            (Some(p), Some(text)) => {
+                toml::from_str::<Config>(text).map_err(|e| ConfigError::Parse {
                     path: p.clone(),
                     message: e.to_string().trim_end().to_string(),
                 })?
             }
-            None => Config::builtin(),
+            _ => Config::builtin(),
         };
         for (name, provider) in Config::builtin().providers {
             config.providers.entry(name).or_insert(provider);
@@ -473,7 +544,34 @@ impl LoadedConfig {
             || "built-in defaults".to_string(),
             |p| p.display().to_string(),
         );
-        config.check(&origin, &env_fields)?;
+        // A mistake is blamed on the variable that set the field, or on the file's line.
+        let locate = |e: ConfigError| match e {
+            ConfigError::Invalid {
+                origin: _,
+                field,
+                message,
+            } if env_fields.contains_key(&field) => ConfigError::Invalid {
+                origin: format!("environment variable {}", env_fields[&field]),
+                field,
+                message,
+            },
+            ConfigError::Invalid {
+                origin,
+                field,
+                message,
+            } if text.is_some() && !origin.starts_with("environment variable") => {
+                let line = text
+                    .as_deref()
+                    .and_then(|text| locate::line_of(text, &field, locate::quoted(&message)));
+                ConfigError::Invalid {
+                    origin: line.map_or(origin.clone(), |line| format!("{origin}:{line}")),
+                    field,
+                    message,
+                }
+            }
+            other => other,
+        };
+        config.check(&origin, &env_fields).map_err(locate)?;
         let synced_path = repo_root.join(SYNCED_MODELS);
         let synced = match std::fs::read_to_string(&synced_path) {
             Ok(text) => {
@@ -489,7 +587,7 @@ impl LoadedConfig {
             }
             Err(_) => None,
         };
-        let registry = config.registry(&origin, synced)?;
+        let registry = config.registry(&origin, synced).map_err(locate)?;
         let loaded = LoadedConfig {
             config,
             path,
@@ -501,6 +599,21 @@ impl LoadedConfig {
             let _ = loaded.api_key(name);
         }
         Ok(loaded)
+    }
+
+    /// `[repos]`, each clone's path made absolute (relative ones are from the configuration
+    /// file's directory).
+    pub fn repos(&self) -> BTreeMap<String, PathBuf> {
+        let base = self.path.as_deref().and_then(Path::parent);
+        (self.config.repos.iter())
+            .map(|(key, path)| {
+                let path = match base {
+                    Some(base) if path.is_relative() => base.join(path),
+                    _ => path.clone(),
+                };
+                (key.clone(), path)
+            })
+            .collect()
     }
 
     /// The model `name` (a preset or a model name; `None`: the default preset) names.
@@ -565,6 +678,16 @@ impl LoadedConfig {
             ..RouterSettings::default()
         }
     }
+}
+
+/// The scheme of `url` when it is not one of a store pitcrew has (`sqlite:`, `postgres://`,
+/// `postgresql://`).
+fn unsupported_store_scheme(url: &str) -> Option<&str> {
+    let known = ["sqlite:", "postgres://", "postgresql://"];
+    if known.iter().any(|k| url.starts_with(k)) {
+        return None;
+    }
+    Some(url.split_once("://").map_or(url, |(scheme, _)| scheme))
 }
 
 #[cfg(test)]

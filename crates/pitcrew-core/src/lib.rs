@@ -4,6 +4,7 @@
 mod attempt;
 mod finding;
 mod health;
+mod limits;
 mod names;
 mod redact;
 mod secret;
@@ -13,6 +14,9 @@ mod verified;
 pub use attempt::{Attempt, AttemptOutcome, AttemptReport, Usage};
 pub use finding::{Finding, Severity, bounded};
 pub use health::ModelHealth;
+pub use limits::{
+    LimitDecision, MINUTE_MS, RATE_MARGIN, SharedLimit, judge_limit, utc_day_start_ms,
+};
 pub use names::UnknownName;
 pub use redact::{
     REDACTED, Redactor, redact, redact_json, redact_string, register_env, register_secret,

@@ -96,6 +96,10 @@ named_enum! {
         ServerError = "server_error",
         /// The reply stopped before it was complete.
         Truncated = "truncated",
+        /// The stream was not well formed (a chunk that is not JSON, content of an unknown
+        /// shape, counts that do not add up): what arrived cannot be trusted to be what the
+        /// model sent.
+        MalformedStream = "malformed_stream",
         /// The worker holding the task stopped heart-beating (crash, kill, partition).
         LeaseExpired = "lease_expired",
         /// Every model that could serve the call is cooling down or has an open circuit.
@@ -157,8 +161,10 @@ impl ErrorKind {
     pub fn class(self) -> ErrorClass {
         use ErrorKind::*;
         match self {
-            Connection | Timeout | RateLimit | Quota | ServerError | Truncated | LeaseExpired
-            | NoModelAvailable | Interrupted => ErrorClass::Infrastructure,
+            Connection | Timeout | RateLimit | Quota | ServerError | Truncated
+            | MalformedStream | LeaseExpired | NoModelAvailable | Interrupted => {
+                ErrorClass::Infrastructure
+            }
             EmptyReply | NoFiles | UnsafePath | SyntaxError | MalformedReply | Degenerate
             | ProseOnly | Placeholder | ContentFilter => ErrorClass::Content,
             ValidationFailed => ErrorClass::Validation,
@@ -215,8 +221,12 @@ pub struct NewTask {
     pub description: String,
     /// Paths relative to the repository root.
     pub targets: Vec<String>,
-    /// Absolute path of the repository the task works on.
+    /// Absolute path of the repository the task works on, on the submitter's machine.
     pub repo: String,
+    /// Where the repository can be cloned from (its `origin` remote, without credentials):
+    /// a worker whose clone is elsewhere, or who has none, finds or makes one by it.
+    #[serde(default)]
+    pub repo_url: Option<String>,
     /// The commit the task's worktree starts from.
     pub base_commit: String,
     pub priority: Priority,
@@ -232,10 +242,14 @@ pub struct NewTask {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Task {
     pub id: TaskId,
+    /// The task's number in its store: 1, 2, 3, … in order of submission, never reused. Shown
+    /// as the handle `#42`, accepted wherever an id is.
+    pub seq: u64,
     pub kind: TaskKind,
     pub description: String,
     pub targets: Vec<String>,
     pub repo: String,
+    pub repo_url: Option<String>,
     pub base_commit: String,
     pub priority: Priority,
     pub model: Option<String>,

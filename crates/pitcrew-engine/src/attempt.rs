@@ -2,9 +2,10 @@
 //! turned into what the store records (a commit and patch when there is a result).
 
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use pitcrew_core::{AttemptReport, ErrorKind, Task, TaskId, VerifiedFile};
+use pitcrew_core::{AttemptReport, ErrorKind, Task, TaskId, TaskKind, VerifiedFile};
 use pitcrew_llm::RouteEvent;
 use pitcrew_runtime::{AgentEvent, AgentRun, GitError, Repo, Verdict, Worktree};
 use pitcrew_store::Disposition;
@@ -35,20 +36,27 @@ impl Engine {
         }
     }
 
-    fn failure(
+    pub(crate) fn failure(
         &self,
         kind: ErrorKind,
         message: String,
         attempt: u32,
         asked: Option<Duration>,
     ) -> AttemptEnd {
-        let run_budget_spent =
-            kind == ErrorKind::Budget && self.agent.router().run_budget().is_spent();
-        let disposition = if run_budget_spent {
-            // The run ran out of money, not the task: it waits in the queue for the next run.
-            Disposition::Retry {
+        let disposition = if kind == ErrorKind::Budget && self.run_cannot_afford() {
+            // The run ran out of money, not the task: it waits in the queue for the next run,
+            // and this run claims nothing more.
+            self.budget_short.store(true, Ordering::Relaxed);
+            Disposition::Defer {
                 delay: Duration::ZERO,
             }
+        } else if not_the_tasks_fault(kind) {
+            // A provider outage, no model free, a cut or malformed stream, pitcrew's own
+            // trouble: the task waits, without using an attempt (up to its wait deadline).
+            let Disposition::Retry { delay } = self.retry(attempt, asked) else {
+                unreachable!("retry gives a retry")
+            };
+            Disposition::Defer { delay }
         } else if kind.is_retryable() {
             self.retry(attempt, asked)
         } else {
@@ -171,6 +179,36 @@ impl Engine {
     }
 }
 
+/// The subject of a result commit: what it adds, and the task's handle, e.g.
+/// `pitcrew #12: add tests/test_calc.py (4 tests) for src/calc.py`.
+fn subject(task: &Task, run: &AgentRun, disposition: Disposition) -> String {
+    let mut files: Vec<&str> = run.verified.iter().map(|f| f.path.as_str()).collect();
+    files.sort_unstable();
+    let files = match files.as_slice() {
+        [] => "nothing".to_string(),
+        [one] => one.to_string(),
+        [one, two] => format!("{one} and {two}"),
+        [first, rest @ ..] => format!("{first} and {} more files", rest.len()),
+    };
+    let tests = run
+        .details
+        .validation
+        .as_ref()
+        .map(|v| v.evidence.tests_collected)
+        .filter(|n| *n > 0)
+        .map(|n| format!(" ({n} test{})", if n == 1 { "" } else { "s" }))
+        .unwrap_or_default();
+    let targets = task.targets.join(" ");
+    let what = match (disposition, task.kind) {
+        (Disposition::PossibleBug, _) => format!("possible bug in {targets}: {files}{tests}"),
+        (_, TaskKind::UnitTest | TaskKind::IntegrationTest) => {
+            format!("add {files}{tests} for {targets}")
+        }
+        (_, kind) => format!("{kind} {targets}: change {files}"),
+    };
+    format!("pitcrew #{}: {what}", task.seq)
+}
+
 impl Engine {
     /// Commits a result worth keeping (accepted, or a possible bug for a human to judge).
     async fn keep(
@@ -203,9 +241,8 @@ impl Engine {
             ));
         }
         let message = format!(
-            "pitcrew: {} {}\n\n{}\n\n{}\n\nTask: {}\nModel: {}\n",
-            task.kind,
-            task.targets.join(" "),
+            "{}\n\n{}\n\n{}\n\nTask: {}\nModel: {}\n",
+            subject(task, run, disposition),
             task.description,
             evidence.join("\n"),
             task.id,
@@ -237,6 +274,24 @@ impl Engine {
             ),
         }
     }
+}
+
+/// Whether a failure of `kind` is not the task's own, so it never uses an attempt: the
+/// provider or pitcrew failed, not the task or the model's reply.
+pub(crate) fn not_the_tasks_fault(kind: ErrorKind) -> bool {
+    use ErrorKind::*;
+    matches!(
+        kind,
+        Connection
+            | RateLimit
+            | Quota
+            | ServerError
+            | Truncated
+            | MalformedStream
+            | NoModelAvailable
+            | Interrupted
+            | Workspace
+    )
 }
 
 /// Commits the verified files; `None` when they match the base.
@@ -280,6 +335,9 @@ fn progress_reporter(
                 message,
             }) => {
                 format!("{model} failed ({kind}): {message}")
+            }
+            AgentEvent::Model(RouteEvent::Waiting { reason, .. }) => {
+                format!("waiting for {reason}")
             }
             AgentEvent::Model(RouteEvent::Delta(text)) => {
                 pending.push_str(text);

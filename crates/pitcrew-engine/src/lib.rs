@@ -6,18 +6,21 @@
 //! [`Event`]s; printing them is the caller's business.
 
 mod attempt;
+mod fleet;
 mod tidy;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pitcrew_config::LoadedConfig;
-use pitcrew_core::{Lease, ModelHealth, Task, TaskId, TaskStatus, Usage};
+use pitcrew_core::{ErrorKind, Lease, ModelHealth, Task, TaskId, TaskStatus, Usage};
 use pitcrew_llm::{ChatClient, Router};
-use pitcrew_runtime::{AgentSettings, BuiltinAgent, ContextSettings, Repo};
+use pitcrew_runtime::{
+    AgentSettings, BuiltinAgent, ContextSettings, Repo, RepoIdentity, locate_repo,
+};
 use pitcrew_store::{Disposition, Rescued, Store, StoreError};
 use tokio::sync::{mpsc, watch};
 
@@ -55,8 +58,14 @@ pub struct EngineSettings {
     pub shutdown_grace: Duration,
     /// Leave each attempt's worktree in place (`--keep-worktrees`).
     pub keep_worktrees: bool,
+    /// How long a task may keep waiting for reasons not its own, from its first such wait.
+    pub wait_deadline: Duration,
     /// Send the generated text of tasks whose id starts with this as [`Event::Output`].
     pub follow: Option<String>,
+    /// The run this process joins (`--run`): every worker started with the same name, on any
+    /// machine sharing the store, shares one run budget and one report. `None`: a run of its
+    /// own, with a new id.
+    pub run_name: Option<String>,
 }
 
 /// What happened, as it happens.
@@ -172,8 +181,24 @@ pub struct Engine {
     /// Repositories already tidied by this run.
     tidied: Mutex<HashSet<PathBuf>>,
     budget_announced: AtomicBool,
+    /// A call failed because the run could not afford it (though not yet spent to the cent).
+    budget_short: AtomicBool,
+    /// What one task may spend (`budget.per_task_usd`), when limited.
+    task_budget_usd: Option<f64>,
     /// Model health as last exchanged with the store, by model.
     shared_health: Mutex<HashMap<String, ModelHealth>>,
+    /// `[repos]`: where this machine keeps the repositories tasks name.
+    repos: BTreeMap<String, PathBuf>,
+}
+
+/// `1h 5m`, `3m 20s` or `45s`.
+fn humantime(d: Duration) -> String {
+    let s = d.as_secs();
+    match (s / 3600, (s % 3600) / 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, s) => format!("{m}m {s}s"),
+        (h, m, _) => format!("{h}h {m}m"),
+    }
 }
 
 /// Whether two snapshots say the same (the store stamps `updated_at` itself).
@@ -205,8 +230,15 @@ impl Engine {
         settings: EngineSettings,
     ) -> Result<Self, EngineError> {
         let models = &config.config.models;
+        let run_id = (settings.run_name.clone()).unwrap_or_else(|| TaskId::new().to_string());
+        let router = router(config)?;
+        // Every worker of the store counts rate limits, quotas and the run's budget there.
+        router.share_with_fleet(
+            Arc::new(fleet::StoreLimits(Arc::clone(&store))),
+            Some(format!("run:{run_id}")),
+        );
         let agent = BuiltinAgent::new(
-            router(config)?,
+            router,
             AgentSettings {
                 temperature: models.temperature,
                 max_tokens: models.max_tokens,
@@ -226,10 +258,13 @@ impl Engine {
             store,
             agent,
             settings,
-            run_id: TaskId::new().to_string(),
+            run_id,
             tidied: Mutex::new(HashSet::new()),
             budget_announced: AtomicBool::new(false),
+            budget_short: AtomicBool::new(false),
+            task_budget_usd: config.config.budget.per_task(),
             shared_health: Mutex::new(HashMap::new()),
+            repos: config.repos(),
         })
     }
 
@@ -246,6 +281,7 @@ impl Engine {
         stop: watch::Receiver<Stop>,
     ) -> Result<RunSummary, EngineError> {
         self.sync_health().await;
+        self.tidy_finished(&events).await;
         let mut handles = Vec::new();
         for n in 0..self.settings.workers.max(1) {
             let engine = self.clone();
@@ -276,10 +312,11 @@ impl Engine {
         }
     }
 
-    /// Whether the run's budget is spent; announces it once.
+    /// Whether the run's budget is spent, or too little is left for a call; announces it
+    /// once.
     fn budget_spent(&self, events: &mpsc::UnboundedSender<Event>) -> bool {
         let budget = self.agent.router().run_budget();
-        if !budget.is_spent() {
+        if !budget.is_spent() && !self.budget_short.load(Ordering::Relaxed) {
             return false;
         }
         if !self.budget_announced.swap(true, Ordering::Relaxed) {
@@ -288,6 +325,51 @@ impl Engine {
             });
         }
         true
+    }
+
+    /// A task deferred for reasons not its own fails once it has been waiting longer than
+    /// `wait_deadline`, counted from the first of its latest run of such attempts.
+    async fn hold_to_wait_deadline(&self, task: &Task, end: &mut attempt::AttemptEnd) {
+        if !matches!(end.disposition, Disposition::Defer { .. })
+            || self.budget_short.load(Ordering::Relaxed)
+        {
+            return;
+        }
+        let attempts = match self.store.attempts(task.id).await {
+            Ok(attempts) => attempts,
+            Err(e) => {
+                tracing::warn!("cannot read the attempts of task {}: {e}", task.id);
+                return;
+            }
+        };
+        let waiting_since = attempts
+            .iter()
+            .rev()
+            .take_while(|a| a.error_kind.is_none_or(attempt::not_the_tasks_fault))
+            .map(|a| a.started_at)
+            .min();
+        let Some(since) = waiting_since else { return };
+        let waited = (chrono::Utc::now() - since).to_std().unwrap_or_default();
+        if waited > self.settings.wait_deadline {
+            end.disposition = Disposition::Fail;
+            let reason = end.report.error.take().unwrap_or_default();
+            end.report.error = Some(format!(
+                "waited {} for reasons not its own, past its deadline of {} \
+                 (workers.wait_deadline_secs); last: {reason}",
+                humantime(waited),
+                humantime(self.settings.wait_deadline)
+            ));
+        }
+    }
+
+    /// Whether a budget failure is the run's: it has a limit, and what it has left is no more
+    /// than what a task may spend (so its limit, not the task's, is what bites).
+    pub(crate) fn run_cannot_afford(&self) -> bool {
+        let run = self.agent.router().run_budget();
+        let Some(left) = run.remaining_usd() else {
+            return false;
+        };
+        run.is_spent() || self.task_budget_usd.is_none_or(|task| left <= task)
     }
 
     /// Shares what the router learned with the other workers through the store, and takes
@@ -399,18 +481,36 @@ impl Engine {
             worker: lease.owner.clone(),
             what: format!("{} {}", task.kind, task.targets.join(" ")),
         });
-        let repo = Repo::at(&task.repo);
-        self.tidy(&repo, events).await;
+        let identity = RepoIdentity {
+            path: &task.repo,
+            url: task.repo_url.as_deref(),
+            base_commit: &task.base_commit,
+        };
+        let (repo, unavailable) = match locate_repo(identity, &self.repos).await {
+            Ok(repo) => (repo, None),
+            Err(e) => (Repo::at(&task.repo), Some(e.to_string())),
+        };
+        if unavailable.is_none() {
+            self.tidy(&repo, events).await;
+        }
         let worktree_dir = repo
             .worktrees_dir()
             .join(format!("{}-{}", task.id, lease.attempt));
 
+        let attempt = async {
+            match &unavailable {
+                // The repository is pitcrew's to find, not the task's fault: it waits.
+                Some(why) => self.failure(ErrorKind::Workspace, why.clone(), lease.attempt, None),
+                None => (self.attempt(&task, &repo, &worktree_dir, lease.attempt, events)).await,
+            }
+        };
         let ending = tokio::select! {
-            end = self.attempt(&task, &repo, &worktree_dir, lease.attempt, events) => Ending::Done(Box::new(end)),
+            end = attempt => Ending::Done(Box::new(end)),
             () = self.keep_lease(&lease, events) => Ending::LeaseLost,
             () = self.grace_after_stop(stop) => Ending::Interrupted,
         };
         if !self.settings.keep_worktrees
+            && unavailable.is_none()
             && let Err(e) = repo.remove_worktree(&worktree_dir).await
         {
             let _ = events.send(Event::Warning(format!(
@@ -453,6 +553,7 @@ impl Engine {
             }
         };
         end.report.run_id = Some(self.run_id.clone());
+        self.hold_to_wait_deadline(&task, &mut end).await;
         // Findings quote command output and provider errors: no registered secret is stored
         // (the store redacts too; the patch is kept as verified).
         end.report.redact_secrets();
@@ -488,7 +589,10 @@ impl Engine {
                     _ => summary.retried += 1,
                 }
                 let retry_in = match (status, end.disposition) {
-                    (TaskStatus::Queued, Disposition::Retry { delay }) => Some(delay),
+                    (
+                        TaskStatus::Queued,
+                        Disposition::Retry { delay } | Disposition::Defer { delay },
+                    ) => Some(delay),
                     _ => None,
                 };
                 let _ = events.send(Event::Finished {

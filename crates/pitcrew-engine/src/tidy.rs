@@ -10,6 +10,34 @@ use tokio::sync::mpsc;
 use crate::{Engine, Event};
 
 impl Engine {
+    /// Tidies, at the start of a run, every repository on this machine with finished tasks:
+    /// a result branch a crash kept from being made is restored even when no task is left
+    /// to run there.
+    pub(crate) async fn tidy_finished(&self, events: &mpsc::UnboundedSender<Event>) {
+        let mut repos = std::collections::BTreeSet::new();
+        for status in [TaskStatus::Completed, TaskStatus::PossibleBug] {
+            let filter = TaskFilter {
+                status: Some(status),
+                ..TaskFilter::default()
+            };
+            match self.store.list(&filter).await {
+                Ok(tasks) => repos.extend(tasks.into_iter().map(|t| t.repo)),
+                Err(e) => {
+                    let _ = events.send(Event::Warning(format!(
+                        "could not list {status} tasks: {e}"
+                    )));
+                    return;
+                }
+            }
+        }
+        for root in repos
+            .iter()
+            .filter(|r| std::path::Path::new(r).join(".git").exists())
+        {
+            self.tidy(&Repo::at(root), events).await;
+        }
+    }
+
     pub(crate) async fn tidy(&self, repo: &Repo, events: &mpsc::UnboundedSender<Event>) {
         if !self
             .tidied

@@ -83,6 +83,17 @@ pub struct Completion {
     /// From sending the request to the first streamed token (answer or reasoning). Without
     /// streaming the first token arrives with the whole reply, so this equals `latency`.
     pub time_to_first_token: Duration,
+    /// The longest wait between two chunks after the first token (zero without streaming).
+    pub longest_gap: Duration,
+}
+
+/// How long a stream may take before it counts as stalled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StallDeadlines {
+    /// From sending the request to the first token (answer or reasoning).
+    pub first_token: Duration,
+    /// Between two chunks after that (comment lines are not progress).
+    pub between_chunks: Duration,
 }
 
 /// An HTTP client for chat completions. It holds no retry logic: one call, one request.
@@ -96,6 +107,10 @@ pub struct ChatClient {
 /// [`ChatClient::with_idle_timeout`] says otherwise. Reasoning models stream their thinking,
 /// so a minute of silence is a stall rather than thought.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Completion tokens a provider may count for a reply without any content arriving (a stop
+/// token, a refusal marker); more than this with nothing received means content went missing.
+const MISSING_REPLY_TOKENS: u64 = 16;
 
 impl ChatClient {
     /// A client whose requests time out after `timeout` (the whole call, streamed or not).
@@ -157,16 +172,34 @@ impl ChatClient {
         request: &ChatRequest,
         on_delta: &mut (dyn FnMut(&str) + Send),
     ) -> Result<Completion, LlmError> {
+        let idle = StallDeadlines {
+            first_token: self.idle_timeout,
+            between_chunks: self.idle_timeout,
+        };
+        self.stream_within(endpoint, request, idle, on_delta).await
+    }
+
+    /// [`ChatClient::stream`] with its own stall deadlines (each at most the idle timeout), so
+    /// a caller that learned how fast a model streams can cut a stall early.
+    pub async fn stream_within(
+        &self,
+        endpoint: &Endpoint,
+        request: &ChatRequest,
+        deadlines: StallDeadlines,
+        on_delta: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<Completion, LlmError> {
+        let first_token = deadlines.first_token.min(self.idle_timeout);
+        let between = deadlines.between_chunks.min(self.idle_timeout);
         let started = Instant::now();
-        let response = tokio::time::timeout(self.idle_timeout, self.send(endpoint, request, true))
+        let response = tokio::time::timeout(first_token, self.send(endpoint, request, true))
             .await
             .map_err(|_| {
                 LlmError::new(
                     ErrorKind::Timeout,
                     format!(
-                        "{} sent no response within {:.0?} (idle timeout)",
+                        "{} sent no response within {:.0?} (stall deadline)",
                         url(endpoint),
-                        self.idle_timeout
+                        first_token
                     ),
                 )
             })??;
@@ -194,7 +227,9 @@ impl ChatClient {
         let mut state = StreamState::default();
         let mut reader = SseReader::default();
         let mut body = response.bytes_stream();
-        let mut data_deadline = tokio::time::Instant::now() + self.idle_timeout;
+        // Until the first token, the deadline counts from the request; then from each chunk.
+        let mut data_deadline = tokio::time::Instant::from_std(started + first_token);
+        let mut last_data: Option<Instant> = None;
         while !state.done {
             let next = match tokio::time::timeout_at(data_deadline, body.next()).await {
                 Ok(next) => next,
@@ -202,10 +237,14 @@ impl ChatClient {
                 // the optional usage chunk and [DONE].
                 Err(_) if state.finish_reason.is_some() => break,
                 Err(_) => {
-                    return Err(state.cut(&format!(
-                        "the stream stalled: no data for {:.0?}",
-                        self.idle_timeout
-                    )));
+                    let deadline = if state.first_token.is_some() {
+                        between
+                    } else {
+                        first_token
+                    };
+                    return Err(
+                        state.cut(&format!("the stream stalled: no data for {deadline:.0?}"))
+                    );
                 }
             };
             let payloads = match next {
@@ -229,8 +268,15 @@ impl ChatClient {
                 }
             };
             for payload in payloads {
-                if state.event(&payload, started, endpoint, request, on_delta)? {
-                    data_deadline = tokio::time::Instant::now() + self.idle_timeout;
+                if state.event(&payload, started, endpoint, request, on_delta)?
+                    && state.first_token.is_some()
+                {
+                    let now = Instant::now();
+                    if let Some(last) = last_data {
+                        state.longest_gap = state.longest_gap.max(now - last);
+                    }
+                    last_data = Some(now);
+                    data_deadline = tokio::time::Instant::now() + between;
                 }
             }
         }
@@ -239,9 +285,20 @@ impl ChatClient {
         if !state.done && finish_reason.is_none() {
             return Err(state.cut("the stream ended without [DONE] or a finish reason"));
         }
+        // Counts that do not add up: the provider billed a reply that never arrived.
+        if state.text.is_empty()
+            && !state.reasoned
+            && state.usage.tokens_out >= MISSING_REPLY_TOKENS
+        {
+            return Err(state.malformed(&format!(
+                "the provider counted {} completion tokens but sent no content",
+                state.usage.tokens_out
+            )));
+        }
         check_finish(finish_reason.as_deref(), state.usage.tokens_out)?;
         Ok(Completion {
             time_to_first_token: state.first_token.unwrap_or(latency),
+            longest_gap: state.longest_gap,
             text: state.text,
             finish_reason,
             usage: state.usage,
@@ -310,7 +367,54 @@ struct StreamState {
     finish_reason: Option<String>,
     usage: Usage,
     first_token: Option<Duration>,
+    /// Whether any reasoning arrived (a reply can be all reasoning and no content).
+    reasoned: bool,
+    longest_gap: Duration,
     done: bool,
+}
+
+/// Why a parsed chunk is not one of the shapes chat-completion streams send, if it is not:
+/// an object with `choices`, `usage` or `error`, whose delta's content is text, parts or null.
+fn unknown_shape(chunk: &serde_json::Value) -> Option<String> {
+    let Some(object) = chunk.as_object() else {
+        return Some("a chunk is not a JSON object".into());
+    };
+    if !["choices", "usage", "error"]
+        .iter()
+        .any(|k| object.contains_key(*k))
+    {
+        return Some("a chunk has neither choices, usage nor an error".into());
+    }
+    let choices = match object.get("choices") {
+        None | Some(serde_json::Value::Null) => return None,
+        Some(serde_json::Value::Array(choices)) => choices,
+        Some(_) => return Some("a chunk's `choices` is not a list".into()),
+    };
+    for choice in choices {
+        for field in ["delta", "message"] {
+            let Some(part) = choice.get(field).filter(|p| !p.is_null()) else {
+                continue;
+            };
+            if !part.is_object() {
+                return Some(format!("a chunk's `{field}` is not an object"));
+            }
+            for key in ["content", "reasoning", "reasoning_content"] {
+                match part.get(key) {
+                    None | Some(serde_json::Value::Null) | Some(serde_json::Value::String(_)) => {}
+                    Some(serde_json::Value::Array(parts))
+                        if parts
+                            .iter()
+                            .all(|p| p.get("text").is_none_or(serde_json::Value::is_string)) => {}
+                    Some(_) => {
+                        return Some(format!(
+                            "a chunk's `{field}.{key}` is neither text nor parts"
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    None
 }
 
 impl StreamState {
@@ -328,10 +432,26 @@ impl StreamState {
             self.done = true;
             return Ok(true);
         }
-        let Ok(chunk) = serde_json::from_str::<Body>(payload) else {
-            tracing::debug!(payload = %snippet(payload), "skipping a stream line that is not a JSON chunk");
+        if payload.is_empty() {
             return Ok(false);
-        };
+        }
+        // What is committed must be exactly what the model sent: a chunk that cannot be read
+        // ends the call, rather than being skipped with a piece of the reply in it.
+        let value: serde_json::Value = serde_json::from_str(payload).map_err(|e| {
+            self.malformed(&format!(
+                "a chunk is not JSON ({e}): `{}`",
+                snippet(payload)
+            ))
+        })?;
+        if let Some(why) = unknown_shape(&value) {
+            return Err(self.malformed(&format!("{why}: `{}`", snippet(payload))));
+        }
+        let chunk = serde_json::from_value::<Body>(value).map_err(|e| {
+            self.malformed(&format!(
+                "a chunk cannot be read ({e}): `{}`",
+                snippet(payload)
+            ))
+        })?;
         let choice = chunk.choices.into_iter().next().unwrap_or_default();
         if let Some(error) = chunk.error.as_ref().or(choice.error.as_ref()) {
             return Err(self.stream_error(error, endpoint, request));
@@ -345,6 +465,7 @@ impl StreamState {
         let Choice { delta, message, .. } = choice;
         if let Some(delta) = delta.or(message) {
             let content = delta.content.as_deref().unwrap_or_default();
+            self.reasoned |= delta.has_reasoning();
             if self.first_token.is_none() && (!content.is_empty() || delta.has_reasoning()) {
                 self.first_token = Some(started.elapsed());
             }
@@ -379,6 +500,16 @@ impl StreamState {
             self.text.len()
         );
         e
+    }
+
+    fn malformed(&self, why: &str) -> LlmError {
+        LlmError::new(
+            ErrorKind::MalformedStream,
+            format!(
+                "the stream is not well formed after {} characters of reply: {why}",
+                self.text.len()
+            ),
+        )
     }
 
     fn cut(&self, why: &str) -> LlmError {
@@ -479,6 +610,7 @@ fn finish_body(
         usage,
         latency,
         time_to_first_token: latency,
+        longest_gap: Duration::ZERO,
     })
 }
 

@@ -1,7 +1,15 @@
 //! Live health of one model: its circuit breaker, the cooldown a provider asked for, moving
-//! averages of success, latency and quality, and the client-side limits. The persisted part
-//! is a [`pitcrew_core::ModelHealth`], so the store can share it between workers and runs.
+//! averages of success, latency and quality, stall deadlines learned from its streams, and the
+//! client-side limits. The persisted part is a [`pitcrew_core::ModelHealth`], so the store can
+//! share it between workers and runs.
+//!
+//! The circuit judges a failure *rate*: it opens when `failure_threshold` of the model's last
+//! [`CIRCUIT_WINDOW`] calls failed for infrastructure reasons (a provider that drops one call in
+//! ten keeps serving; one that fails most of them is left alone), for a short jittered cooldown
+//! that doubles with each failed probe. Cooldowns a provider asked for (429, quotas) are its
+//! own and never counted towards the circuit.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -13,6 +21,12 @@ use crate::registry::ModelSpec;
 
 /// Weight of the newest observation in the moving averages: about the last ten calls count.
 const EWMA_ALPHA: f64 = 0.2;
+
+/// How many of a model's most recent calls the circuit judges.
+pub const CIRCUIT_WINDOW: usize = 20;
+
+/// The longest an open circuit stays open, however many probes failed.
+const MAX_CIRCUIT_COOLDOWN: Duration = Duration::from_secs(300);
 
 /// Where a model's circuit breaker stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -38,9 +52,13 @@ pub fn circuit_state(health: &ModelHealth, now: DateTime<Utc>) -> CircuitState {
 /// How the router treats a failure of a given kind, for the model's health.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Blame {
-    /// The model (or its provider) failed: counts against success and, unless it is a 429,
-    /// towards the circuit.
-    Model,
+    /// The model or its provider failed (5xx, connection, timeout, a cut or malformed
+    /// stream, a 429): counts against success and, unless it is a 429, towards the circuit.
+    Infrastructure,
+    /// The reply was unusable (empty, looping, prose, placeholders): counts against success,
+    /// never towards the circuit — such replies belong to the prompt and the task as much as
+    /// to the model, and one bad task must not take a model away from every other.
+    Content,
     /// Not the model's doing (the request was too long, a filter refused it, the account is
     /// out of credit): health is unchanged, apart from any cooldown.
     None,
@@ -50,8 +68,10 @@ impl Blame {
     pub(crate) fn of(kind: ErrorKind) -> Blame {
         use ErrorKind::*;
         match kind {
-            Connection | Timeout | RateLimit | ServerError | Truncated | EmptyReply
-            | Degenerate | ProseOnly | Placeholder => Blame::Model,
+            Connection | Timeout | RateLimit | ServerError | Truncated | MalformedStream => {
+                Blame::Infrastructure
+            }
+            EmptyReply | Degenerate | ProseOnly | Placeholder => Blame::Content,
             _ => Blame::None,
         }
     }
@@ -60,6 +80,7 @@ impl Blame {
 /// Settings that shape health updates.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct HealthPolicy {
+    /// Infrastructure failures among the last [`CIRCUIT_WINDOW`] calls that open the circuit.
     pub failure_threshold: u32,
     pub circuit_cooldown: Duration,
     pub rate_limit_cooldown: Duration,
@@ -74,6 +95,60 @@ pub(crate) struct ModelState {
     pub probing: bool,
     pub concurrency: Concurrency,
     pub limits: RateLimits,
+    /// The last calls, newest last: whether each failed for infrastructure reasons.
+    recent: VecDeque<bool>,
+    /// Probes that failed since the circuit last closed: each doubles the cooldown.
+    reopenings: u32,
+    /// What its streams taught about stalls.
+    pub stalls: StallModel,
+}
+
+/// Time to first token and the longest gap between chunks, learned per model, giving the
+/// deadlines past which a stream counts as stalled (so a stall frees its slot in seconds,
+/// not at the idle timeout).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct StallModel {
+    samples: u32,
+    first_token_ms: f64,
+    gap_ms: f64,
+}
+
+/// Streams observed before the learned deadlines are used instead of the idle timeout.
+const STALL_SAMPLES: u32 = 5;
+
+impl StallModel {
+    pub(crate) fn observe(&mut self, first_token: Duration, longest_gap: Duration) {
+        let (ttft, gap) = (
+            first_token.as_secs_f64() * 1000.0,
+            longest_gap.as_secs_f64() * 1000.0,
+        );
+        if self.samples == 0 {
+            (self.first_token_ms, self.gap_ms) = (ttft, gap);
+        } else {
+            // The larger of the average and the newest: deadlines widen at once, narrow slowly.
+            self.first_token_ms = ewma(self.first_token_ms, ttft).max(ttft);
+            self.gap_ms = ewma(self.gap_ms, gap).max(gap);
+        }
+        self.samples += 1;
+    }
+
+    /// `(first token, between chunks)` deadlines, each within `[floor, ceiling]`; the
+    /// ceiling alone until enough streams were seen.
+    pub(crate) fn deadlines(&self, ceiling: Duration) -> (Duration, Duration) {
+        if self.samples < STALL_SAMPLES {
+            return (ceiling, ceiling);
+        }
+        let bound = |ms: f64, floor: Duration| {
+            Duration::try_from_secs_f64(ms / 1000.0)
+                .unwrap_or(ceiling)
+                .max(floor)
+                .min(ceiling)
+        };
+        (
+            bound(4.0 * self.first_token_ms + 5000.0, Duration::from_secs(10)),
+            bound(4.0 * self.gap_ms + 3000.0, Duration::from_secs(5)),
+        )
+    }
 }
 
 /// Why a model cannot take a call right now.
@@ -104,7 +179,17 @@ impl ModelState {
             probing: false,
             concurrency: Concurrency::new(initial_concurrency, max_concurrency),
             limits: RateLimits::new(spec.rpm, spec.tpm),
+            recent: VecDeque::with_capacity(CIRCUIT_WINDOW),
+            reopenings: 0,
+            stalls: StallModel::default(),
         }
+    }
+
+    fn remember(&mut self, infrastructure_failure: bool) {
+        if self.recent.len() == CIRCUIT_WINDOW {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(infrastructure_failure);
     }
 
     /// Provider-imposed unavailability at `now` (cooldown, open circuit), if any.
@@ -117,8 +202,9 @@ impl ModelState {
             CircuitState::Open { until } => Some(Unavailable::Until(
                 until,
                 format!(
-                    "circuit open after {} consecutive failures",
-                    self.health.consecutive_failures
+                    "circuit open: {} of its last {} calls failed",
+                    self.recent.iter().filter(|f| **f).count(),
+                    self.recent.len()
                 ),
             )),
             CircuitState::HalfOpen if self.probing => Some(Unavailable::Busy),
@@ -135,6 +221,12 @@ impl ModelState {
         h.circuit_open_until = None;
         h.updated_at = now;
         self.concurrency.grow();
+        if self.probing {
+            // The probe passed: the model starts afresh.
+            self.recent.clear();
+            self.reopenings = 0;
+        }
+        self.remember(false);
     }
 
     /// Records a failed call: health for failures that are the model's, and the cooldown the
@@ -165,20 +257,31 @@ impl ModelState {
         if kind == ErrorKind::RateLimit {
             self.concurrency.halve();
         }
-        if Blame::of(kind) == Blame::Model {
+        if Blame::of(kind) != Blame::None {
             let h = &mut self.health;
             h.success_rate = ewma(h.success_rate, 0.0);
             h.samples += 1;
         }
         // A 429 already keeps the model away exactly as long as the provider asked; counting
         // it towards the breaker would replace that wait with a longer one of ours.
-        if Blame::of(kind) == Blame::Model && kind != ErrorKind::RateLimit {
-            let h = &mut self.health;
-            h.consecutive_failures += 1;
-            // A failed probe reopens at once; otherwise the threshold decides.
-            if self.probing || h.consecutive_failures >= policy.failure_threshold {
-                let wait = retry_after.unwrap_or_default().max(policy.circuit_cooldown);
-                h.circuit_open_until = Some(now + delta(wait));
+        if Blame::of(kind) == Blame::Infrastructure && kind != ErrorKind::RateLimit {
+            self.health.consecutive_failures += 1;
+            self.remember(true);
+            let failures = self.recent.iter().filter(|f| **f).count();
+            // A failed probe reopens at once, for twice as long; otherwise the rate decides.
+            if self.probing || failures >= policy.failure_threshold as usize {
+                if self.probing {
+                    self.reopenings += 1;
+                }
+                let base = policy
+                    .circuit_cooldown
+                    .saturating_mul(1 << self.reopenings.min(8))
+                    .min(MAX_CIRCUIT_COOLDOWN);
+                // Jittered, so the workers of a fleet do not all probe at the same instant.
+                let wait = retry_after
+                    .unwrap_or_default()
+                    .max(base.mul_f64(0.8 + 0.4 * fastrand::f64()));
+                self.health.circuit_open_until = Some(now + delta(wait));
             }
         }
         self.health.updated_at = now;
@@ -213,7 +316,7 @@ impl ModelState {
         }
     }
 
-    fn cool_down(&mut self, until: DateTime<Utc>, reason: String) {
+    pub(crate) fn cool_down(&mut self, until: DateTime<Utc>, reason: String) {
         // Never shorten a wait already asked for.
         if self
             .health
@@ -239,7 +342,7 @@ fn first_line(message: &str) -> &str {
 }
 
 /// A daily quota without an announced reset: OpenRouter resets daily limits at 00:00 UTC.
-fn until_utc_midnight(now: DateTime<Utc>) -> Duration {
+pub(crate) fn until_utc_midnight(now: DateTime<Utc>) -> Duration {
     let midnight = (now.date_naive() + TimeDelta::days(1))
         .and_hms_opt(0, 0, 0)
         .expect("midnight exists")
@@ -258,7 +361,7 @@ mod tests {
     fn policy() -> HealthPolicy {
         HealthPolicy {
             failure_threshold: 3,
-            circuit_cooldown: Duration::from_secs(30),
+            circuit_cooldown: Duration::from_secs(25),
             rate_limit_cooldown: Duration::from_secs(10),
             payment_cooldown: Duration::from_secs(3600),
             unknown_model_cooldown: Duration::from_secs(3600),
@@ -283,13 +386,72 @@ mod tests {
         state.probing = true;
         assert_eq!(state.blocked(later), Some(Unavailable::Busy));
         state.record_failure(ErrorKind::Timeout, None, None, "x", later, &policy());
-        assert!(matches!(
-            circuit_state(&state.health, later),
-            CircuitState::Open { .. }
-        ));
-        state.probing = false;
+        // Reopened for twice as long (25 s × 2, jittered by ±20%).
+        let Some(until) = state.health.circuit_open_until else {
+            panic!("reopened")
+        };
+        let wait = (until - later).to_std().unwrap();
+        assert!(
+            wait >= Duration::from_secs(40) && wait <= Duration::from_secs(60),
+            "{wait:?}"
+        );
         state.record_success(Duration::from_secs(1), later);
         assert_eq!(circuit_state(&state.health, later), CircuitState::Closed);
+        state.probing = false;
+    }
+
+    #[test]
+    fn the_circuit_judges_a_rate_and_content_failures_never_count() {
+        let now = Utc::now();
+        let policy = HealthPolicy {
+            failure_threshold: 15,
+            ..policy()
+        };
+        let mut state = ModelState::new(&spec(), 2, 8);
+        // One call in three failing, for a long while: the model keeps serving.
+        for i in 0..300 {
+            if i % 3 == 0 {
+                state.record_failure(ErrorKind::Truncated, None, None, "cut", now, &policy);
+            } else {
+                state.record_success(Duration::from_secs(1), now);
+            }
+            assert_eq!(
+                circuit_state(&state.health, now),
+                CircuitState::Closed,
+                "call {i}"
+            );
+        }
+        // Replies that are prose lower the success rate but never open the circuit.
+        for _ in 0..50 {
+            state.record_failure(ErrorKind::ProseOnly, None, None, "prose", now, &policy);
+        }
+        assert_eq!(circuit_state(&state.health, now), CircuitState::Closed);
+        assert!(state.health.success_rate < 0.5);
+        // Most calls failing opens it.
+        for _ in 0..15 {
+            state.record_failure(ErrorKind::ServerError, Some(500), None, "x", now, &policy);
+        }
+        assert!(matches!(
+            circuit_state(&state.health, now),
+            CircuitState::Open { .. }
+        ));
+    }
+
+    #[test]
+    fn stall_deadlines_are_learned_and_bounded() {
+        let mut stalls = StallModel::default();
+        let ceiling = Duration::from_secs(60);
+        assert_eq!(stalls.deadlines(ceiling), (ceiling, ceiling));
+        for _ in 0..5 {
+            stalls.observe(Duration::from_millis(800), Duration::from_millis(300));
+        }
+        let (first, between) = stalls.deadlines(ceiling);
+        assert_eq!(first, Duration::from_millis(10_000), "the floor");
+        assert_eq!(between, Duration::from_millis(5_000), "the floor");
+        stalls.observe(Duration::from_secs(20), Duration::from_secs(4));
+        let (first, between) = stalls.deadlines(ceiling);
+        assert_eq!(first, Duration::from_secs(60), "4 × 20 s + 5 s, capped");
+        assert_eq!(between, Duration::from_secs(19));
     }
 
     #[test]

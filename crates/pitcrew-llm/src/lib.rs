@@ -23,6 +23,7 @@
 //!     expect: Expect::Code,
 //!     requirements: Requirements { prefer: Some("deepseek-v3".into()), ..Requirements::default() },
 //!     task_budget: Some(Budget::new(Some(0.50))),
+//!     wait_until: None,
 //! };
 //! match router.complete(&request, &mut |_event| {}).await {
 //!     Ok(routed) => { /* routed.completion.text, routed.model, routed.usage() */ }
@@ -35,6 +36,7 @@ mod budget;
 mod client;
 pub mod content;
 mod error;
+mod fleet;
 mod health;
 mod limits;
 mod registry;
@@ -47,11 +49,15 @@ mod wire;
 pub use budget::Budget;
 pub use client::{
     ChatClient, ChatRequest, Completion, DEFAULT_IDLE_TIMEOUT, Endpoint, Message, Role,
+    StallDeadlines,
 };
 pub use content::{ContentFailure, Expect};
 pub use error::LlmError;
-pub use health::{CircuitState, circuit_state};
-pub use registry::{BUILTIN_TOML, ModelSpec, Registry, RegistryError, Specialization, SyncReport};
+pub use fleet::{FleetError, FleetLimits, LimitDecision, SharedLimit};
+pub use health::{CIRCUIT_WINDOW, CircuitState, circuit_state};
+pub use registry::{
+    BUILTIN_TOML, ModelSpec, QuotaSpec, Registry, RegistryError, Specialization, SyncReport,
+};
 pub use router::{
     CallRecord, RouteError, RouteEvent, RouteRequest, Routed, Router, RouterSettings,
     estimate_tokens,

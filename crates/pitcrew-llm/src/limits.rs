@@ -2,15 +2,14 @@
 //! and token rates (governor's GCRA) and an adaptive cap on calls in flight (additive
 //! increase on success, halving on a 429).
 
+use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-
-/// Requests are spaced this much wider than the provider's RPM implies. Providers count
-/// arrivals, which jitter by milliseconds around our send times; at exactly the limit a
-/// jittered pair would cost a 429 and a cooldown.
-const RPM_MARGIN: f64 = 1.02;
+use pitcrew_core::{
+    LimitDecision, MINUTE_MS, RATE_MARGIN, SharedLimit, judge_limit, utc_day_start_ms,
+};
 
 /// Requests-per-minute and tokens-per-minute limiters for one model.
 #[derive(Debug)]
@@ -25,7 +24,7 @@ impl RateLimits {
         // Requests one at a time (burst 1): a provider counting over a sliding minute sees at
         // most `rpm` in any minute, however the calls bunch up.
         let requests = rpm.filter(|r| *r > 0).map(|rpm| {
-            let spacing = Duration::from_secs_f64(60.0 / f64::from(rpm) * RPM_MARGIN);
+            let spacing = Duration::from_secs_f64(60.0 / f64::from(rpm) * RATE_MARGIN);
             RateLimiter::direct(Quota::with_period(spacing).expect("spacing is positive"))
         });
         // Tokens come in large lumps, so they need a burst; a quarter of the minute's
@@ -59,6 +58,70 @@ impl RateLimits {
                 .map_err(|not_until| not_until.earliest_possible())?;
         }
         Ok(())
+    }
+}
+
+/// Limits several models share (a provider account's quota), counted in this process: requests
+/// and tokens over a sliding minute and requests per UTC day. Unlike [`RateLimits`] it can be
+/// asked before it is taken from, so a call that another limit holds back uses none of it.
+/// Workers sharing a store count them there instead (see [`crate::FleetLimits`]).
+#[derive(Debug)]
+pub(crate) struct SharedQuota {
+    limit: SharedLimit,
+    /// (ms, tokens) of the calls of the last minute, oldest first.
+    minute: VecDeque<(i64, u64)>,
+    day_start_ms: i64,
+    today: u64,
+}
+
+impl SharedQuota {
+    pub(crate) fn new(limit: SharedLimit) -> Self {
+        SharedQuota {
+            limit,
+            minute: VecDeque::new(),
+            day_start_ms: 0,
+            today: 0,
+        }
+    }
+
+    /// Whether a call of `tokens` fits at `now_ms`: `None`, or why not.
+    pub(crate) fn check(&mut self, tokens: u64, now_ms: i64) -> Option<LimitDecision> {
+        self.roll_day(now_ms);
+        while self
+            .minute
+            .front()
+            .is_some_and(|(at, _)| now_ms - at >= MINUTE_MS)
+        {
+            self.minute.pop_front();
+        }
+        judge_limit(
+            &self.limit,
+            self.minute.make_contiguous(),
+            self.today,
+            tokens,
+        )
+    }
+
+    /// A new UTC day starts with nothing used.
+    fn roll_day(&mut self, now_ms: i64) {
+        let day_start = utc_day_start_ms(now_ms);
+        if day_start != self.day_start_ms {
+            (self.day_start_ms, self.today) = (day_start, 0);
+        }
+    }
+
+    /// Counts a call of `tokens` made at `now_ms` (after [`SharedQuota::check`] allowed it).
+    pub(crate) fn take(&mut self, tokens: u64, now_ms: i64) {
+        self.minute.push_back((now_ms, tokens));
+        self.today += 1;
+    }
+
+    /// The day's requests are used up, as the provider said (a quota 429) at `now_ms`.
+    pub(crate) fn spend_day(&mut self, now_ms: i64) {
+        self.roll_day(now_ms);
+        if let Some(rpd) = self.limit.rpd {
+            self.today = self.today.max(u64::from(rpd));
+        }
     }
 }
 
@@ -127,6 +190,45 @@ mod tests {
         let fresh = RateLimits::new(None, Some(4000));
         assert!(fresh.try_take(50_000).is_ok(), "clamped to the burst");
         assert!(RateLimits::new(None, None).try_take(u64::MAX).is_ok());
+    }
+
+    #[test]
+    fn a_shared_quota_counts_requests_tokens_and_days_without_taking_on_a_check() {
+        let quota = |rpm, tpm, rpd| {
+            SharedQuota::new(SharedLimit {
+                key: "quota:q".into(),
+                rpm,
+                tpm,
+                rpd,
+            })
+        };
+        let start = chrono::Utc::now().timestamp_millis();
+        let mut shared = quota(Some(2), Some(1000), Some(3));
+        assert_eq!(shared.check(400, start), None);
+        assert_eq!(shared.check(400, start), None, "a check takes nothing");
+        shared.take(400, start);
+        shared.take(400, start);
+        let Some(LimitDecision::NotBefore { at, .. }) = shared.check(10, start) else {
+            panic!("the minute's requests are used")
+        };
+        assert!(at.timestamp_millis() >= start + MINUTE_MS);
+        let later = start + 62_000;
+        assert_eq!(shared.check(10, later), None);
+        shared.take(10, later);
+        assert!(matches!(
+            shared.check(10, later),
+            Some(LimitDecision::DayUsed { .. })
+        ));
+        let mut tokens = quota(None, Some(1000), None);
+        tokens.take(800, start);
+        assert!(tokens.check(300, start).is_some());
+        assert_eq!(tokens.check(200, start), None);
+        let mut spent = quota(None, None, Some(50));
+        spent.spend_day(start);
+        assert!(matches!(
+            spent.check(1, start),
+            Some(LimitDecision::DayUsed { .. })
+        ));
     }
 
     #[test]

@@ -90,6 +90,36 @@ struct RegistryFile {
     presets: BTreeMap<String, String>,
     #[serde(default)]
     models: Vec<ModelSpec>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    quotas: Vec<QuotaSpec>,
+}
+
+/// Limits a provider's account puts on several of its models together (OpenRouter's free
+/// tier: 20 requests a minute and 50 a day across every free model), so that rotating between
+/// them does not escape it. Every model of `provider` (only its free ones with `free_only`)
+/// shares them, on top of its own limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaSpec {
+    /// Unique name, e.g. `openrouter-free`; an override with the same name changes its fields.
+    pub name: String,
+    pub provider: String,
+    #[serde(default)]
+    pub free_only: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<u32>,
+    /// Requests per day; the day resets at 00:00 UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpd: Option<u32>,
+}
+
+impl QuotaSpec {
+    /// Whether `model` counts against this quota.
+    pub fn covers(&self, model: &ModelSpec) -> bool {
+        model.provider == self.provider && (!self.free_only || model.free)
+    }
 }
 
 /// A registry that cannot be used, with where it came from.
@@ -150,23 +180,23 @@ impl Registry {
                         target.extend(presets.clone());
                     }
                 }
-                ("models", toml::Value::Array(models)) => {
+                (list @ ("models" | "quotas"), toml::Value::Array(entries)) => {
                     let target = merged
-                        .entry("models")
+                        .entry(list)
                         .or_insert_with(|| toml::Value::Array(Vec::new()));
                     let toml::Value::Array(target) = target else {
-                        unreachable!("the registry's models serialize as an array")
+                        unreachable!("the registry's {list} serialize as an array")
                     };
-                    for model in models {
-                        let toml::Value::Table(fields) = model else {
-                            return Err(invalid("each `models` entry must be a table".into()));
+                    for entry in entries {
+                        let toml::Value::Table(fields) = entry else {
+                            return Err(invalid(format!("each `{list}` entry must be a table")));
                         };
-                        merge_model(target, fields);
+                        merge_entry(target, fields);
                     }
                 }
                 (key, _) => {
                     return Err(invalid(format!(
-                        "unknown or malformed key `{key}`; valid keys: fallback (array), presets (table), models (array of tables)"
+                        "unknown or malformed key `{key}`; valid keys: fallback (array), presets (table), models (array of tables), quotas (array of tables)"
                     )));
                 }
             }
@@ -184,6 +214,11 @@ impl Registry {
     /// Every model, in file order.
     pub fn models(&self) -> &[ModelSpec] {
         &self.file.models
+    }
+
+    /// Every provider-level quota.
+    pub fn quotas(&self) -> &[QuotaSpec] {
+        &self.file.quotas
     }
 
     /// The model registered under `name`.
@@ -253,6 +288,18 @@ impl Registry {
             origin: origin.to_string(),
             message,
         };
+        let mut quota_names = HashSet::new();
+        for quota in &file.quotas {
+            if !quota_names.insert(quota.name.clone()) {
+                return Err(invalid(format!("quota `{}` is listed twice", quota.name)));
+            }
+            if [quota.rpm, quota.tpm, quota.rpd].contains(&Some(0)) {
+                return Err(invalid(format!(
+                    "quota `{}`: rpm, tpm and rpd must be at least 1 when given",
+                    quota.name
+                )));
+            }
+        }
         let mut names = HashSet::new();
         for model in &mut file.models {
             if model.name.is_empty() {
@@ -327,13 +374,14 @@ pub struct SyncReport {
     pub updated: Vec<String>,
 }
 
-/// Merges one override entry into the registry's model tables, matching by name or id.
-fn merge_model(models: &mut Vec<toml::Value>, fields: &toml::Table) {
+/// Merges one override entry into the registry's models or quotas, matching by name (a model
+/// also by id): a known entry takes the fields given, an unknown one is added.
+fn merge_entry(entries: &mut Vec<toml::Value>, fields: &toml::Table) {
     let key = fields
         .get("name")
         .or_else(|| fields.get("id"))
         .and_then(toml::Value::as_str);
-    let existing = models.iter_mut().find_map(|m| match m {
+    let existing = entries.iter_mut().find_map(|m| match m {
         toml::Value::Table(t)
             if key.is_some() && t.get("name").and_then(toml::Value::as_str) == key =>
         {
@@ -343,7 +391,7 @@ fn merge_model(models: &mut Vec<toml::Value>, fields: &toml::Table) {
     });
     match existing {
         Some(target) => target.extend(fields.clone()),
-        None => models.push(toml::Value::Table(fields.clone())),
+        None => entries.push(toml::Value::Table(fields.clone())),
     }
 }
 

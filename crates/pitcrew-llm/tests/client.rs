@@ -198,6 +198,69 @@ async fn stream(
     (result, deltas)
 }
 
+/// What is committed must be what the model sent: a stream that is not well formed ends the
+/// call as `malformed_stream` (the provider's fault), never with a piece quietly skipped.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_stream_ends_the_call_instead_of_losing_a_piece() {
+    for (bad, why) in [
+        (
+            SseEvent::RawLine("data: {\"choices\": [{\"delta\": {\"cont".into()),
+            "is not JSON",
+        ),
+        (
+            SseEvent::RawLine("data: [1, 2]".into()),
+            "not a JSON object",
+        ),
+        (
+            SseEvent::Data(json!({"id": "x", "object": "chat.completion.chunk"})),
+            "neither choices, usage nor an error",
+        ),
+        (
+            SseEvent::Data(json!({"choices": [{"delta": {"content": 42}}]})),
+            "`delta.content` is neither text nor parts",
+        ),
+        (
+            SseEvent::Data(json!({"choices": {"delta": {"content": "x"}}})),
+            "`choices` is not a list",
+        ),
+    ] {
+        let server = ScriptedServer::start();
+        server.push(Reply::sse(vec![
+            chunk("def test_", None),
+            bad,
+            chunk("x(): pass", Some("stop")),
+            SseEvent::Done,
+        ]));
+        let (result, _) = stream(&server, Duration::from_secs(2)).await;
+        let error = result.unwrap_err();
+        assert_eq!(error.kind, ErrorKind::MalformedStream, "{why}: {error:?}");
+        assert!(error.message.contains(why), "{why}: {}", error.message);
+        assert!(
+            error.message.contains("after 9 characters"),
+            "{}",
+            error.message
+        );
+    }
+    // Counts that do not add up: the provider billed a reply that never came.
+    let server = ScriptedServer::start();
+    server.push(Reply::sse(vec![
+        SseEvent::Data(json!({"choices": [{"delta": {"role": "assistant"}}]})),
+        SseEvent::Data(json!({"choices": [{"delta": {}, "finish_reason": "stop"}]})),
+        SseEvent::Data(
+            json!({"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 250}}),
+        ),
+        SseEvent::Done,
+    ]));
+    let (result, _) = stream(&server, Duration::from_secs(2)).await;
+    let error = result.unwrap_err();
+    assert_eq!(error.kind, ErrorKind::MalformedStream);
+    assert!(
+        error.message.contains("250 completion tokens"),
+        "{}",
+        error.message
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stream_is_read_through_comments_and_odd_chunks() {
     let server = ScriptedServer::start();
@@ -207,7 +270,6 @@ async fn a_stream_is_read_through_comments_and_odd_chunks() {
         SseEvent::Delay(Duration::from_millis(150)),
         chunk("def test_", None),
         SseEvent::RawLine("event: ignored".into()),
-        SseEvent::RawLine("data: not json at all".into()),
         SseEvent::Data(json!({"choices": null})),
         chunk("x(): pass", Some("")),
         SseEvent::Data(json!({"choices": [{"delta": {}, "finish_reason": "eos"}]})),

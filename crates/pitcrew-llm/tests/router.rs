@@ -115,6 +115,7 @@ fn request() -> RouteRequest {
             ..Requirements::default()
         },
         task_budget: None,
+        wait_until: None,
     }
 }
 
@@ -297,6 +298,7 @@ async fn truncated_and_stalled_streams_rotate_and_report_each_attempt() {
                 RouteEvent::Started { model } => format!("start {model}"),
                 RouteEvent::Delta(text) => format!("delta {}", text.len()),
                 RouteEvent::Failed { model, kind, .. } => format!("failed {model} {kind}"),
+                RouteEvent::Waiting { reason, .. } => format!("waiting: {reason}"),
             })
         })
         .await
@@ -407,7 +409,8 @@ async fn the_circuit_opens_after_n_failures_and_half_opens_for_one_probe() {
         "no call while the circuit is open"
     );
 
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // The cooldown is 1 s, jittered by up to ±20%.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
     assert_eq!(m1_state(), CircuitState::HalfOpen);
     // The probe is held by the server; a second call meanwhile must not probe too.
     let gate = Gate::new();
@@ -788,4 +791,284 @@ async fn calls_in_flight_are_capped_per_model_and_the_cap_halves_on_a_429() {
         done.push(call.await.unwrap().unwrap());
     }
     assert_eq!((count("m1", &done), count("m2", &done)), (1, 2));
+}
+
+/// A one-model pool whose provider drops one call now and then (a cut, a malformed chunk, a
+/// 500): the same model is asked again at once, without a backoff, and every call succeeds.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lone_model_that_fails_by_chance_is_asked_again_at_once() {
+    let fleet = Fleet::start();
+    let defaults = RouterSettings {
+        failure_threshold: RouterSettings::default().failure_threshold,
+        ..settings()
+    };
+    let router = router(&fleet, registry(1, ""), defaults);
+    let faults = [
+        Reply::sse(vec![SseEvent::Data(
+            json!({"choices": [{"delta": {"content": "```python"}}]}),
+        )]),
+        Reply::sse(vec![SseEvent::RawLine("data: {\"choi".into())]),
+        Reply::status(500, json!({"error": {"message": "boom"}})),
+    ];
+    let started = Instant::now();
+    for fault in faults {
+        fleet.push("m1", fault);
+        let done = call(&router).await.unwrap();
+        assert_eq!(done.completion.text, GOOD, "byte for byte what was sent");
+        assert_eq!(done.calls.len(), 2, "{:?}", kinds(&done.calls));
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "no backoff: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(fleet.requests_for("m1").len(), 6);
+}
+
+/// With no other model to take over, an open circuit throttles the calls (they wait for the
+/// half-open probe) instead of failing them.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_open_circuit_on_the_only_model_throttles_instead_of_failing() {
+    let fleet = Fleet::start();
+    let router = router(&fleet, registry(1, ""), settings());
+    // Three failures open the circuit (threshold 3 here); the probe after its cooldown passes.
+    for _ in 0..3 {
+        fleet.push(
+            "m1",
+            Reply::status(502, json!({"error": {"message": "bad gateway"}})),
+        );
+    }
+    let mut waits = Vec::new();
+    let started = Instant::now();
+    let done = router
+        .complete(&request(), &mut |event| {
+            if let RouteEvent::Waiting { reason, .. } = event {
+                waits.push(reason.to_string());
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(done.completion.text, GOOD);
+    assert!(
+        started.elapsed() >= Duration::from_millis(700),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        waits.iter().any(|w| w.contains("circuit open")),
+        "said what it waited for: {waits:?}"
+    );
+}
+
+/// Prose, looping or empty replies are the prompt's and the task's trouble as much as the
+/// model's: they never open its circuit.
+#[tokio::test(flavor = "multi_thread")]
+async fn content_failures_never_open_a_circuit() {
+    let fleet = Fleet::start();
+    let router = router(&fleet, registry(2, ""), settings());
+    for _ in 0..6 {
+        fleet.push(
+            "m1",
+            Reply::content("I would write tests here, but let me explain the approach first."),
+        );
+        fleet.push(
+            "m2",
+            Reply::content("I would write tests here, but let me explain the approach first."),
+        );
+    }
+    for _ in 0..6 {
+        let error = call(&router).await.unwrap_err();
+        assert_eq!(error.kind, ErrorKind::ProseOnly);
+    }
+    for model in router.health() {
+        assert_eq!(
+            circuit_state(&model, chrono::Utc::now()),
+            CircuitState::Closed,
+            "{}",
+            model.model
+        );
+    }
+}
+
+/// Calls that wait for capacity are served in the order they came.
+#[tokio::test(flavor = "multi_thread")]
+async fn waiting_calls_are_served_first_come_first_served() {
+    let fleet = Fleet::start();
+    let overrides: toml::Table = toml::from_str("[[models]]\nname = \"m1\"\nrpm = 600\n").unwrap();
+    let registry = registry(1, "").with_overrides(&overrides, "test").unwrap();
+    let router = router(&fleet, registry, settings());
+    let mut handles = Vec::new();
+    for n in 0..12 {
+        let router = router.clone();
+        handles.push(tokio::spawn(async move {
+            let mut request = request();
+            request.messages.push(Message::user(format!("caller {n}")));
+            router.complete(&request, &mut |_| {}).await.unwrap();
+        }));
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    for handle in handles {
+        handle.await.unwrap();
+    }
+    let order: Vec<usize> = fleet
+        .requests_for("m1")
+        .iter()
+        .map(|r| {
+            let text = r.prompt_text();
+            let at = text.find("caller ").unwrap() + "caller ".len();
+            text[at..]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(order, (0..12).collect::<Vec<_>>());
+}
+
+/// A call that cannot get a model before its deadline says what it waited for: pitcrew's own
+/// pacing is not a provider's cooldown.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wait_that_runs_out_names_what_it_waited_for() {
+    let fleet = Fleet::start();
+    let overrides: toml::Table = toml::from_str("[[models]]\nname = \"m1\"\nrpm = 1\n").unwrap();
+    let paced = registry(1, "").with_overrides(&overrides, "test").unwrap();
+    let paced = router(&fleet, paced, settings());
+    call(&paced).await.unwrap();
+    let mut request = request();
+    request.wait_until = Some(Instant::now() + Duration::from_millis(300));
+    let error = paced.complete(&request, &mut |_| {}).await.unwrap_err();
+    assert_eq!(error.kind, ErrorKind::NoModelAvailable);
+    assert!(
+        error
+            .message
+            .contains("pitcrew's own request pacing for `m1`"),
+        "{}",
+        error.message
+    );
+
+    let fleet2 = Fleet::start();
+    let cooled = router(&fleet2, registry(1, ""), settings());
+    fleet2.push("m1", limited("30"));
+    let error = call(&cooled).await.unwrap_err();
+    assert!(
+        error.message.contains("the provider asked") && error.message.contains("UTC"),
+        "{}",
+        error.message
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_shared_quota_holds_every_model_it_covers_together() {
+    let fleet = Fleet::start();
+    // Each model alone may take 60 a minute, the account only 2 across both: rotating from
+    // one to the other must not escape the account's limit.
+    let registry = registry(
+        2,
+        "[[quotas]]\nname = \"account\"\nprovider = \"test\"\nfree_only = true\nrpm = 2\n",
+    );
+    let overrides: toml::Table = toml::from_str(
+        "[[models]]\nname = \"m1\"\nrpm = 60\n[[models]]\nname = \"m2\"\nrpm = 60\n",
+    )
+    .unwrap();
+    let registry = registry.with_overrides(&overrides, "test").unwrap();
+    let router = router(&fleet, registry, settings());
+    let served = [
+        call(&router).await.unwrap().model,
+        call(&router).await.unwrap().model,
+    ];
+    assert_eq!(
+        served,
+        ["m1", "m2"],
+        "m1's own pace sends the second call to m2"
+    );
+    let mut request = request();
+    request.wait_until = Some(Instant::now() + Duration::from_millis(500));
+    let mut reasons = Vec::new();
+    let mut record = |event: RouteEvent<'_>| {
+        if let RouteEvent::Waiting { reason, .. } = event {
+            reasons.push(reason.to_string());
+        }
+    };
+    let error = router.complete(&request, &mut record).await.unwrap_err();
+    assert_eq!(error.kind, ErrorKind::NoModelAvailable);
+    assert!(
+        error.message.contains("the `account` quota"),
+        "{}",
+        error.message
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("the `account` quota")),
+        "{reasons:?}"
+    );
+    assert_eq!(
+        fleet.server.requests().len(),
+        2,
+        "no third request was sent"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_daily_quota_used_up_takes_every_model_it_covers_out_until_the_next_day() {
+    let fleet = Fleet::start();
+    // m3 is paid, so the free-only quota does not cover it.
+    let registry = registry(
+        3,
+        "[[quotas]]\nname = \"free-day\"\nprovider = \"test\"\nfree_only = true\nrpd = 2\n",
+    );
+    let overrides: toml::Table = toml::from_str(
+        "[[models]]\nname = \"m3\"\nfree = false\nprice_in = 0.1\nprice_out = 0.1\n",
+    )
+    .unwrap();
+    let registry = registry.with_overrides(&overrides, "test").unwrap();
+    let router = router(&fleet, registry, settings());
+    let mut served = Vec::new();
+    for _ in 0..3 {
+        served.push(call(&router).await.unwrap().model);
+    }
+    assert_eq!(served[..2], ["m1", "m1"]);
+    assert_eq!(served[2], "m3", "the day's two free requests are used up");
+    let selection = router.select(&Requirements::default());
+    for free in ["m1", "m2"] {
+        let model = selection.iter().find(|c| c.model == free).unwrap();
+        let until = model
+            .excluded
+            .iter()
+            .find_map(|e| match e {
+                Exclusion::CoolingDown { until, reason } => Some((*until, reason.clone())),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{free} cools down: {:?}", model.excluded));
+        assert!(until.1.contains("`free-day` quota"), "{}", until.1);
+        assert_eq!(until.0.time(), chrono::NaiveTime::MIN, "until 00:00 UTC");
+    }
+    assert!(fleet.requests_for("m2").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_quota_refusal_from_one_model_cools_every_model_sharing_the_daily_quota() {
+    let fleet = Fleet::start();
+    let registry = registry(
+        3,
+        "[[quotas]]\nname = \"free-day\"\nprovider = \"test\"\nfree_only = true\nrpd = 1000\n",
+    );
+    let overrides: toml::Table = toml::from_str(
+        "[[models]]\nname = \"m3\"\nfree = false\nprice_in = 0.1\nprice_out = 0.1\n",
+    )
+    .unwrap();
+    let registry = registry.with_overrides(&overrides, "test").unwrap();
+    let router = router(&fleet, registry, settings());
+    fleet.push(
+        "m1",
+        Reply::status(
+            429,
+            json!({"error": {"message": "Rate limit exceeded: free-models-per-day", "code": 429}}),
+        ),
+    );
+    let done = call(&router).await.unwrap();
+    // m2 shares the used-up quota, so it is not asked: the paid m3 serves.
+    assert_eq!(done.model, "m3");
+    assert_eq!(kinds(&done.calls), [Some(ErrorKind::Quota), None]);
+    assert!(fleet.requests_for("m2").is_empty());
 }

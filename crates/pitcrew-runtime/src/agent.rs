@@ -301,6 +301,7 @@ impl BuiltinAgent {
                     ..Requirements::default()
                 },
                 task_budget: Some(task_budget.clone()),
+                wait_until: None,
             };
             let reply = match self
                 .reply(&request, cache.as_ref(), &mut record, &mut run, on_event)
@@ -336,6 +337,19 @@ impl BuiltinAgent {
                 run.verdict = Verdict::failure(
                     ErrorKind::Workspace,
                     format!("cannot reset the worktree: {e}"),
+                );
+                return run;
+            }
+            // pitcrew's own trouble is never the model's: a worktree that vanished (deleted
+            // while the task ran) fails the attempt as a workspace error, retried later.
+            if !worktree.path().is_dir() {
+                run.details.iterations.push(record);
+                run.verdict = Verdict::failure(
+                    ErrorKind::Workspace,
+                    format!(
+                        "the task's worktree {} is gone (deleted while the task ran)",
+                        worktree.path().display()
+                    ),
                 );
                 return run;
             }

@@ -206,13 +206,39 @@ fn resolve_module(module: &str, importer: &str, files: &BTreeSet<String>) -> Opt
     None
 }
 
-/// Existing test files for `target` among `files`, by the usual naming conventions
-/// (`test_<module>.py`, `<module>_test.py`).
-pub fn tests_of(target: &str, files: &BTreeSet<String>) -> Vec<String> {
-    let stem = Path::new(target)
+/// The repository files among `files` that the Python file `file` imports (resolved as for
+/// the context: absolute, `src/` layout, relative).
+pub fn imports_of(root: &Path, file: &str, files: &BTreeSet<String>) -> Vec<String> {
+    let Some(source) = read(root, file) else {
+        return Vec::new();
+    };
+    let mut found: Vec<String> = python_imports(&source)
+        .iter()
+        .filter_map(|m| resolve_module(m, file, files))
+        .collect();
+    found.sort();
+    found.dedup();
+    found
+}
+
+/// The module name a test file is named after, as the unit-test prompt asks for
+/// (`tests/test_<module>.py`): a file's stem, or a package's name for its `__init__.py`.
+fn module_name(target: &str) -> String {
+    let path = Path::new(target);
+    let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
+    match path.parent().and_then(Path::file_name) {
+        Some(package) if stem == "__init__" => package.to_string_lossy().into_owned(),
+        _ => stem,
+    }
+}
+
+/// Existing test files for `target` among `files`, by the usual naming conventions
+/// (`test_<module>.py`, `<module>_test.py`; for `pkg/__init__.py` the module is `pkg`).
+pub fn tests_of(target: &str, files: &BTreeSet<String>) -> Vec<String> {
+    let stem = module_name(target);
     let names = [format!("test_{stem}.py"), format!("{stem}_test.py")];
     files
         .iter()
@@ -517,6 +543,33 @@ mod tests {
             Some("src/lib/x.py")
         );
         assert_eq!(resolve_module("os", importer, &files), None);
+    }
+
+    #[test]
+    fn tests_are_found_by_module_name_and_imports_by_file() {
+        let files: BTreeSet<String> = [
+            "pkg/__init__.py",
+            "pkg/calc.py",
+            "tests/test_pkg.py",
+            "tests/test___init__.py",
+            "tests/calc_test.py",
+            "tests/test_other.py",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(tests_of("pkg/__init__.py", &files), ["tests/test_pkg.py"]);
+        assert_eq!(tests_of("pkg/calc.py", &files), ["tests/calc_test.py"]);
+
+        let dir = repo(&[(
+            "tests/test_other.py",
+            "import os\nfrom pkg import calc\nfrom pkg.calc import double\n",
+        )]);
+        assert_eq!(
+            imports_of(dir.path(), "tests/test_other.py", &files),
+            ["pkg/__init__.py", "pkg/calc.py"]
+        );
+        assert!(imports_of(dir.path(), "tests/missing.py", &files).is_empty());
     }
 
     #[test]

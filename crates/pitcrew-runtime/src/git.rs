@@ -8,6 +8,7 @@
 //! test cannot point git at a directory of the test's making), and results are committed with
 //! plumbing from bytes that were checked against what validation saw, not with `git add`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -114,6 +115,23 @@ async fn git_line(dir: &Path, args: &[&str]) -> Result<String, GitError> {
     Ok(git(dir, args, 1 << 20).await?.trim().to_string())
 }
 
+/// `url` without a user name or password (`https://user:token@host/x` → `https://host/x`):
+/// what is stored and shown of a remote never carries a credential.
+pub fn without_credentials(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let host_start = rest
+                .find('/')
+                .map_or(rest, |slash| &rest[..slash])
+                .rfind('@')
+                .map_or(0, |at| at + 1);
+            format!("{scheme}://{}", &rest[host_start..])
+        }
+        // scp-like `git@host:path` names a user, not a secret.
+        None => url.to_string(),
+    }
+}
+
 /// A repository pitcrew works on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Repo {
@@ -150,6 +168,48 @@ impl Repo {
                 rev: rev.to_string(),
                 repo: self.root.clone(),
             })
+    }
+
+    /// Where the repository can be cloned from: its `origin` remote's URL (else its only
+    /// remote's), without credentials; `None` without a remote.
+    pub async fn remote_url(&self) -> Result<Option<String>, GitError> {
+        let remotes = git_line(&self.root, &["remote"]).await?;
+        let remotes: Vec<&str> = remotes.lines().collect();
+        let remote = match remotes[..] {
+            [] => return Ok(None),
+            [only] => only,
+            _ if remotes.contains(&"origin") => "origin",
+            _ => return Ok(None),
+        };
+        let url = git_line(&self.root, &["remote", "get-url", remote]).await?;
+        Ok(Some(without_credentials(&url)))
+    }
+
+    /// Clones `url` into `dir`, which must not exist yet.
+    pub async fn clone_from(url: &str, dir: &Path) -> Result<Repo, GitError> {
+        let parent = dir.parent().unwrap_or(dir);
+        std::fs::create_dir_all(parent)?;
+        let dir_text = dir.to_string_lossy();
+        git(parent, &["clone", "--quiet", "--", url, &dir_text], 1 << 20).await?;
+        Ok(Repo::at(dir))
+    }
+
+    /// Fetches every branch and tag of `url` (new commits a task may start from).
+    pub async fn fetch_from(&self, url: &str) -> Result<(), GitError> {
+        git(
+            &self.root,
+            &[
+                "fetch",
+                "--quiet",
+                "--tags",
+                "--",
+                url,
+                "+refs/heads/*:refs/remotes/origin/*",
+            ],
+            1 << 20,
+        )
+        .await?;
+        Ok(())
     }
 
     /// Whether `path` exists in `commit`.
@@ -282,8 +342,17 @@ pub enum Applied {
     /// The branch already contains these changes.
     AlreadyPresent,
     /// The patch conflicts with the branch in these files; nothing was changed.
-    Conflict { files: Vec<String>, detail: String },
+    Conflict {
+        files: Vec<String>,
+        /// Those of `files` that are untracked files in the working tree where the patch
+        /// writes (git never overwrites them).
+        untracked: Vec<String>,
+        detail: String,
+    },
 }
+
+/// Where `apply` records which task it applied as which commit: `<prefix><task id>`.
+const APPLIED_REFS: &str = "refs/pitcrew/applied/";
 
 impl Repo {
     /// The current branch's name, or `None` when HEAD is detached.
@@ -354,8 +423,21 @@ impl Repo {
                 GitError::Failed { detail, .. } => detail,
                 other => other.to_string(),
             };
+            let mut files: Vec<String> = conflicted.lines().map(str::to_string).collect();
+            let touched = self.patch_paths(patch).await.unwrap_or_default();
+            let untracked = self.untracked_among(&touched).await.unwrap_or_default();
+            for path in &untracked {
+                if !files.contains(path) {
+                    files.push(path.clone());
+                }
+            }
+            if files.is_empty() {
+                // Not a merge conflict and nothing in the way: the patch did not fit these.
+                files = touched;
+            }
             return Ok(Applied::Conflict {
-                files: conflicted.lines().map(str::to_string).collect(),
+                files,
+                untracked,
                 detail,
             });
         }
@@ -367,6 +449,102 @@ impl Repo {
         Ok(Applied::Committed {
             commit: git_line(&self.root, &["rev-parse", "HEAD"]).await?,
         })
+    }
+}
+
+impl Repo {
+    /// The paths `patch` writes (the new path of a rename).
+    async fn patch_paths(&self, patch: &str) -> Result<Vec<String>, GitError> {
+        let listed = git_with_input(
+            &self.root,
+            &["apply", "--numstat", "-z", "-"],
+            1 << 20,
+            Some(patch),
+        )
+        .await?;
+        // `added\tdeleted\tpath\0`, or for a rename `added\tdeleted\t\0old\0new\0`.
+        let mut paths = Vec::new();
+        let mut fields = listed.split('\0');
+        while let Some(field) = fields.next() {
+            match field.splitn(3, '\t').nth(2) {
+                Some("") => {
+                    let _old = fields.next();
+                    paths.extend(fields.next().map(str::to_string));
+                }
+                Some(path) => paths.push(path.to_string()),
+                None => {}
+            }
+        }
+        Ok(paths)
+    }
+
+    /// Those of `paths` that exist in the working tree but are not tracked.
+    async fn untracked_among(&self, paths: &[String]) -> Result<Vec<String>, GitError> {
+        let present: Vec<&str> = paths
+            .iter()
+            .filter(|p| std::fs::symlink_metadata(self.root.join(p)).is_ok())
+            .map(String::as_str)
+            .collect();
+        if present.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut args = vec!["ls-files", "-z", "--"];
+        args.extend(&present);
+        let tracked = git(&self.root, &args, MAX_PATCH_BYTES).await?;
+        let tracked: Vec<&str> = tracked.split('\0').collect();
+        Ok(present
+            .into_iter()
+            .filter(|p| !tracked.contains(p))
+            .map(str::to_string)
+            .collect())
+    }
+
+    /// The full message of `commit`; `None` when the repository does not have it.
+    pub async fn commit_message(&self, commit: &str) -> Result<Option<String>, GitError> {
+        let object = format!("{commit}^{{commit}}");
+        if git(&self.root, &["cat-file", "-e", &object], 1024)
+            .await
+            .is_err()
+        {
+            return Ok(None);
+        }
+        // The raw object (plumbing: no log configuration applies): headers, a blank line,
+        // the message.
+        let raw = git(
+            &self.root,
+            &["cat-file", "commit", &object],
+            MAX_PATCH_BYTES,
+        )
+        .await?;
+        let message = raw.split_once("\n\n").map_or("", |(_, m)| m);
+        Ok(Some(message.trim_end().to_string() + "\n"))
+    }
+
+    /// Records that the result of task `task` was applied as `commit`
+    /// (`refs/pitcrew/applied/<task>`).
+    pub async fn mark_applied(&self, task: &str, commit: &str) -> Result<(), GitError> {
+        let reference = format!("{APPLIED_REFS}{task}");
+        git_line(&self.root, &["update-ref", &reference, commit]).await?;
+        Ok(())
+    }
+
+    /// Every task whose result `apply` committed here, with the commit: one `for-each-ref`.
+    pub async fn applied(&self) -> Result<BTreeMap<String, String>, GitError> {
+        let listed = git(
+            &self.root,
+            &[
+                "for-each-ref",
+                "--format=%(objectname) %(refname:lstrip=3)",
+                APPLIED_REFS,
+            ],
+            MAX_PATCH_BYTES,
+        )
+        .await?;
+        Ok(listed
+            .lines()
+            .filter_map(|line| line.split_once(' '))
+            .map(|(commit, task)| (task.to_string(), commit.to_string()))
+            .collect())
     }
 }
 
@@ -625,7 +803,12 @@ mod tests {
         fixture.write("src/a.py", "def f():\n    return 3\n");
         let head = fixture.commit("diverge");
         match repo.apply_and_commit(&patch, "apply").await.unwrap() {
-            Applied::Conflict { files, .. } => assert_eq!(files, ["src/a.py"]),
+            Applied::Conflict {
+                files, untracked, ..
+            } => {
+                assert_eq!(files, ["src/a.py"]);
+                assert!(untracked.is_empty());
+            }
             other => panic!("expected a conflict, got {other:?}"),
         }
         assert_eq!(fixture.git(&["rev-parse", "HEAD"]), head);
@@ -633,6 +816,90 @@ mod tests {
         assert_eq!(
             fixture.git(&["show", "HEAD:src/a.py"]),
             "def f():\n    return 3"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_untracked_file_in_the_way_is_named_and_kept() {
+        let fixture = TempRepo::with_files(&[("src/a.py", "def f():\n    return 1\n")]);
+        let repo = Repo::discover(fixture.path()).await.unwrap();
+        let base = repo.resolve_commit("HEAD").await.unwrap();
+        let wt = repo
+            .add_worktree(&repo.worktrees_dir().join("y"), &base)
+            .await
+            .unwrap();
+        std::fs::create_dir_all(wt.path().join("tests")).unwrap();
+        std::fs::write(
+            wt.path().join("tests/test_a.py"),
+            "def test_a():\n    pass\n",
+        )
+        .unwrap();
+        let commit = wt
+            .commit_files(
+                &[verified(&wt, "tests/test_a.py")],
+                "add test_a\n\nModel: m\n",
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        let patch = repo.diff(&base, &commit).await.unwrap();
+        repo.remove_worktree(wt.path()).await.unwrap();
+        assert_eq!(
+            repo.commit_message(&commit).await.unwrap().as_deref(),
+            Some("add test_a\n\nModel: m\n")
+        );
+        assert_eq!(repo.commit_message(&"0".repeat(40)).await.unwrap(), None);
+
+        fixture.write("tests/test_a.py", "# mine\n");
+        match repo.apply_and_commit(&patch, "apply").await.unwrap() {
+            Applied::Conflict {
+                files, untracked, ..
+            } => {
+                assert_eq!(files, ["tests/test_a.py"]);
+                assert_eq!(untracked, ["tests/test_a.py"]);
+            }
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        assert_eq!(
+            std::fs::read_to_string(fixture.path().join("tests/test_a.py")).unwrap(),
+            "# mine\n"
+        );
+
+        std::fs::remove_file(fixture.path().join("tests/test_a.py")).unwrap();
+        let Applied::Committed { commit: applied } =
+            repo.apply_and_commit(&patch, "apply").await.unwrap()
+        else {
+            panic!("not applied");
+        };
+        assert!(repo.applied().await.unwrap().is_empty());
+        repo.mark_applied("task-1", &applied).await.unwrap();
+        assert_eq!(
+            repo.applied()
+                .await
+                .unwrap()
+                .into_iter()
+                .collect::<Vec<_>>(),
+            [("task-1".to_string(), applied)]
+        );
+    }
+
+    #[test]
+    fn credentials_are_cut_from_remote_urls() {
+        assert_eq!(
+            without_credentials("https://x-access-token:ghp_abc@github.com/acme/calc.git"),
+            "https://github.com/acme/calc.git"
+        );
+        assert_eq!(
+            without_credentials("https://github.com/acme/calc.git"),
+            "https://github.com/acme/calc.git"
+        );
+        assert_eq!(
+            without_credentials("ssh://git@host/a@b.git"),
+            "ssh://host/a@b.git"
+        );
+        assert_eq!(
+            without_credentials("git@github.com:acme/calc.git"),
+            "git@github.com:acme/calc.git"
         );
     }
 }

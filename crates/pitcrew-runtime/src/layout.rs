@@ -9,6 +9,21 @@ use pitcrew_core::sha256_hex;
 
 use crate::git::{GitError, Repo};
 
+/// pitcrew's directory in the user's cache: `$XDG_CACHE_HOME/pitcrew` (`~/.cache` when
+/// `XDG_CACHE_HOME` is not set; the system's temporary directory when neither is).
+pub fn cache_root() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| Path::new(d).is_absolute())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|d| Path::new(d).is_absolute())
+                .map(|home| PathBuf::from(home).join(".cache"))
+        })
+        .unwrap_or_else(std::env::temp_dir)
+        .join("pitcrew")
+}
+
 impl Repo {
     /// pitcrew's own directory in the repository, created on first use; it ignores itself
     /// in git except for prompt overrides.
@@ -41,23 +56,13 @@ impl Repo {
     /// `$XDG_CACHE_HOME/pitcrew/worktrees/<name>-<hash of the root>` (`~/.cache` when
     /// `XDG_CACHE_HOME` is not set; the system's temporary directory when neither is).
     pub fn worktrees_dir(&self) -> PathBuf {
-        let cache = std::env::var_os("XDG_CACHE_HOME")
-            .filter(|d| Path::new(d).is_absolute())
-            .map(PathBuf::from)
-            .or_else(|| {
-                std::env::var_os("HOME")
-                    .filter(|d| Path::new(d).is_absolute())
-                    .map(|home| PathBuf::from(home).join(".cache"))
-            })
-            .unwrap_or_else(std::env::temp_dir);
         let name = self
             .root()
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "repository".into());
         let hash = sha256_hex(self.root().as_os_str().as_encoded_bytes());
-        cache
-            .join("pitcrew")
+        cache_root()
             .join("worktrees")
             .join(format!("{name}-{}", &hash[..12]))
     }

@@ -7,6 +7,7 @@ mod cache;
 mod context;
 mod git;
 mod layout;
+mod locate;
 mod paths;
 mod prompt;
 mod reply;
@@ -16,9 +17,12 @@ pub use agent::{
 };
 pub use cache::{CachedReply, ReplyCache};
 pub use context::{
-    ContextItem, ContextReport, ContextSettings, count_tokens, gather, python_files, tests_of,
+    ContextItem, ContextReport, ContextSettings, count_tokens, gather, imports_of, python_files,
+    tests_of,
 };
-pub use git::{Applied, GitError, Repo, Worktree};
+pub use git::{Applied, GitError, Repo, Worktree, without_credentials};
+pub use layout::cache_root;
+pub use locate::{LocateError, RepoIdentity, locate_repo};
 pub use paths::{RefusedPath, normalize, resolve_inside};
 pub use prompt::{
     Convention, PromptContext, PromptError, PromptFile, PromptInfo, PromptLibrary, PromptSource,

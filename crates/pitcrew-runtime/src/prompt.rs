@@ -346,10 +346,12 @@ mod tests {
         let now = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
         Task {
             id: TaskId("01a20000-0000-7000-8000-000000000001".parse().unwrap()),
+            seq: 1,
             kind,
             description: "Cover the branches of sign().".into(),
             targets: vec!["src/calc.py".into()],
             repo: "/repo".into(),
+            repo_url: None,
             base_commit: "0".repeat(40),
             priority: Priority::Normal,
             model: None,

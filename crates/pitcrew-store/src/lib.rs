@@ -29,8 +29,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use pitcrew_core::{
-    Attempt, AttemptReport, Lease, ModelHealth, NewTask, Priority, Task, TaskFilter, TaskId,
-    TaskStatus,
+    Attempt, AttemptReport, Lease, LimitDecision, ModelHealth, NewTask, Priority, SharedLimit,
+    Task, TaskFilter, TaskId, TaskStatus,
 };
 use serde::Serialize;
 
@@ -47,6 +47,8 @@ pub use sqlite::SqliteStore;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Submitted {
     pub id: TaskId,
+    /// The task's number in the store, shown as its handle `#seq` (see [`Task::seq`]).
+    pub seq: u64,
     /// True when an unfinished task with the same idempotency key already existed; `id` is
     /// that task's.
     pub deduplicated: bool,
@@ -61,6 +63,10 @@ pub enum Disposition {
     Fail,
     /// Try again after `delay` — or fail, when the task's attempts are used up.
     Retry { delay: Duration },
+    /// Try again after `delay` without counting this attempt against the task: it failed
+    /// for reasons that were not the task's (a provider outage, no model free, pitcrew's own
+    /// trouble). The attempt is recorded, failed, with its error.
+    Defer { delay: Duration },
     /// The result is a well-formed test that fails against the current code: kept (with its
     /// commit) for a human to judge, not accepted.
     PossibleBug,
@@ -172,7 +178,9 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Puts a failed or cancelled task back in the queue, allowing it one more attempt.
     async fn requeue(&self, id: TaskId) -> Result<Task, StoreError>;
 
-    /// The task whose id is `id_or_prefix` or starts with it.
+    /// The task `id_or_prefix` names: its handle (`#42`, or `42`: digits not starting with
+    /// `0`, which no UUID v7 of the next five centuries does), its id, or a unique prefix of
+    /// the id.
     async fn find(&self, id_or_prefix: &str) -> Result<Task, StoreError>;
 
     async fn list(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError>;
@@ -195,6 +203,36 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// shorten a cooldown another ran into. `None` is no cooldown: it clears only one that is
     /// over. `updated_at` is the store's clock at the write; the one in `health` is ignored.
     async fn record_model_health(&self, health: &ModelHealth) -> Result<(), StoreError>;
+
+    /// Counts one call of `tokens` under every one of `limits` if each has room, else under
+    /// none (the first limit without room says why and until when). Every worker of the
+    /// store counts here, so together they stay within each limit; PostgreSQL's clock times
+    /// the calls, so a fleet's machines need not agree on the time.
+    async fn take_limits(
+        &self,
+        limits: &[SharedLimit],
+        tokens: u64,
+    ) -> Result<LimitDecision, StoreError>;
+
+    /// Reserves `amount_usd` of the budget `key`, which allows `limit_usd` in all: `false`,
+    /// reserving nothing, when what is spent and reserved plus `amount_usd` would pass it.
+    async fn reserve_budget(
+        &self,
+        key: &str,
+        limit_usd: f64,
+        amount_usd: f64,
+    ) -> Result<bool, StoreError>;
+
+    /// Replaces a reservation of `reserved_usd` under `key` by what the call cost.
+    async fn settle_budget(
+        &self,
+        key: &str,
+        reserved_usd: f64,
+        cost_usd: f64,
+    ) -> Result<(), StoreError>;
+
+    /// What is spent or reserved under the budget `key` (0 for a budget never used).
+    async fn budget_spent(&self, key: &str) -> Result<f64, StoreError>;
 
     /// Waits until new work may have arrived, or `max` has passed. A hint, not a promise: it
     /// may return with nothing to claim, and work that arrived just before the call may not
@@ -347,6 +385,35 @@ pub(crate) fn scrubbed(report: &AttemptReport) -> AttemptReport {
     report
 }
 
+/// How a task is named on the command line: its handle or (a prefix of) its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TaskRef {
+    /// `#42` or `42`.
+    Seq(u64),
+    /// Lowercase hex digits and dashes.
+    Prefix(String),
+}
+
+impl TaskRef {
+    pub(crate) fn parse(given: &str) -> Result<TaskRef, StoreError> {
+        let text = given.trim();
+        let not_found = || StoreError::NotFound(text.to_string());
+        if let Some(number) = text.strip_prefix('#') {
+            return number.parse().map(TaskRef::Seq).map_err(|_| not_found());
+        }
+        if text.starts_with(|c: char| c.is_ascii_digit() && c != '0')
+            && text.chars().all(|c| c.is_ascii_digit())
+        {
+            return text.parse().map(TaskRef::Seq).map_err(|_| not_found());
+        }
+        let prefix = text.to_ascii_lowercase();
+        if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            return Err(not_found());
+        }
+        Ok(TaskRef::Prefix(prefix))
+    }
+}
+
 /// Reads a name stored as text (status, kind, …), reporting an unknown one as corruption.
 pub(crate) fn parse<T: std::str::FromStr>(column: &str, value: &str) -> Result<T, StoreError> {
     value
@@ -424,6 +491,27 @@ mod tests {
             pitcrew_core::redact("a url%2Fpass-4f1c9e b url/pass-4f1c9e c url-query-pass-8b2d"),
             "a [REDACTED] b [REDACTED] c [REDACTED]"
         );
+    }
+
+    #[test]
+    fn handles_ids_and_prefixes_are_told_apart() {
+        assert_eq!(TaskRef::parse("#42").unwrap(), TaskRef::Seq(42));
+        assert_eq!(TaskRef::parse(" 42 ").unwrap(), TaskRef::Seq(42));
+        // UUID v7 ids start with `0` for centuries: a leading zero is a prefix.
+        assert_eq!(
+            TaskRef::parse("0199AB").unwrap(),
+            TaskRef::Prefix("0199ab".into())
+        );
+        assert_eq!(
+            TaskRef::parse("0199ab12-34").unwrap(),
+            TaskRef::Prefix("0199ab12-34".into())
+        );
+        for bad in ["", "#", "#x", "#-1", "xyz", "99999999999999999999999"] {
+            assert!(
+                matches!(TaskRef::parse(bad), Err(StoreError::NotFound(_))),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use pitcrew_core::{
-    Attempt, AttemptReport, Lease, ModelHealth, NewTask, Priority, Task, TaskFilter, TaskId,
-    TaskStatus, Usage,
+    Attempt, AttemptReport, Lease, LimitDecision, ModelHealth, NewTask, Priority, SharedLimit,
+    Task, TaskFilter, TaskId, TaskStatus, Usage, utc_day_start_ms,
 };
 use sqlx::migrate::{Migrate, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow};
@@ -21,7 +21,9 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::schema::{self, MigrationStatus};
-use crate::{Disposition, QueueStats, Rescued, Store, StoreError, Submitted, parse, rules};
+use crate::{
+    Disposition, QueueStats, Rescued, Store, StoreError, Submitted, TaskRef, parse, rules,
+};
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -35,7 +37,7 @@ const POOL_SIZE: u32 = 10;
 /// The pause before listening again after the listening connection failed.
 const RELISTEN_DELAY: Duration = Duration::from_secs(2);
 
-const TASK_COLUMNS: &str = "id, kind, description, targets, repo, base_commit, priority, model, \
+const TASK_COLUMNS: &str = "id, seq, kind, description, targets, repo, repo_url, base_commit, priority, model, \
     max_attempts, idempotency_key, metadata, status, attempts, run_at, created_at, updated_at, \
     finished_at, lease_owner, lease_expires_at, error_kind, last_error, result_commit";
 
@@ -72,10 +74,12 @@ fn priority(rank: i16) -> Result<Priority, StoreError> {
 fn task_from_row(row: &PgRow) -> Result<Task, StoreError> {
     Ok(Task {
         id: TaskId(row.try_get("id")?),
+        seq: row.try_get::<i64, _>("seq")? as u64,
         kind: parse("kind", row.try_get("kind")?)?,
         description: row.try_get("description")?,
         targets: json("targets", row.try_get("targets")?)?,
         repo: row.try_get("repo")?,
+        repo_url: row.try_get("repo_url")?,
         base_commit: row.try_get("base_commit")?,
         priority: priority(row.try_get("priority")?)?,
         model: row.try_get("model")?,
@@ -328,15 +332,23 @@ impl Store for PgStore {
             // transaction holds the key uncommitted, the insert waits for it, then either
             // inserts (it rolled back) or does nothing (it committed) and the key's task is
             // read below. If that task finished in between, the key is free: try again.
-            let existing = loop {
-                let inserted = sqlx::query(
+            // Ok(seq) when inserted, Err(id) of the task holding the key.
+            let outcome = loop {
+                // A key already taken: no insert, so no number is used up (an insert that
+                // conflicts still draws one from the sequence).
+                if let Some(key) = &task.idempotency_key
+                    && let Some(existing) = Self::unfinished_with_key(&mut *tx, key).await?
+                {
+                    break Err(existing);
+                }
+                let inserted: Option<i64> = sqlx::query_scalar(
                     "INSERT INTO tasks (id, kind, description, targets, repo, base_commit, \
-                     priority, model, max_attempts, idempotency_key, metadata, status, run_at, \
-                     created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'queued', now(), \
+                     priority, model, max_attempts, idempotency_key, metadata, repo_url, status, \
+                     run_at, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'queued', now(), \
                      now(), now()) \
                      ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL \
-                     AND status IN ('queued', 'running') DO NOTHING",
+                     AND status IN ('queued', 'running') DO NOTHING RETURNING seq",
                 )
                 .bind(id.0)
                 .bind(task.kind.as_str())
@@ -349,24 +361,32 @@ impl Store for PgStore {
                 .bind(i32::try_from(task.max_attempts.max(1)).unwrap_or(i32::MAX))
                 .bind(&task.idempotency_key)
                 .bind(&task.metadata)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-                if inserted == 1 {
-                    break None;
+                .bind(&task.repo_url)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if let Some(seq) = inserted {
+                    break Ok(seq);
                 }
                 let key = task.idempotency_key.as_deref().unwrap_or_default();
                 if let Some(existing) = Self::unfinished_with_key(&mut *tx, key).await? {
-                    break Some(existing);
+                    break Err(existing);
                 }
             };
-            submitted.push(match existing {
-                Some(id) => Submitted {
+            submitted.push(match outcome {
+                Err(id) => {
+                    let seq: i64 = sqlx::query_scalar("SELECT seq FROM tasks WHERE id = $1")
+                        .bind(id.0)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    Submitted {
+                        id,
+                        seq: seq as u64,
+                        deduplicated: true,
+                    }
+                }
+                Ok(seq) => Submitted {
                     id,
-                    deduplicated: true,
-                },
-                None => Submitted {
-                    id,
+                    seq: seq as u64,
                     deduplicated: false,
                 },
             });
@@ -476,7 +496,8 @@ impl Store for PgStore {
             "UPDATE tasks SET status = $1, lease_owner = NULL, lease_token = NULL, \
              lease_expires_at = NULL, run_at = now() + make_interval(secs => $2), \
              updated_at = now(), finished_at = CASE WHEN $3 THEN now() END, \
-             error_kind = $4, last_error = $5, result_commit = $6 \
+             error_kind = $4, last_error = $5, result_commit = $6, \
+             max_attempts = max_attempts + $9 \
              WHERE id = $7 AND lease_token = $8",
         )
         .bind(next.status.as_str())
@@ -487,6 +508,7 @@ impl Store for PgStore {
         .bind(next.result_commit)
         .bind(lease.task_id.0)
         .bind(lease.token)
+        .bind(i32::from(next.refund))
         .execute(&mut *tx)
         .await?;
         sqlx::query(
@@ -664,8 +686,20 @@ impl Store for PgStore {
     }
 
     async fn find(&self, id_or_prefix: &str) -> Result<Task, StoreError> {
-        let prefix = id_or_prefix.trim().to_ascii_lowercase();
-        let Some((low, high)) = uuid_range(&prefix).filter(|_| !prefix.is_empty()) else {
+        let prefix = match TaskRef::parse(id_or_prefix)? {
+            TaskRef::Seq(seq) => {
+                let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {TASK_COLUMNS} FROM tasks WHERE seq = $1"
+                )))
+                .bind(i64::try_from(seq).unwrap_or(i64::MAX))
+                .fetch_optional(&self.pool)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(id_or_prefix.trim().to_string()))?;
+                return task_from_row(&row);
+            }
+            TaskRef::Prefix(prefix) => prefix,
+        };
+        let Some((low, high)) = uuid_range(&prefix) else {
             return Err(StoreError::NotFound(id_or_prefix.to_string()));
         };
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -803,6 +837,119 @@ impl Store for PgStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn take_limits(
+        &self,
+        limits: &[SharedLimit],
+        tokens: u64,
+    ) -> Result<LimitDecision, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // One worker at a time per limit, locked in one order so that two callers asking for
+        // overlapping limits cannot deadlock.
+        let mut keys: Vec<&str> = limits.iter().map(|l| l.key.as_str()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        for key in keys {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7401))")
+                .bind(key)
+                .execute(&mut *tx)
+                .await?;
+        }
+        // The database's clock, read after the locks: one clock for every machine.
+        let now: i64 =
+            sqlx::query_scalar("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint")
+                .fetch_one(&mut *tx)
+                .await?;
+        let mut counted = Vec::with_capacity(limits.len());
+        for limit in limits {
+            sqlx::query("DELETE FROM rate_events WHERE key = $1 AND at < $2")
+                .bind(&limit.key)
+                .bind(rules::forget_before(limit, now))
+                .execute(&mut *tx)
+                .await?;
+            let minute: Vec<(i64, i64)> = sqlx::query_as(
+                "SELECT at, tokens FROM rate_events WHERE key = $1 AND at > $2 ORDER BY at",
+            )
+            .bind(&limit.key)
+            .bind(now - pitcrew_core::MINUTE_MS)
+            .fetch_all(&mut *tx)
+            .await?;
+            let today: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM rate_events WHERE key = $1 AND at >= $2")
+                    .bind(&limit.key)
+                    .bind(utc_day_start_ms(now))
+                    .fetch_one(&mut *tx)
+                    .await?;
+            counted.push((limit, rules::counted(minute, today)));
+        }
+        if let Some(refused) = rules::refusal(counted, tokens) {
+            return Ok(refused);
+        }
+        for limit in limits {
+            sqlx::query("INSERT INTO rate_events (key, at, tokens) VALUES ($1, $2, $3)")
+                .bind(&limit.key)
+                .bind(now)
+                .bind(i64::try_from(tokens).unwrap_or(i64::MAX))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(LimitDecision::Granted)
+    }
+
+    async fn reserve_budget(
+        &self,
+        key: &str,
+        limit_usd: f64,
+        amount_usd: f64,
+    ) -> Result<bool, StoreError> {
+        sqlx::query(
+            "INSERT INTO budgets (key, spent_usd, updated_at) VALUES ($1, 0, now()) \
+             ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .execute(&self.pool)
+        .await?;
+        // One statement: the row lock makes check and add one step for every worker.
+        let reserved = sqlx::query(
+            "UPDATE budgets SET spent_usd = spent_usd + $2, updated_at = now() \
+             WHERE key = $1 AND spent_usd + $2 <= $3",
+        )
+        .bind(key)
+        .bind(amount_usd.max(0.0))
+        .bind(limit_usd + rules::BUDGET_EPSILON)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1;
+        Ok(reserved)
+    }
+
+    async fn settle_budget(
+        &self,
+        key: &str,
+        reserved_usd: f64,
+        cost_usd: f64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE budgets SET spent_usd = GREATEST(0, spent_usd + $2 - $3), updated_at = now() \
+             WHERE key = $1",
+        )
+        .bind(key)
+        .bind(cost_usd.max(0.0))
+        .bind(reserved_usd.max(0.0))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn budget_spent(&self, key: &str) -> Result<f64, StoreError> {
+        let spent: Option<f64> = sqlx::query_scalar("SELECT spent_usd FROM budgets WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(spent.unwrap_or(0.0))
     }
 
     async fn wait_for_work(&self, max: Duration) {

@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use pitcrew_core::{AttemptOutcome, AttemptReport, ErrorKind, TaskStatus};
+use pitcrew_core::{
+    AttemptOutcome, AttemptReport, ErrorKind, LimitDecision, MINUTE_MS, SharedLimit, TaskStatus,
+    judge_limit, utc_day_start_ms,
+};
 
 use crate::Disposition;
 
@@ -20,6 +23,8 @@ pub(crate) struct Finished<'a> {
     pub last_error: Option<String>,
     pub result_commit: Option<&'a str>,
     pub outcome: AttemptOutcome,
+    /// The attempt does not count against the task: one more is allowed.
+    pub refund: bool,
 }
 
 /// Where `disposition` leaves a task that has been claimed `attempts` times out of
@@ -36,9 +41,10 @@ pub(crate) fn finished(
         Disposition::Retry { .. } if attempts >= max_attempts => {
             (TaskStatus::Failed, Duration::ZERO)
         }
-        Disposition::Retry { delay } => (TaskStatus::Queued, delay),
+        Disposition::Retry { delay } | Disposition::Defer { delay } => (TaskStatus::Queued, delay),
         Disposition::PossibleBug => (TaskStatus::PossibleBug, Duration::ZERO),
     };
+    let refund = matches!(disposition, Disposition::Defer { .. });
     if status == TaskStatus::Completed {
         return Finished {
             status,
@@ -47,6 +53,7 @@ pub(crate) fn finished(
             last_error: None,
             result_commit: report.commit.as_deref(),
             outcome: AttemptOutcome::Completed,
+            refund,
         };
     }
     let last_error = if matches!(disposition, Disposition::Retry { .. }) && status.is_terminal() {
@@ -71,6 +78,7 @@ pub(crate) fn finished(
         } else {
             AttemptOutcome::Failed
         },
+        refund,
     }
 }
 
@@ -104,6 +112,48 @@ pub(crate) fn expired(owner: &str, attempts: i64, max_attempts: i64) -> Expired 
 fn used_up(error: &str, attempts: i64, max_attempts: i64) -> String {
     format!("{error} (attempts used up: {attempts} of {max_attempts})")
 }
+
+/// The calls counted under one shared limit, as a backend reads them.
+pub(crate) struct Counted {
+    /// (ms, tokens) of the calls of the last minute, oldest first.
+    pub minute: Vec<(i64, u64)>,
+    /// Calls since 00:00 UTC.
+    pub today: u64,
+}
+
+/// Counts as a backend reads them: (ms, tokens) rows of the minute and the day's count.
+pub(crate) fn counted(minute: Vec<(i64, i64)>, today: i64) -> Counted {
+    Counted {
+        minute: minute
+            .into_iter()
+            .map(|(at, tokens)| (at, u64::try_from(tokens).unwrap_or(0)))
+            .collect(),
+        today: u64::try_from(today).unwrap_or(0),
+    }
+}
+
+/// Calls under `limit` older than this (ms) count for nothing any more and may be deleted.
+pub(crate) fn forget_before(limit: &SharedLimit, now_ms: i64) -> i64 {
+    let minute_ago = now_ms - MINUTE_MS;
+    if limit.rpd.is_some() {
+        minute_ago.min(utc_day_start_ms(now_ms))
+    } else {
+        minute_ago
+    }
+}
+
+/// The first of `limits` (each with its counts) that cannot take a call of `tokens`.
+pub(crate) fn refusal<'a>(
+    limits: impl IntoIterator<Item = (&'a SharedLimit, Counted)>,
+    tokens: u64,
+) -> Option<LimitDecision> {
+    limits
+        .into_iter()
+        .find_map(|(limit, counted)| judge_limit(limit, &counted.minute, counted.today, tokens))
+}
+
+/// A little slack for rounding when a budget is compared with its limit.
+pub(crate) const BUDGET_EPSILON: f64 = 1e-12;
 
 #[cfg(test)]
 mod tests {

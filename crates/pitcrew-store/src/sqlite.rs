@@ -7,8 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use pitcrew_core::{
-    Attempt, AttemptReport, Finding, Lease, ModelHealth, NewTask, Priority, Task, TaskFilter,
-    TaskId, TaskStatus, Usage,
+    Attempt, AttemptReport, Finding, Lease, LimitDecision, ModelHealth, NewTask, Priority,
+    SharedLimit, Task, TaskFilter, TaskId, TaskStatus, Usage, utc_day_start_ms,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -17,11 +17,13 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 
 use crate::schema::{self, MigrationStatus};
-use crate::{Disposition, QueueStats, Rescued, Store, StoreError, Submitted, parse, rules};
+use crate::{
+    Disposition, QueueStats, Rescued, Store, StoreError, Submitted, TaskRef, parse, rules,
+};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
-const TASK_COLUMNS: &str = "id, kind, description, targets, repo, base_commit, priority, model, \
+const TASK_COLUMNS: &str = "id, seq, kind, description, targets, repo, repo_url, base_commit, priority, model, \
     max_attempts, idempotency_key, metadata, status, attempts, run_at, created_at, updated_at, \
     finished_at, lease_owner, lease_expires_at, error_kind, last_error, result_commit";
 
@@ -66,10 +68,12 @@ fn task_from_row(row: &SqliteRow) -> Result<Task, StoreError> {
     };
     Ok(Task {
         id: parse("id", row.try_get("id")?)?,
+        seq: row.try_get::<i64, _>("seq")? as u64,
         kind: parse("kind", row.try_get("kind")?)?,
         description: row.try_get("description")?,
         targets: json("targets", row.try_get("targets")?)?,
         repo: row.try_get("repo")?,
+        repo_url: row.try_get("repo_url")?,
         base_commit: row.try_get("base_commit")?,
         priority: Priority::from_rank(priority)
             .ok_or_else(|| StoreError::Corrupt(format!("priority = {priority}")))?,
@@ -231,23 +235,31 @@ impl Store for SqliteStore {
             if let Some(key) = &task.idempotency_key
                 && let Some(id) = Self::unfinished_with_key(&mut tx, key).await?
             {
+                let seq: i64 = sqlx::query_scalar("SELECT seq FROM tasks WHERE id = ?")
+                    .bind(id.to_string())
+                    .fetch_one(&mut *tx)
+                    .await?;
                 submitted.push(Submitted {
                     id,
+                    seq: seq as u64,
                     deduplicated: true,
                 });
                 continue;
             }
             let id = TaskId::new();
-            sqlx::query(
-                "INSERT INTO tasks (id, kind, description, targets, repo, base_commit, priority, \
-                 model, max_attempts, idempotency_key, metadata, status, run_at, created_at, \
-                 updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
+            let seq: i64 = sqlx::query_scalar(
+                "INSERT INTO tasks (id, kind, description, targets, repo, repo_url, base_commit, \
+                 priority, model, max_attempts, idempotency_key, metadata, status, run_at, \
+                 created_at, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?) \
+                 RETURNING seq",
             )
             .bind(id.to_string())
             .bind(task.kind.as_str())
             .bind(&task.description)
             .bind(to_json(&task.targets))
             .bind(&task.repo)
+            .bind(&task.repo_url)
             .bind(&task.base_commit)
             .bind(task.priority.rank())
             .bind(&task.model)
@@ -257,10 +269,11 @@ impl Store for SqliteStore {
             .bind(now)
             .bind(now)
             .bind(now)
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await?;
             submitted.push(Submitted {
                 id,
+                seq: seq as u64,
                 deduplicated: false,
             });
         }
@@ -373,7 +386,8 @@ impl Store for SqliteStore {
         sqlx::query(
             "UPDATE tasks SET status = ?, lease_owner = NULL, lease_token = NULL, \
              lease_expires_at = NULL, run_at = ?, updated_at = ?, finished_at = ?, \
-             error_kind = ?, last_error = ?, result_commit = ? \
+             error_kind = ?, last_error = ?, result_commit = ?, \
+             max_attempts = max_attempts + ? \
              WHERE id = ? AND lease_token = ?",
         )
         .bind(next.status.as_str())
@@ -383,6 +397,7 @@ impl Store for SqliteStore {
         .bind(next.error_kind)
         .bind(&next.last_error)
         .bind(next.result_commit)
+        .bind(i64::from(next.refund))
         .bind(lease.task_id.to_string())
         .bind(&token)
         .execute(&mut *tx)
@@ -591,10 +606,19 @@ impl Store for SqliteStore {
     }
 
     async fn find(&self, id_or_prefix: &str) -> Result<Task, StoreError> {
-        let prefix = id_or_prefix.trim().to_ascii_lowercase();
-        if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
-            return Err(StoreError::NotFound(id_or_prefix.to_string()));
-        }
+        let prefix = match TaskRef::parse(id_or_prefix)? {
+            TaskRef::Seq(seq) => {
+                let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {TASK_COLUMNS} FROM tasks WHERE seq = ?"
+                )))
+                .bind(i64::try_from(seq).unwrap_or(i64::MAX))
+                .fetch_optional(&self.pool)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(id_or_prefix.trim().to_string()))?;
+                return task_from_row(&row);
+            }
+            TaskRef::Prefix(prefix) => prefix,
+        };
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {TASK_COLUMNS} FROM tasks WHERE id LIKE ? || '%' ORDER BY seq LIMIT 2"
         )))
@@ -728,6 +752,108 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn take_limits(
+        &self,
+        limits: &[SharedLimit],
+        tokens: u64,
+    ) -> Result<LimitDecision, StoreError> {
+        let mut tx = self.begin().await?;
+        let now = now_ms();
+        let mut counted = Vec::with_capacity(limits.len());
+        for limit in limits {
+            sqlx::query("DELETE FROM rate_events WHERE key = ?1 AND at < ?2")
+                .bind(&limit.key)
+                .bind(rules::forget_before(limit, now))
+                .execute(&mut *tx)
+                .await?;
+            let minute: Vec<(i64, i64)> = sqlx::query_as(
+                "SELECT at, tokens FROM rate_events WHERE key = ?1 AND at > ?2 ORDER BY at",
+            )
+            .bind(&limit.key)
+            .bind(now - pitcrew_core::MINUTE_MS)
+            .fetch_all(&mut *tx)
+            .await?;
+            let today: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM rate_events WHERE key = ?1 AND at >= ?2")
+                    .bind(&limit.key)
+                    .bind(utc_day_start_ms(now))
+                    .fetch_one(&mut *tx)
+                    .await?;
+            counted.push((limit, rules::counted(minute, today)));
+        }
+        if let Some(refused) = rules::refusal(counted, tokens) {
+            return Ok(refused);
+        }
+        for limit in limits {
+            sqlx::query("INSERT INTO rate_events (key, at, tokens) VALUES (?1, ?2, ?3)")
+                .bind(&limit.key)
+                .bind(now)
+                .bind(i64::try_from(tokens).unwrap_or(i64::MAX))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(LimitDecision::Granted)
+    }
+
+    async fn reserve_budget(
+        &self,
+        key: &str,
+        limit_usd: f64,
+        amount_usd: f64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO budgets (key, spent_usd, updated_at) VALUES (?1, 0, ?2) \
+             ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        let reserved = sqlx::query(
+            "UPDATE budgets SET spent_usd = spent_usd + ?2, updated_at = ?4 \
+             WHERE key = ?1 AND spent_usd + ?2 <= ?3",
+        )
+        .bind(key)
+        .bind(amount_usd.max(0.0))
+        .bind(limit_usd + rules::BUDGET_EPSILON)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        tx.commit().await?;
+        Ok(reserved)
+    }
+
+    async fn settle_budget(
+        &self,
+        key: &str,
+        reserved_usd: f64,
+        cost_usd: f64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE budgets SET spent_usd = max(0, spent_usd + ?2 - ?3), updated_at = ?4 \
+             WHERE key = ?1",
+        )
+        .bind(key)
+        .bind(cost_usd.max(0.0))
+        .bind(reserved_usd.max(0.0))
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn budget_spent(&self, key: &str) -> Result<f64, StoreError> {
+        let spent: Option<f64> = sqlx::query_scalar("SELECT spent_usd FROM budgets WHERE key = ?1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(spent.unwrap_or(0.0))
     }
 
     async fn wait_for_work(&self, max: Duration) {

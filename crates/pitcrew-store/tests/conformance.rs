@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use pitcrew_core::{
-    AttemptOutcome, AttemptReport, ErrorKind, ModelHealth, NewTask, Priority, TaskFilter, TaskKind,
-    TaskStatus,
+    AttemptOutcome, AttemptReport, ErrorKind, LimitDecision, ModelHealth, NewTask, Priority,
+    SharedLimit, TaskFilter, TaskKind, TaskStatus,
 };
 use pitcrew_store::{Disposition, MigrationStatus, Store, StoreError};
 
@@ -36,6 +36,7 @@ fn task(target: &str, priority: Priority) -> NewTask {
         description: format!("write tests for {target}"),
         targets: vec![target.to_string()],
         repo: "/tmp/repo".into(),
+        repo_url: None,
         base_commit: "0123456789abcdef0123456789abcdef01234567".into(),
         priority,
         model: None,
@@ -86,6 +87,57 @@ async fn submit_then_find_by_id_and_prefix(store: Arc<dyn Store>) {
         store.find(first).await,
         Err(StoreError::Ambiguous { count: 2, .. })
     ));
+}
+
+/// Handles: `#N` and `N` name the task numbered N in the store, numbers follow submission
+/// and stay with a task through its life.
+async fn tasks_are_numbered_and_found_by_their_handle(store: Arc<dyn Store>) {
+    let mut keyed = task("src/b.py", Priority::Low);
+    keyed.idempotency_key = Some("b".into());
+    let submitted = store
+        .submit(&[
+            task("src/a.py", Priority::Normal),
+            keyed.clone(),
+            task("src/c.py", Priority::High),
+        ])
+        .await
+        .unwrap();
+    let seqs: Vec<u64> = submitted.iter().map(|s| s.seq).collect();
+    assert_eq!(seqs, [1, 2, 3]);
+    for (given, target) in [("#1", "src/a.py"), ("2", "src/b.py"), (" #3 ", "src/c.py")] {
+        let found = store.find(given).await.unwrap();
+        assert_eq!(found.targets[0], target, "{given}");
+    }
+    // A deduplicated submit answers the first task's number.
+    let again = store.submit(&[keyed]).await.unwrap();
+    assert_eq!((again[0].seq, again[0].deduplicated), (2, true));
+    assert!(matches!(
+        store.find("#4").await,
+        Err(StoreError::NotFound(name)) if name == "#4"
+    ));
+    assert!(matches!(
+        store.find("#x").await,
+        Err(StoreError::NotFound(_))
+    ));
+    // The number stays through claims, cancels and retries, and a new task gets a new one.
+    let claimed = store.claim("w", 1, TTL).await.unwrap();
+    assert_eq!(claimed[0].0.seq, 3);
+    store.cancel(submitted[0].id).await.unwrap();
+    assert_eq!(store.requeue(submitted[0].id).await.unwrap().seq, 1);
+    let listed: Vec<u64> = store
+        .list(&TaskFilter::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(|t| t.seq)
+        .collect();
+    assert_eq!(listed, [1, 2, 3]);
+    let fourth = store
+        .submit(&[task("src/d.py", Priority::Normal)])
+        .await
+        .unwrap();
+    assert_eq!(fourth[0].seq, 4);
+    assert_eq!(store.find("4").await.unwrap().id, fourth[0].id);
 }
 
 async fn batch_keeps_order(store: Arc<dyn Store>) {
@@ -279,6 +331,51 @@ async fn retry_waits_for_run_at_and_fails_when_attempts_run_out(store: Arc<dyn S
         .map(|a| a.outcome)
         .collect();
     assert_eq!(outcomes, [AttemptOutcome::Failed, AttemptOutcome::Failed]);
+}
+
+async fn a_deferred_attempt_never_uses_up_the_task(store: Arc<dyn Store>) {
+    let mut t = task("src/a.py", Priority::Normal);
+    t.max_attempts = 1;
+    let id = submit_one(&*store, t).await;
+    // Far more deferrals than the task has attempts: none of them counts.
+    for n in 1..=3 {
+        let (claimed, lease) = store.claim("w", 1, TTL).await.unwrap().pop().unwrap();
+        assert_eq!(claimed.attempts, n);
+        let status = store
+            .finish(
+                &lease,
+                Disposition::Defer {
+                    delay: Duration::ZERO,
+                },
+                &report(
+                    Some(ErrorKind::NoModelAvailable),
+                    Some("every model is cooling down"),
+                ),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, TaskStatus::Queued);
+    }
+    let waiting = store.find(&id.to_string()).await.unwrap();
+    assert_eq!(waiting.error_kind, Some(ErrorKind::NoModelAvailable));
+    assert_eq!(waiting.max_attempts, 4);
+    let attempts = store.attempts(id).await.unwrap();
+    assert_eq!(attempts.len(), 3);
+    assert!(attempts.iter().all(|a| a.outcome == AttemptOutcome::Failed
+        && a.error_kind == Some(ErrorKind::NoModelAvailable)));
+    // The task's own failure still counts: one real attempt left, and it is used.
+    let (_, lease) = store.claim("w", 1, TTL).await.unwrap().pop().unwrap();
+    let status = store
+        .finish(
+            &lease,
+            Disposition::Retry {
+                delay: Duration::ZERO,
+            },
+            &report(Some(ErrorKind::ValidationFailed), Some("tests fail")),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, TaskStatus::Failed);
 }
 
 async fn rescue_requeues_expired_leases_and_fences_the_old_one(store: Arc<dyn Store>) {
@@ -862,6 +959,106 @@ async fn wait_for_work_returns_by_max(store: Arc<dyn Store>) {
     }
 }
 
+fn shared(key: &str, rpm: Option<u32>, tpm: Option<u32>, rpd: Option<u32>) -> SharedLimit {
+    SharedLimit {
+        key: key.into(),
+        rpm,
+        tpm,
+        rpd,
+    }
+}
+
+async fn shared_limits_count_every_call_or_none(store: Arc<dyn Store>) {
+    let model = shared("model:m", Some(3), None, None);
+    let quota = shared("quota:q", None, Some(1000), Some(4));
+    let both = [model.clone(), quota.clone()];
+    for _ in 0..2 {
+        assert_eq!(
+            store.take_limits(&both, 100).await.unwrap(),
+            LimitDecision::Granted
+        );
+    }
+    // Too many tokens for the quota: refused, and the model's count is untouched.
+    let refused = store.take_limits(&both, 900).await.unwrap();
+    let LimitDecision::NotBefore { key, at } = refused else {
+        panic!("{refused:?}")
+    };
+    assert_eq!(key, "quota:q");
+    assert!(at > Utc::now() + chrono::TimeDelta::seconds(55));
+    assert_eq!(
+        store.take_limits(&both, 100).await.unwrap(),
+        LimitDecision::Granted,
+        "the refused call counted under neither limit"
+    );
+    assert!(matches!(
+        store.take_limits(&both, 100).await.unwrap(),
+        LimitDecision::NotBefore { key, .. } if key == "model:m"
+    ));
+    // The quota's day: three calls so far, one left.
+    assert_eq!(
+        store
+            .take_limits(std::slice::from_ref(&quota), 1)
+            .await
+            .unwrap(),
+        LimitDecision::Granted
+    );
+    assert_eq!(
+        store.take_limits(&[quota], 1).await.unwrap(),
+        LimitDecision::DayUsed {
+            key: "quota:q".into()
+        }
+    );
+}
+
+async fn shared_budgets_are_reserved_then_settled(store: Arc<dyn Store>) {
+    assert_eq!(store.budget_spent("run:r").await.unwrap(), 0.0);
+    assert!(store.reserve_budget("run:r", 1.0, 0.6).await.unwrap());
+    assert!(
+        !store.reserve_budget("run:r", 1.0, 0.6).await.unwrap(),
+        "0.6 reserved and 0.6 more would pass 1.0"
+    );
+    store.settle_budget("run:r", 0.6, 0.1).await.unwrap();
+    assert!((store.budget_spent("run:r").await.unwrap() - 0.1).abs() < 1e-9);
+    assert!(store.reserve_budget("run:r", 1.0, 0.9).await.unwrap());
+    assert!(!store.reserve_budget("run:r", 1.0, 0.01).await.unwrap());
+    assert!(store.reserve_budget("run:other", 1.0, 0.5).await.unwrap());
+}
+
+/// Workers on two connections take from one limit and one budget at once: the limit's
+/// minute and the budget are never overrun.
+async fn concurrent_workers_never_overrun_a_shared_limit_or_budget(fx: &impl Fixture) {
+    let stores = [open(fx).await, open(fx).await];
+    let mut handles = Vec::new();
+    for w in 0..6 {
+        let store = stores[w % 2].clone();
+        handles.push(tokio::spawn(async move {
+            let limit = [shared("quota:shared", Some(10), None, None)];
+            let (mut granted, mut reserved) = (0, 0);
+            for _ in 0..8 {
+                if store.take_limits(&limit, 1).await.unwrap() == LimitDecision::Granted {
+                    granted += 1;
+                }
+                if store.reserve_budget("run:shared", 1.0, 0.07).await.unwrap() {
+                    reserved += 1;
+                    store.settle_budget("run:shared", 0.07, 0.05).await.unwrap();
+                }
+            }
+            (granted, reserved)
+        }));
+    }
+    let (mut granted, mut reserved) = (0, 0);
+    for handle in handles {
+        let (g, r) = handle.await.unwrap();
+        granted += g;
+        reserved += r;
+    }
+    assert_eq!(granted, 10, "exactly the minute's allowance went through");
+    let spent = stores[0].budget_spent("run:shared").await.unwrap();
+    assert!(spent <= 1.0 + 1e-9, "spent {spent}");
+    // 0.05 per call once settled, 0.07 reserved each: at least 18 fit in 1.0.
+    assert!(reserved >= 18, "{reserved} reservations");
+}
+
 /// Instantiates every test above for one backend, whose [`Fixture`] is `$fixture`.
 macro_rules! conformance {
     ($backend:ident, $fixture:ty) => {
@@ -896,10 +1093,12 @@ macro_rules! conformance {
 
             case!(submit_then_find_by_id_and_prefix);
             case!(batch_keeps_order);
+            case!(tasks_are_numbered_and_found_by_their_handle);
             case!(claims_by_priority_then_fifo);
             case!(claim_creates_lease_and_attempt);
             case!(finish_is_fenced_by_the_lease_token);
             case!(retry_waits_for_run_at_and_fails_when_attempts_run_out);
+            case!(a_deferred_attempt_never_uses_up_the_task);
             case!(rescue_requeues_expired_leases_and_fences_the_old_one);
             case!(rescue_fails_a_task_without_attempts_left);
             case!(idempotency_key_deduplicates_unfinished_tasks);
@@ -911,6 +1110,9 @@ macro_rules! conformance {
             case!(model_health_round_trips);
             case!(model_health_keeps_the_later_cooldown);
             case!(wait_for_work_returns_by_max);
+            case!(shared_limits_count_every_call_or_none);
+            case!(shared_budgets_are_reserved_then_settled);
+            fixture_case!(concurrent_workers_never_overrun_a_shared_limit_or_budget);
             case!(registered_secrets_are_never_stored_except_in_the_patch);
             fixture_case!(concurrent_claimers_never_share_a_task);
             fixture_case!(concurrent_submits_of_one_key_make_one_task);

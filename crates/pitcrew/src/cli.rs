@@ -50,7 +50,7 @@ pub enum Command {
     /// Show one task's status.
     #[command(alias = "get-status")]
     Status {
-        /// Task id, or a unique prefix of it.
+        /// Task handle (#42), id, or a unique prefix of the id.
         id: String,
         #[command(flatten)]
         format: Format,
@@ -77,21 +77,21 @@ pub enum Command {
     },
     /// Cancel a queued or running task.
     Cancel {
-        /// Task id, or a unique prefix of it.
+        /// Task handle (#42), id, or a unique prefix of the id.
         id: String,
         #[command(flatten)]
         format: Format,
     },
     /// Put a failed or cancelled task back in the queue (with one more attempt).
     Retry {
-        /// Task id, or a unique prefix of it.
+        /// Task handle (#42), id, or a unique prefix of the id.
         id: String,
         #[command(flatten)]
         format: Format,
     },
     /// Show a task in full: its attempts, findings and result.
     Show {
-        /// Task id, or a unique prefix of it.
+        /// Task handle (#42), id, or a unique prefix of the id.
         id: String,
         /// Print the accepted result's patch.
         #[arg(long)]
@@ -180,13 +180,15 @@ pub enum Command {
     },
     /// Print the patch of a task's accepted result.
     Diff {
-        /// Task id, or a unique prefix of it.
+        /// Task handle (#42), id, or a unique prefix of the id.
         id: String,
+        #[command(flatten)]
+        format: Format,
     },
     /// Apply accepted results onto the current branch, one commit per task, with a 3-way
     /// merge; a task whose patch conflicts is reported and left out.
     Apply {
-        /// Task ids (or unique prefixes) to apply.
+        /// Task handles (#42), ids or unique prefixes of ids, to apply.
         #[arg(required_unless_present = "all")]
         ids: Vec<String>,
         /// Apply every completed task not applied yet, oldest first.
@@ -282,7 +284,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
 
-    /// Print the generation of this task (id or prefix) live as it streams.
+    /// Print the generation of this task (handle, id or prefix) live as it streams.
     #[arg(long, value_name = "ID")]
     pub follow: Option<String>,
 
@@ -307,8 +309,16 @@ pub struct EngineFlags {
     pub keep_worktrees: bool,
 
     /// Stop claiming tasks once this run has spent this many USD (default: budget.per_run_usd).
+    /// Every call reserves what it may cost in the store first, so workers sharing a run
+    /// (`--run`) never spend more than this together.
     #[arg(long, value_name = "USD")]
     pub budget: Option<f64>,
+
+    /// Join the run NAME: every `run` or `worker` given the same name, on any machine using
+    /// the same store, shares one budget and one report (`pitcrew report --run NAME`). The
+    /// budget counts everything the run ever spent, so give each new run a new name.
+    #[arg(long = "run", value_name = "NAME")]
+    pub run_name: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -317,6 +327,8 @@ pub enum PromptsAction {
     Show {
         /// Template name, e.g. unit_test.
         name: String,
+        #[command(flatten)]
+        format: Format,
     },
 }
 

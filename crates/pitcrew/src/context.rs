@@ -23,6 +23,17 @@ pub struct Context {
 impl Context {
     /// Finds the repository and loads the configuration (not yet the store).
     pub async fn load(cli: &Cli) -> anyhow::Result<Self> {
+        if let Some(url) = &cli.store
+            && !["sqlite:", "postgres://", "postgresql://"]
+                .iter()
+                .any(|scheme| url.starts_with(scheme))
+        {
+            return Err(usage(format!(
+                "--store: unsupported store URL `{}`; use sqlite://PATH or \
+                 postgres://USER@HOST[:PORT]/DATABASE",
+                pitcrew_store::redact_url(url)
+            )));
+        }
         let (repo, cwd) = discover(cli).await?;
         let env = Environment::from_process(Some(&repo.root().join(".env")))?;
         let config = LoadedConfig::load(repo.root(), cli.config.as_deref(), env)?;
@@ -42,6 +53,20 @@ impl Context {
             config,
             cwd,
         })
+    }
+
+    /// The repository's remote URL (without credentials) for tasks to record; `None` when
+    /// it has no remote, or git cannot say (a warning then).
+    pub async fn repo_url(&self) -> Option<String> {
+        match self.repo.remote_url().await {
+            Ok(url) => url,
+            Err(e) => {
+                crate::output::message(&format!(
+                    "warning: cannot read the repository's remote: {e}"
+                ));
+                None
+            }
+        }
     }
 
     pub fn store_url(&self) -> &str {

@@ -21,6 +21,7 @@ fn main() -> ExitCode {
     };
     tracing_subscriber::fmt()
         .with_writer(output::LogWriter)
+        .with_ansi(output::stderr_colours())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PITCREW_LOG")
                 .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())

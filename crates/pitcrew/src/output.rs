@@ -28,18 +28,63 @@ pub fn usage(message: impl Into<String>) -> anyhow::Error {
 
 /// Exit code for an error: 2 for usage and configuration mistakes, 1 otherwise.
 pub fn exit_code_for(error: &anyhow::Error) -> ExitCode {
-    let is_usage = error
-        .chain()
-        .any(|cause| cause.is::<UsageError>() || cause.is::<pitcrew_config::ConfigError>());
+    let is_usage = error.chain().any(|cause| {
+        cause.is::<UsageError>()
+            || cause.is::<pitcrew_config::ConfigError>()
+            || matches!(
+                cause.downcast_ref::<pitcrew_store::StoreError>(),
+                Some(pitcrew_store::StoreError::UnsupportedUrl(_))
+            )
+    });
     ExitCode::from(if is_usage { 2 } else { 1 })
 }
 
+/// `error: …` and each cause on a line of its own; a cause whose text the lines above already
+/// say (an OS error a message quotes) is not repeated.
 pub fn error(error: &anyhow::Error) {
     let mut text = format!("error: {error}");
     for cause in error.chain().skip(1) {
-        text.push_str(&format!("\n  caused by: {cause}"));
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(&format!("\n  caused by: {cause}"));
+        }
     }
     message(&text);
+}
+
+/// Whether text for stderr may carry colours: stderr is a terminal and `NO_COLOR` is unset
+/// (<https://no-color.org>).
+pub fn stderr_colours() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// A task's short handle, `#42`: its number in the store, accepted wherever an id is.
+pub fn handle(seq: u64) -> String {
+    format!("#{seq}")
+}
+
+/// `text` cut to at most `max` characters (its first line only), ending in `…` when cut.
+pub fn truncate(text: &str, max: usize) -> String {
+    let line = text.lines().next().unwrap_or("").trim_end();
+    if line.chars().count() <= max && !text.trim_end().contains('\n') {
+        return line.to_string();
+    }
+    let mut cut: String = line.chars().take(max.saturating_sub(1)).collect();
+    cut.truncate(cut.trim_end().len());
+    cut.push('…');
+    cut
+}
+
+/// The width tables may take on stdout when it is not a terminal (a pipe, a file): `COLUMNS`
+/// when set, else 100. On a terminal the table takes the terminal's width.
+const PIPED_WIDTH: u16 = 100;
+
+fn piped_width() -> u16 {
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse::<u16>().ok())
+        .filter(|c| *c >= 20)
+        .unwrap_or(PIPED_WIDTH)
 }
 
 /// A line on stdout.
@@ -159,14 +204,40 @@ pub fn json<T: Serialize + ?Sized>(value: &T) {
     line(&serde_json::to_string_pretty(value).expect("output serializes"));
 }
 
-/// A table with the given header, ready for rows.
+/// A table with the given header, ready for rows; as wide as the terminal, or (piped)
+/// `COLUMNS` or 100 columns at most.
 pub fn table(header: &[&str]) -> Table {
     let mut table = Table::new();
     table
         .load_style(presets::UTF8_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Dynamic)
         .set_header(header.to_vec());
+    if !std::io::stdout().is_terminal() {
+        table.set_width(piped_width());
+    }
     table
+}
+
+/// The narrowest a wrapping column gets: a table that cannot fit otherwise is wider than
+/// asked rather than shredded into a letter per line.
+const MIN_WRAPPING_WIDTH: u16 = 14;
+
+/// Keeps the columns at `indexes` (handles, names, numbers) on one line; the others wrap, down
+/// to a readable width, to make the table fit. Call it once the rows are in.
+pub fn keep_whole(table: &mut Table, indexes: &[usize]) {
+    let widths = table.column_max_content_widths();
+    for (i, width) in widths.into_iter().enumerate() {
+        let Some(column) = table.column_mut(i) else {
+            continue;
+        };
+        column.set_constraint(if indexes.contains(&i) {
+            comfy_table::ColumnConstraint::ContentWidth
+        } else {
+            comfy_table::ColumnConstraint::LowerBoundary(comfy_table::Width::Fixed(
+                width.min(MIN_WRAPPING_WIDTH),
+            ))
+        });
+    }
 }
 
 pub fn print_table(table: &Table) {

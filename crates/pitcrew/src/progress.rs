@@ -1,8 +1,15 @@
 //! Live progress for `pitcrew run`: on a terminal, an overall bar (done, failed, running, cost,
 //! ETA) and a spinner line per running task; otherwise one line per event plus a periodic
-//! summary line, so logs stay readable. Every text shown is redacted, as all output is.
+//! summary line, so logs stay readable. Tasks are named by their handles (`#42`). Every text
+//! shown is redacted, as all output is.
+//!
+//! The ETA is the work left — the median attempt's duration for each task still waiting, and
+//! what the median leaves of each running one — spread over the workers. A median does not
+//! swing with one slow task, and nothing here grows while the run merely waits: the bar's
+//! own estimate (a decaying rate of finished tasks) climbed from seconds to minutes during a
+//! single long task.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
@@ -29,26 +36,75 @@ pub struct Progress {
     tally: Tally,
     /// Tasks waiting or running when the run started (grows if more arrive).
     total: u64,
+    /// Tasks processed at once.
+    workers: u32,
     started: Instant,
     last_summary: Instant,
-    running: HashSet<TaskId>,
+    /// Running tasks and when their attempt started.
+    running: HashMap<TaskId, Instant>,
+    /// How long each finished attempt took, for the ETA.
+    durations: Vec<Duration>,
+    /// Each task's number in the store, for its handle.
+    handles: HashMap<TaskId, u64>,
     /// Generated text of followed tasks not yet printed (printed line by line).
     followed: HashMap<TaskId, String>,
     bars: Option<(MultiProgress, ProgressBar, HashMap<TaskId, ProgressBar>)>,
+}
+
+/// The task an event is about, if it is about one.
+pub fn task_of(event: &Event) -> Option<TaskId> {
+    match event {
+        Event::Started { task, .. }
+        | Event::Progress { task, .. }
+        | Event::Output { task, .. }
+        | Event::Finished { task, .. }
+        | Event::LeaseLost { task, .. }
+        | Event::Released { task, .. } => Some(*task),
+        Event::Rescued(r) => Some(r.id),
+        Event::BudgetSpent { .. } | Event::Warning(_) => None,
+    }
 }
 
 fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or("")
 }
 
+/// `45s`, `3m 05s` or `2h 03m`.
+fn short_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match (s / 3600, (s % 3600) / 60, s % 60) {
+        (0, 0, s) => format!("{s}s"),
+        (0, m, s) => format!("{m}m {s:02}s"),
+        (h, m, _) => format!("{h}h {m:02}m"),
+    }
+}
+
+/// The middle of `samples` (the upper one of an even count).
+fn median(samples: &[Duration]) -> Option<Duration> {
+    let mut sorted = samples.to_vec();
+    sorted.sort_unstable();
+    sorted.get(sorted.len() / 2).copied()
+}
+
+/// The time the work left takes: `waiting` tasks of `typical` length each, plus what
+/// `typical` leaves of each running task (`elapsed` so far), spread over `workers`.
+fn estimate(typical: Duration, elapsed: &[Duration], waiting: u64, workers: u32) -> Duration {
+    let running_left: Duration = elapsed.iter().map(|e| typical.saturating_sub(*e)).sum();
+    let work = running_left + typical * u32::try_from(waiting).unwrap_or(u32::MAX);
+    let tasks = waiting + elapsed.len() as u64;
+    let lanes = u64::from(workers.max(1)).min(tasks.max(1));
+    work / u32::try_from(lanes).unwrap_or(1)
+}
+
 impl Progress {
-    /// A display for a run expected to finish `total` tasks; bars only on a terminal.
-    pub fn new(total: u64) -> Progress {
+    /// A display for a run of `workers` expected to finish `total` tasks, whose numbers in the
+    /// store `handles` gives; bars only on a terminal.
+    pub fn new(total: u64, workers: u32, handles: HashMap<TaskId, u64>) -> Progress {
         let bars = std::io::stderr().is_terminal().then(|| {
             let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
             let overall = multi.add(ProgressBar::new(total));
             overall.set_style(
-                ProgressStyle::with_template("{bar:30} {pos}/{len} done {msg} · ETA {eta}")
+                ProgressStyle::with_template("{bar:30} {pos}/{len} done {msg}")
                     .expect("the template is valid"),
             );
             overall.enable_steady_tick(Duration::from_millis(250));
@@ -58,9 +114,12 @@ impl Progress {
         Progress {
             tally: Tally::default(),
             total,
+            workers,
             started: now,
             last_summary: now,
-            running: HashSet::new(),
+            running: HashMap::new(),
+            durations: Vec::new(),
+            handles,
             followed: HashMap::new(),
             bars,
         }
@@ -68,6 +127,40 @@ impl Progress {
 
     fn running(&self) -> usize {
         self.running.len()
+    }
+
+    /// Whether the task's handle is known.
+    pub fn knows(&self, task: &TaskId) -> bool {
+        self.handles.contains_key(task)
+    }
+
+    /// Learns a task's number in the store (a task submitted while the run goes on).
+    pub fn learn(&mut self, task: TaskId, seq: u64) {
+        self.handles.insert(task, seq);
+    }
+
+    /// `#42`, or the start of the id of a task whose number is not known.
+    fn name(&self, task: &TaskId) -> String {
+        match self.handles.get(task) {
+            Some(seq) => output::handle(*seq),
+            None => task.to_string()[..8].to_string(),
+        }
+    }
+
+    /// `ETA 1m 05s`, or `ETA unknown` before any attempt has finished.
+    fn eta(&self) -> String {
+        let Some(typical) = median(&self.durations) else {
+            return "ETA unknown".into();
+        };
+        let elapsed: Vec<Duration> = self.running.values().map(Instant::elapsed).collect();
+        let waiting = self
+            .total
+            .saturating_sub(self.done())
+            .saturating_sub(elapsed.len() as u64);
+        format!(
+            "ETA {}",
+            short_duration(estimate(typical, &elapsed, waiting, self.workers))
+        )
     }
 
     fn done(&self) -> u64 {
@@ -103,7 +196,8 @@ impl Progress {
                 worker,
                 what,
             } => {
-                self.running.insert(*task);
+                self.running.insert(*task, Instant::now());
+                let name = self.name(task);
                 if let Some((multi, _, tasks)) = &mut self.bars {
                     let spinner = multi.add(ProgressBar::new_spinner());
                     spinner.set_style(
@@ -111,14 +205,14 @@ impl Progress {
                             .expect("the template is valid"),
                     );
                     spinner.set_message(
-                        pitcrew_core::redact(&format!("{task}  {what}  (attempt {attempt})"))
+                        pitcrew_core::redact(&format!("{name}  {what}  (attempt {attempt})"))
                             .into_owned(),
                     );
                     spinner.enable_steady_tick(Duration::from_millis(120));
                     tasks.insert(*task, spinner);
                 } else {
                     self.say(&format!(
-                        "[started]    {task}  {what}  (attempt {attempt}, {worker})"
+                        "[started]    {name}  {what}  (attempt {attempt}, {worker})"
                     ));
                 }
             }
@@ -133,7 +227,11 @@ impl Progress {
                         );
                     }
                 } else {
-                    self.say(&format!("[progress]   {task}  {}", first_line(message)));
+                    self.say(&format!(
+                        "[progress]   {}  {}",
+                        self.name(task),
+                        first_line(message)
+                    ));
                 }
             }
             Event::Output { task, text } => {
@@ -169,11 +267,15 @@ impl Progress {
                     self.say(&format!("  │ {rest}"));
                 }
                 self.tally.cost_usd += usage.cost_usd.unwrap_or(0.0);
+                if let Some(started) = self.running.get(task) {
+                    self.durations.push(started.elapsed());
+                }
+                let name = self.name(task);
                 let text = match (status, retry_in) {
                     (TaskStatus::Completed, _) => {
                         self.tally.completed += 1;
                         format!(
-                            "[completed]  {task}  → {}  (model {}, {iterations} round(s))",
+                            "[completed]  {name}  → {}  (model {}, {iterations} round(s))",
                             branch.as_deref().unwrap_or("branch pending"),
                             model.as_deref().unwrap_or("?")
                         )
@@ -181,7 +283,7 @@ impl Progress {
                     (TaskStatus::Queued, Some(delay)) => {
                         self.tally.retried += 1;
                         format!(
-                            "[retry]      {task}  in {:.0}s: {}",
+                            "[retry]      {name}  in {:.0}s: {}",
                             delay.as_secs_f64().ceil(),
                             first_line(error.as_deref().unwrap_or(""))
                         )
@@ -193,7 +295,7 @@ impl Progress {
                             self.tally.failed += 1;
                         }
                         let error = error.as_deref().unwrap_or("no reason recorded");
-                        let mut text = format!("[{status}]     {task}  {}", first_line(error));
+                        let mut text = format!("[{status}]     {name}  {}", first_line(error));
                         for rest in error.lines().skip(1).take(12) {
                             text.push_str(&format!("\n               {rest}"));
                         }
@@ -206,20 +308,24 @@ impl Progress {
             Event::LeaseLost { task, attempt } => {
                 self.finish_spinner(task);
                 self.say(&format!(
-                    "[lease lost] {task}  attempt {attempt}: the task was rescued or cancelled elsewhere; this result is discarded"
+                    "[lease lost] {}  attempt {attempt}: the task was rescued or cancelled elsewhere; this result is discarded",
+                    self.name(task)
                 ));
             }
             Event::Released { task, attempt } => {
                 self.finish_spinner(task);
                 self.say(&format!(
-                    "[given back] {task}  attempt {attempt}: the grace period ran out; the task is queued again"
+                    "[given back] {}  attempt {attempt}: the grace period ran out; the task is queued again",
+                    self.name(task)
                 ));
             }
             Event::Rescued(r) => {
                 self.total = self.total.max(self.done() + 1);
                 self.say(&format!(
                     "[rescued]    {}  from worker `{}` whose lease expired → {}",
-                    r.id, r.owner, r.status
+                    self.name(&r.id),
+                    r.owner,
+                    r.status
                 ));
             }
             Event::Warning(w) => self.say(&format!("[warning]    {w}")),
@@ -246,22 +352,17 @@ impl Progress {
         let done = self.done();
         self.total = self.total.max(done + self.running() as u64);
         let line = self.status_line();
+        let eta = self.eta();
         if let Some((_, overall, _)) = &self.bars {
             overall.set_length(self.total);
             overall.set_position(done);
-            overall.set_message(line);
+            overall.set_message(format!("{line} · {eta}"));
         } else if self.last_summary.elapsed() >= SUMMARY_EVERY {
             self.last_summary = Instant::now();
-            let elapsed = self.started.elapsed().as_secs_f64();
-            let eta = if done > 0 {
-                let remaining = self.total.saturating_sub(done) as f64;
-                format!("{:.0}s", elapsed / done as f64 * remaining)
-            } else {
-                "unknown".into()
-            };
             output::message(&format!(
-                "[progress]   {done}/{} done {line} · ETA {eta}",
-                self.total
+                "[progress]   {done}/{} done {line} · {eta} ({} elapsed)",
+                self.total,
+                short_duration(self.started.elapsed())
             ));
         }
     }
@@ -274,5 +375,39 @@ impl Progress {
             overall.finish_and_clear();
             let _ = multi.clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    #[test]
+    fn the_eta_is_the_work_left_over_the_workers() {
+        // One worker, one task 1 s into a typical 4 s, two waiting: 3 + 8.
+        assert_eq!(estimate(S(4), &[S(1)], 2, 1), S(11));
+        // A running task past the typical length adds nothing, and nothing grows with time.
+        assert_eq!(estimate(S(4), &[S(30)], 1, 1), S(4));
+        assert_eq!(estimate(S(4), &[S(60)], 1, 1), S(4));
+        // Four workers share eight waiting tasks; more workers than tasks do not help more.
+        assert_eq!(estimate(S(10), &[], 8, 4), S(20));
+        assert_eq!(estimate(S(10), &[], 2, 8), S(10));
+        assert_eq!(estimate(S(10), &[], 0, 2), S(0));
+    }
+
+    #[test]
+    fn one_slow_task_does_not_move_the_median() {
+        assert_eq!(median(&[S(3), S(4), S(600)]), Some(S(4)));
+        assert_eq!(median(&[S(3), S(5)]), Some(S(5)));
+        assert_eq!(median(&[]), None);
+    }
+
+    #[test]
+    fn durations_are_short() {
+        assert_eq!(short_duration(S(45)), "45s");
+        assert_eq!(short_duration(S(185)), "3m 05s");
+        assert_eq!(short_duration(S(7380)), "2h 03m");
     }
 }

@@ -1,9 +1,11 @@
 //! Read-only commands: `status`, `list`, `queue`, `show`.
 
+use std::collections::BTreeMap;
 use std::process::ExitCode;
 
-use pitcrew_core::{Attempt, Priority, Task, TaskFilter, TaskKind, TaskStatus};
+use pitcrew_core::{Attempt, Finding, Priority, Task, TaskFilter, TaskKind, TaskStatus};
 use pitcrew_validate::FailingTest;
+use serde::Deserialize;
 
 use crate::context::Context;
 use crate::output;
@@ -15,7 +17,10 @@ fn time(t: chrono::DateTime<chrono::Utc>) -> String {
 /// `key  value` lines for a task.
 fn task_lines(task: &Task, default_model: &str) -> Vec<(String, String)> {
     let mut lines = vec![
-        ("task".into(), task.id.to_string()),
+        (
+            "task".into(),
+            format!("{}  ({})", output::handle(task.seq), task.id),
+        ),
         (
             "status".into(),
             format!(
@@ -82,6 +87,18 @@ pub async fn status(ctx: &Context, id: &str, json: bool) -> anyhow::Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
+/// `task` as JSON with `applied`: the commit `apply` made of its result, or null.
+fn with_applied(task: &Task, applied: &BTreeMap<String, String>) -> serde_json::Value {
+    let mut value = serde_json::to_value(task).unwrap_or_default();
+    if let Some(fields) = value.as_object_mut() {
+        fields.insert(
+            "applied".into(),
+            applied.get(&task.id.to_string()).cloned().into(),
+        );
+    }
+    value
+}
+
 pub async fn list(
     ctx: &Context,
     status: Option<TaskStatus>,
@@ -98,36 +115,57 @@ pub async fn list(
             limit,
         })
         .await?;
+    // Which tasks `apply` committed here (refs/pitcrew/applied/<id>), in one git call.
+    let applied = ctx.repo.applied().await?;
     if json {
+        let tasks: Vec<serde_json::Value> =
+            tasks.iter().map(|t| with_applied(t, &applied)).collect();
         output::json(&tasks);
         return Ok(ExitCode::SUCCESS);
     }
     if tasks.is_empty() {
-        output::message("no tasks");
+        output::message(if status.is_none() && kind.is_none() {
+            super::EMPTY_QUEUE_HINT
+        } else {
+            "no tasks match"
+        });
         return Ok(ExitCode::SUCCESS);
     }
-    let mut table = output::table(&[
-        "id", "status", "kind", "targets", "priority", "attempts", "error",
-    ]);
+    // The error column only when a task has one: the room goes to the description.
+    let errors = tasks.iter().any(|t| t.last_error.is_some());
+    let mut header = vec![
+        "task",
+        "status",
+        "kind",
+        "targets",
+        "description",
+        "priority",
+        "attempts",
+    ];
+    if errors {
+        header.push("error");
+    }
+    let mut table = output::table(&header);
     for t in &tasks {
-        let error = t
-            .last_error
-            .as_deref()
-            .and_then(|e| e.lines().next())
-            .unwrap_or("")
-            .chars()
-            .take(80)
-            .collect::<String>();
-        table.add_row(vec![
-            t.id.to_string(),
-            t.status.to_string(),
+        let mut row = vec![
+            output::handle(t.seq),
+            if applied.contains_key(&t.id.to_string()) {
+                format!("{}, applied", t.status)
+            } else {
+                t.status.to_string()
+            },
             t.kind.to_string(),
             t.targets.join(" "),
+            output::truncate(&t.description, 40),
             t.priority.to_string(),
             format!("{}/{}", t.attempts, t.max_attempts),
-            error,
-        ]);
+        ];
+        if errors {
+            row.push(output::truncate(t.last_error.as_deref().unwrap_or(""), 60));
+        }
+        table.add_row(row);
     }
+    output::keep_whole(&mut table, &[0, 1, 2, 5, 6]);
     output::print_table(&table);
     Ok(ExitCode::SUCCESS)
 }
@@ -195,6 +233,7 @@ fn attempt_table(attempts: &[Attempt]) -> comfy_table::Table {
             a.error_kind.map(|k| k.to_string()).unwrap_or_default(),
         ]);
     }
+    output::keep_whole(&mut table, &[0, 1, 4, 5, 6]);
     table
 }
 
@@ -230,15 +269,23 @@ pub async fn show(ctx: &Context, id: &str, diff: bool, json: bool) -> anyhow::Re
     let store = ctx.store().await?;
     let task = store.find(id).await?;
     let mut attempts = store.attempts(task.id).await?;
-    let patch = super::results::accepted_patch(&*store, &task).await.ok();
+    let patch = super::results::result_patch(&*store, &task).await.ok();
+    let applied = ctx.repo.applied().await?;
     if json {
         if !diff {
             attempts.iter_mut().for_each(|a| a.patch = None);
         }
-        output::json(&serde_json::json!({"task": task, "attempts": attempts}));
+        output::json(&serde_json::json!({
+            "task": with_applied(&task, &applied),
+            "attempts": attempts,
+        }));
         return Ok(ExitCode::SUCCESS);
     }
-    print_lines(&task_lines(&task, &ctx.config.config.models.default));
+    let mut lines = task_lines(&task, &ctx.config.config.models.default);
+    if let Some(commit) = applied.get(&task.id.to_string()) {
+        lines.push(("applied".into(), format!("as commit {commit}")));
+    }
+    print_lines(&lines);
     if !attempts.is_empty() {
         output::line("");
         output::print_table(&attempt_table(&attempts));
@@ -257,31 +304,77 @@ pub async fn show(ctx: &Context, id: &str, diff: bool, json: bool) -> anyhow::Re
         ));
     }
     for a in &attempts {
-        if a.findings.is_empty() {
-            continue;
-        }
-        output::line(&format!("\nattempt {} findings:", a.number));
-        for finding in &a.findings {
-            let text = finding.to_string();
-            let mut lines = text.lines();
-            output::line(&format!(
-                "  {} {}",
-                finding.severity,
-                lines.next().unwrap_or("")
-            ));
-            for rest in lines {
-                output::line(&format!("      {rest}"));
-            }
-        }
+        print_rounds(a);
     }
     if diff {
         match patch {
-            Some(patch) => {
+            Some((patch, possible_bug)) => {
                 output::line("");
+                if possible_bug {
+                    output::line(&format!("# {}", super::results::possible_bug_label(&task)));
+                }
                 output::line(patch.trim_end());
             }
-            None => output::message("no accepted result yet, so no patch to show"),
+            None => output::message("no result yet, so no patch to show"),
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One round of an attempt as recorded in its details.
+#[derive(Debug, Deserialize)]
+struct Round {
+    number: u32,
+    model: Option<String>,
+    #[serde(default)]
+    cache_hit: bool,
+    outcome: String,
+    #[serde(default)]
+    findings: Vec<Finding>,
+}
+
+/// Every round of `attempt`: its number, model and outcome, then its findings. An attempt
+/// that ended before any round shows its own findings.
+fn print_rounds(attempt: &Attempt) {
+    let rounds: Vec<Round> = attempt
+        .details
+        .get("iterations")
+        .and_then(|r| serde_json::from_value(r.clone()).ok())
+        .unwrap_or_default();
+    if rounds.is_empty() && attempt.findings.is_empty() {
+        return;
+    }
+    output::line(&format!("\nattempt {}:", attempt.number));
+    if rounds.is_empty() {
+        print_findings(&attempt.findings, "  ");
+    }
+    for round in &rounds {
+        let cached = if round.cache_hit {
+            " (cached reply)"
+        } else {
+            ""
+        };
+        output::line(&format!(
+            "  round {}  {}  {}{cached}",
+            round.number,
+            round.model.as_deref().unwrap_or("-"),
+            round.outcome.replace('_', " ")
+        ));
+        print_findings(&round.findings, "    ");
+    }
+}
+
+fn print_findings(findings: &[Finding], indent: &str) {
+    for finding in findings {
+        let text = finding.to_string();
+        let mut lines = text.lines();
+        output::line(&format!(
+            "{indent}{} {}",
+            finding.severity,
+            lines.next().unwrap_or("")
+        ));
+        for rest in lines {
+            output::line(&format!("{indent}    {rest}"));
+        }
+    }
 }

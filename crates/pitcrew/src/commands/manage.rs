@@ -1,4 +1,8 @@
+//! Changing tasks and the store: `cancel`, `retry`, `migrate`.
+
 use std::process::ExitCode;
+
+use anyhow::Context as _;
 
 use crate::context::Context;
 use crate::output;
@@ -6,11 +10,15 @@ use crate::output;
 pub async fn cancel(ctx: &Context, id: &str, json: bool) -> anyhow::Result<ExitCode> {
     let store = ctx.store().await?;
     let task = store.find(id).await?;
-    let task = store.cancel(task.id).await?;
+    let handle = output::handle(task.seq);
+    let task = store
+        .cancel(task.id)
+        .await
+        .with_context(|| format!("cannot cancel {handle}"))?;
     if json {
         output::json(&task);
     } else {
-        output::line(&format!("cancelled {}", task.id));
+        output::line(&format!("cancelled {handle}  ({})", task.id));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -18,15 +26,19 @@ pub async fn cancel(ctx: &Context, id: &str, json: bool) -> anyhow::Result<ExitC
 pub async fn retry(ctx: &Context, id: &str, json: bool) -> anyhow::Result<ExitCode> {
     let store = ctx.store().await?;
     let task = store.find(id).await?;
-    let task = store.requeue(task.id).await?;
+    let handle = output::handle(task.seq);
+    let task = store
+        .requeue(task.id)
+        .await
+        .with_context(|| format!("cannot retry {handle}"))?;
     if json {
         output::json(&task);
     } else {
         output::line(&format!(
-            "queued {} again (attempt {} of {})",
-            task.id,
+            "queued {handle} again (attempt {} of {})  ({})",
             task.attempts + 1,
-            task.max_attempts
+            task.max_attempts,
+            task.id
         ));
     }
     Ok(ExitCode::SUCCESS)

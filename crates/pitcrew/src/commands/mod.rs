@@ -17,6 +17,11 @@ use std::process::ExitCode;
 use crate::cli::{Cli, Command, PlanAction, ReportFormat};
 use crate::context::Context;
 
+/// What to say when there are no tasks at all.
+pub const EMPTY_QUEUE_HINT: &str = "the queue is empty: add work with \
+    `pitcrew submit --kind unit_test --target PATH` (or `--file tasks.jsonl`), or queue a task \
+    per untested module with `pitcrew plan unit-tests DIR`";
+
 pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Init { force } = cli.command {
         return init::init(&cli, force).await;
@@ -39,7 +44,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(&ctx, args).await,
         Command::Worker(args) => run::worker(&ctx, args).await,
         Command::Prompts { action, format } => prompts::prompts(&ctx, action, format.json),
-        Command::Diff { id } => results::diff(&ctx, &id).await,
+        Command::Diff { id, format } => results::diff(&ctx, &id, format.json).await,
         Command::Migrate { format } => manage::migrate(&ctx, format.json).await,
         Command::Models { action, format } => models::models(&ctx, action, format.json).await,
         Command::SelectModel {

@@ -12,6 +12,9 @@ use crate::cli::ModelsAction;
 use crate::context::Context;
 use crate::output::{self, usage};
 
+/// The context window of a model a keyless server lists without one: a preset's default.
+const ASSUMED_CONTEXT: u64 = 32_768;
+
 #[derive(Debug, Serialize)]
 struct ModelRow {
     name: String,
@@ -155,6 +158,8 @@ pub async fn models(
                 .map_or_else(|| "-".into(), |l| format!("{:.1}s", l as f64 / 1000.0)),
         ]);
     }
+    // Model names and numbers stay whole; presets, circuit and cooldown wrap.
+    output::keep_whole(&mut table, &[0, 1, 3, 4, 7, 8]);
     output::print_table(&table);
     output::message("* in the fallback chain (the routing pool); default preset: `models.default`");
     Ok(ExitCode::SUCCESS)
@@ -178,11 +183,18 @@ async fn sync_models(
                 .join(", ")
         )));
     }
-    let specs = match &file {
+    // A server of the user's own (no key) charges nothing; its list rarely states a
+    // context window, so a model's is taken to be a preset's default.
+    let keyless = ctx.config.config.providers[provider].api_key_env.is_empty();
+    let defaults = sync::SyncDefaults {
+        unpriced_are_free: keyless,
+        context: keyless.then_some(ASSUMED_CONTEXT),
+    };
+    let listing = match &file {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
-            sync::parse_models(&text, provider)
+            sync::read_listing(&text, provider, &defaults)
                 .map_err(|e| usage(format!("{}: {e}", path.display())))?
         }
         None => {
@@ -195,9 +207,10 @@ async fn sync_models(
             let client = ChatClient::new(std::time::Duration::from_secs(
                 ctx.config.config.models.request_timeout_secs,
             ))?;
-            sync::fetch_models(&client, &endpoint, provider).await?
+            sync::fetch_listing(&client, &endpoint, provider, &defaults).await?
         }
     };
+    let specs = listing.models.clone();
     let (_, report) = ctx.config.registry.merge_synced(specs.clone());
     let path = ctx.repo.root().join(SYNCED_MODELS);
     let mut kept: SyncedModels = std::fs::read_to_string(&path)
@@ -208,21 +221,37 @@ async fn sync_models(
     kept.models.extend(specs);
     ctx.repo.state_dir()?;
     std::fs::write(&path, toml::to_string(&kept)?)?;
+    let skipped: Vec<serde_json::Value> = listing
+        .skipped
+        .iter()
+        .map(|(id, why)| serde_json::json!({"id": id, "why": why}))
+        .collect();
     if json {
-        output::json(
-            &serde_json::json!({"added": report.added, "updated": report.updated, "file": path}),
-        );
+        output::json(&serde_json::json!({
+            "listed": listing.listed,
+            "added": report.added,
+            "updated": report.updated,
+            "skipped": skipped,
+            "file": path,
+        }));
     } else {
         output::line(&format!(
             "{} model(s) listed by {provider}: {} new, {} with new prices or context windows; kept in {}",
-            kept.models
-                .iter()
-                .filter(|m| m.provider == provider)
-                .count(),
+            listing.listed,
             report.added.len(),
             report.updated.len(),
             path.display()
         ));
+        if !listing.skipped.is_empty() {
+            output::line(&format!(
+                "{} left out (add them under [[registry.models]] with a context window and \
+                 prices to use them):",
+                listing.skipped.len()
+            ));
+            for (id, why) in &listing.skipped {
+                output::line(&format!("  {id}: {why}"));
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -291,6 +320,8 @@ pub async fn select_model(
                 .join("; "),
         ]);
     }
+    // Everything but the reasons stays whole: they wrap.
+    output::keep_whole(&mut table, &[0, 1, 2, 3, 4, 5, 6, 7]);
     output::print_table(&table);
     Ok(ExitCode::SUCCESS)
 }

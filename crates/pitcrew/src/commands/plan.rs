@@ -1,5 +1,6 @@
 //! `pitcrew plan unit-tests`: a batch of unit_test tasks for the modules that lack tests —
-//! judged by a coverage report when one is given, else by the absence of a test file.
+//! judged by a coverage report when one is given, else by the absence of a test file named
+//! after the module (as the prompt names them) or importing it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -31,6 +32,15 @@ fn is_module(path: &str) -> bool {
         || name.starts_with("test_")
         || name.ends_with("_test.py")
         || matches!(name.as_str(), "conftest.py" | "setup.py" | "__main__.py"))
+}
+
+/// Whether pytest collects a file by its name (`test_*.py`, `*_test.py`).
+fn is_test_file(path: &str) -> bool {
+    let name = Path::new(path)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    name.ends_with(".py") && (name.starts_with("test_") || name.ends_with("_test.py"))
 }
 
 /// Whether a file holds any code (an empty `__init__.py` has nothing to test).
@@ -136,11 +146,20 @@ pub async fn unit_tests(
             }
         }
         None => {
+            // A module is tested when a test file is named after it the way the prompt asks
+            // for one (`tests/test_<module>.py`), or when an existing test file imports it.
+            let imported: BTreeSet<String> = files
+                .iter()
+                .filter(|f| is_test_file(f))
+                .flat_map(|test| pitcrew_runtime::imports_of(root, test, &files))
+                .collect();
             for module in &modules {
-                if pitcrew_runtime::tests_of(module, &files).is_empty() {
+                if pitcrew_runtime::tests_of(module, &files).is_empty()
+                    && !imported.contains(module)
+                {
                     planned.push(Planned {
                         target: module.clone(),
-                        reason: "no test file".into(),
+                        reason: "no test file names or imports it".into(),
                     });
                 }
             }
@@ -165,6 +184,7 @@ pub async fn unit_tests(
         }
         return Ok(ExitCode::SUCCESS);
     }
+    let repo_url = ctx.repo_url().await;
     let tasks: Vec<NewTask> = planned
         .iter()
         .map(|p| NewTask {
@@ -172,6 +192,7 @@ pub async fn unit_tests(
             description: format!("Write unit tests for {} ({}).", p.target, p.reason),
             targets: vec![p.target.clone()],
             repo: root.to_string_lossy().into_owned(),
+            repo_url: repo_url.clone(),
             base_commit: base.clone(),
             priority,
             model: None,
@@ -191,7 +212,12 @@ pub async fn unit_tests(
             } else {
                 ""
             };
-            output::line(&format!("{}  {}  ({}){note}", s.id, p.target, p.reason));
+            output::line(&format!(
+                "{}  {}  ({}){note}",
+                output::handle(s.seq),
+                p.target,
+                p.reason
+            ));
         }
         output::message(&format!(
             "submitted {} new task(s)",

@@ -1,3 +1,5 @@
+//! `pitcrew prompts` and `prompts show NAME`: the templates and their sources.
+
 use std::process::ExitCode;
 
 use pitcrew_runtime::{PromptLibrary, PromptSource};
@@ -12,9 +14,10 @@ pub fn prompts(
     json: bool,
 ) -> anyhow::Result<ExitCode> {
     let library = PromptLibrary::new(Some(&ctx.repo));
-    if let Some(PromptsAction::Show { name }) = action {
+    if let Some(PromptsAction::Show { name, format }) = action {
         let source = library.source(&name).map_err(|e| usage(e.to_string()))?;
-        if json {
+        // `--json` before or after `show`.
+        if json || format.json {
             output::json(&serde_json::json!({"name": name, "source": source}));
         } else {
             output::line(source.trim_end());
@@ -34,6 +37,7 @@ pub fn prompts(
         };
         table.add_row(vec![p.name.clone(), p.description.clone(), source]);
     }
+    output::keep_whole(&mut table, &[0]);
     output::print_table(&table);
     Ok(ExitCode::SUCCESS)
 }

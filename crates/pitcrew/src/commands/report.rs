@@ -1,20 +1,24 @@
 //! `pitcrew report`: one line per task — outcome, model, rounds, cost, quality, coverage
 //! gained, cache hits — as Markdown or JSON.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
 
 use pitcrew_core::{Attempt, TaskFilter, TaskStatus};
-use pitcrew_validate::{Evidence, ValidationReport};
+use pitcrew_validate::{CoverageGain, Evidence, ValidationReport};
 use serde::Serialize;
 
 use crate::cli::ReportFormat;
 use crate::context::Context;
-use crate::output;
+use crate::output::{self, usage};
 
 #[derive(Debug, Serialize)]
 struct TaskLine {
     task: String,
+    /// The task's number in the store: its handle is `#seq`.
+    seq: u64,
     kind: String,
+    description: String,
     targets: Vec<String>,
     outcome: TaskStatus,
     model: Option<String>,
@@ -67,18 +71,69 @@ pub(crate) fn ran_unsandboxed(attempt: &Attempt) -> bool {
     attempt.details.pointer("/validation/confined") == Some(&serde_json::Value::Bool(false))
 }
 
-fn lines_covered(attempt: &Attempt) -> usize {
+/// The coverage gains recorded on `attempt`: per target, the lines its tests newly covered
+/// and the target's statements.
+fn coverage_gains(attempt: &Attempt) -> Vec<CoverageGain> {
     attempt
         .details
         .pointer("/validation/coverage")
-        .and_then(|v| v.as_array())
-        .map_or(0, |gains| {
-            gains
-                .iter()
-                .filter_map(|g| g["newly_covered"].as_array())
-                .map(Vec::len)
-                .sum()
-        })
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default()
+}
+
+fn lines_covered(attempt: &Attempt) -> usize {
+    coverage_gains(attempt)
+        .iter()
+        .map(|g| g.newly_covered.len().min(g.statements))
+        .sum()
+}
+
+/// What `attempts` cost; never negative zero (an empty `f64` sum is `-0.0`).
+fn cost_of(attempts: &[Attempt]) -> f64 {
+    attempts
+        .iter()
+        .filter_map(|a| a.usage.cost_usd)
+        .fold(0.0, |total, cost| total + cost)
+}
+
+/// Lines newly covered across tasks: per target the union of every task's new lines (tasks
+/// on one module cover many of the same lines), never more than the target's statements.
+#[derive(Debug, Default)]
+struct CoveredLines(BTreeMap<String, (BTreeSet<u32>, usize)>);
+
+impl CoveredLines {
+    fn add(&mut self, attempt: &Attempt) {
+        for gain in coverage_gains(attempt) {
+            let (lines, statements) = self.0.entry(gain.target).or_default();
+            lines.extend(gain.newly_covered);
+            *statements = (*statements).max(gain.statements);
+        }
+    }
+
+    fn total(&self) -> usize {
+        self.0
+            .values()
+            .map(|(lines, statements)| lines.len().min(*statements))
+            .sum()
+    }
+}
+
+/// The error for `--run` naming no run: which runs there are, newest first.
+fn unknown_run(run: &str, runs: &BTreeMap<String, chrono::DateTime<chrono::Utc>>) -> anyhow::Error {
+    let mut recent: Vec<(&String, &chrono::DateTime<chrono::Utc>)> = runs.iter().collect();
+    recent.sort_by(|a, b| b.1.cmp(a.1));
+    if recent.is_empty() {
+        return usage(format!("no run `{run}`: nothing has run yet"));
+    }
+    let listed: Vec<String> = recent
+        .iter()
+        .take(10)
+        .map(|(id, started)| format!("  {id}  (started {})", started.format("%Y-%m-%d %H:%M:%S")))
+        .collect();
+    usage(format!(
+        "no run `{run}`; recent runs, newest first:\n{}",
+        listed.join("\n")
+    ))
 }
 
 pub async fn report(
@@ -90,20 +145,27 @@ pub async fn report(
     let tasks = store.list(&TaskFilter::default()).await?;
     let mut lines = Vec::new();
     let mut totals = Totals::default();
+    let mut covered = CoveredLines::default();
+    // Every run the store knows, with when it first started an attempt.
+    let mut runs: BTreeMap<String, chrono::DateTime<chrono::Utc>> = BTreeMap::new();
     for task in tasks {
-        let attempts: Vec<Attempt> = store
-            .attempts(task.id)
-            .await?
-            .into_iter()
-            .filter(|a| run.is_none() || a.run_id.as_deref() == run)
-            .collect();
+        let mut attempts: Vec<Attempt> = store.attempts(task.id).await?;
+        for a in &attempts {
+            if let Some(id) = &a.run_id {
+                let started = runs.entry(id.clone()).or_insert(a.started_at);
+                *started = (*started).min(a.started_at);
+            }
+        }
+        attempts.retain(|a| run.is_none() || a.run_id.as_deref() == run);
         if run.is_some() && attempts.is_empty() {
             continue;
         }
         let last = attempts.last();
         let line = TaskLine {
             task: task.id.to_string(),
+            seq: task.seq,
             kind: task.kind.to_string(),
+            description: task.description.clone(),
             targets: task.targets.clone(),
             outcome: task.status,
             model: last.and_then(|a| a.model.clone()),
@@ -112,7 +174,7 @@ pub async fn report(
                 .iter()
                 .map(|a| detail_count(a, "/iterations"))
                 .sum(),
-            cost_usd: attempts.iter().filter_map(|a| a.usage.cost_usd).sum(),
+            cost_usd: cost_of(&attempts),
             quality: last.and_then(|a| a.quality),
             lines_covered: last.map_or(0, lines_covered),
             cache_hits: attempts
@@ -135,11 +197,19 @@ pub async fn report(
             _ => totals.unfinished += 1,
         }
         totals.cost_usd += line.cost_usd;
-        totals.lines_covered += line.lines_covered;
+        if let Some(last) = last {
+            covered.add(last);
+        }
         totals.cache_hits += line.cache_hits;
         totals.unsandboxed += usize::from(!line.sandboxed);
         lines.push(line);
     }
+    if let Some(run) = run
+        && !runs.contains_key(run)
+    {
+        return Err(unknown_run(run, &runs));
+    }
+    totals.lines_covered = covered.total();
     if format == ReportFormat::Json {
         output::json(&serde_json::json!({"run": run, "totals": totals, "tasks": lines}));
         return Ok(ExitCode::SUCCESS);
@@ -165,9 +235,9 @@ pub async fn report(
         ));
     }
     output::line(
-        "| task | kind | targets | outcome | model | attempts | rounds | cost | quality | lines covered | mutants killed | note |",
+        "| task | kind | targets | description | outcome | model | attempts | rounds | cost | quality | lines covered | mutants killed | note |",
     );
-    output::line("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    output::line("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for l in &lines {
         let mut note = match (&l.error, l.cache_hits) {
             (Some(e), _) => e.replace('|', "\\|"),
@@ -192,10 +262,11 @@ pub async fn report(
                 },
             );
         output::line(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | ${:.4} | {} | {} | {} | {} |",
-            &l.task,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | ${:.4} | {} | {} | {} | {} |",
+            output::handle(l.seq),
             l.kind,
             l.targets.join(" "),
+            output::truncate(&l.description, 40).replace('|', "\\|"),
             l.outcome,
             l.model.as_deref().unwrap_or("-"),
             l.attempts,

@@ -16,10 +16,15 @@ pub async fn accepted_patch(store: &dyn Store, task: &Task) -> anyhow::Result<St
     if task.status != TaskStatus::Completed {
         anyhow::bail!(
             "task {} is {}; only completed tasks have an accepted result",
-            task.id,
+            output::handle(task.seq),
             task.status
         );
     }
+    stored_patch(store, task).await
+}
+
+/// The patch stored with the attempt that made the task's result commit.
+async fn stored_patch(store: &dyn Store, task: &Task) -> anyhow::Result<String> {
     let attempts = store.attempts(task.id).await?;
     attempts
         .into_iter()
@@ -29,10 +34,41 @@ pub async fn accepted_patch(store: &dyn Store, task: &Task) -> anyhow::Result<St
         .ok_or_else(|| anyhow::anyhow!("task {} has no stored patch", task.id))
 }
 
-pub async fn diff(ctx: &Context, id: &str) -> anyhow::Result<ExitCode> {
+/// The patch a task's result branch holds: the accepted result of a completed task, or the
+/// failing tests of a possible bug (kept for a human to judge). The flag says which.
+pub async fn result_patch(store: &dyn Store, task: &Task) -> anyhow::Result<(String, bool)> {
+    if task.status != TaskStatus::PossibleBug {
+        return Ok((accepted_patch(store, task).await?, false));
+    }
+    Ok((stored_patch(store, task).await?, true))
+}
+
+/// The label of a possible bug's patch.
+pub fn possible_bug_label(task: &Task) -> String {
+    format!(
+        "possible bug: task {} is not an accepted result; its tests fail against the code \
+         (a bug in the code, or a wrong expectation). Judge them before applying this patch.",
+        output::handle(task.seq)
+    )
+}
+
+pub async fn diff(ctx: &Context, id: &str, json: bool) -> anyhow::Result<ExitCode> {
     let store = ctx.store().await?;
     let task = store.find(id).await?;
-    output::line(accepted_patch(&*store, &task).await?.trim_end());
+    let (patch, possible_bug) = result_patch(&*store, &task).await?;
+    if json {
+        output::json(&serde_json::json!({
+            "task": task.id,
+            "seq": task.seq,
+            "possible_bug": possible_bug,
+            "patch": patch,
+        }));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if possible_bug {
+        output::message(&possible_bug_label(&task));
+    }
+    output::line(patch.trim_end());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -42,6 +78,34 @@ struct ApplyResult {
     result: &'static str,
     commit: Option<String>,
     conflicts: Vec<String>,
+    /// Those of `conflicts` that are untracked files in the way.
+    untracked: Vec<String>,
+}
+
+/// The message of the commit `apply` makes: the result commit's own (what it adds, the
+/// evidence, the Task and Model lines), or when that commit is gone, one built from the store.
+async fn apply_message(ctx: &Context, store: &dyn Store, task: &Task) -> anyhow::Result<String> {
+    if let Some(commit) = &task.result_commit
+        && let Some(message) = ctx.repo.commit_message(commit).await?
+    {
+        return Ok(message);
+    }
+    let model = store
+        .attempts(task.id)
+        .await?
+        .into_iter()
+        .rev()
+        .find(|a| a.commit.is_some() && a.commit == task.result_commit)
+        .and_then(|a| a.model)
+        .unwrap_or_else(|| "unknown".into());
+    Ok(format!(
+        "pitcrew #{}: {} {}\n\n{}\n\nTask: {}\nModel: {model}\n",
+        task.seq,
+        task.kind,
+        task.targets.join(" "),
+        task.description,
+        task.id
+    ))
 }
 
 pub async fn apply(
@@ -84,31 +148,34 @@ pub async fn apply(
     let mut results = Vec::with_capacity(tasks.len());
     for task in &tasks {
         let patch = accepted_patch(&*store, task).await?;
-        let message = format!(
-            "pitcrew: {} {}\n\n{}\n\nTask: {}\n",
-            task.kind,
-            task.targets.join(" "),
-            task.description,
-            task.id
-        );
+        let message = apply_message(ctx, &*store, task).await?;
         let result = match repo.apply_and_commit(&patch, &message).await? {
-            Applied::Committed { commit } => ApplyResult {
-                task: task.id.to_string(),
-                result: "applied",
-                commit: Some(commit),
-                conflicts: Vec::new(),
-            },
+            Applied::Committed { commit } => {
+                repo.mark_applied(&task.id.to_string(), &commit).await?;
+                ApplyResult {
+                    task: task.id.to_string(),
+                    result: "applied",
+                    commit: Some(commit),
+                    conflicts: Vec::new(),
+                    untracked: Vec::new(),
+                }
+            }
             Applied::AlreadyPresent => ApplyResult {
                 task: task.id.to_string(),
                 result: "already_present",
                 commit: None,
                 conflicts: Vec::new(),
+                untracked: Vec::new(),
             },
-            Applied::Conflict { files, detail } => {
+            Applied::Conflict {
+                files,
+                untracked,
+                detail,
+            } => {
                 if !json {
                     output::message(&format!(
                         "{}: conflict, not applied:\n  {}",
-                        task.id,
+                        output::handle(task.seq),
                         detail.replace('\n', "\n  ")
                     ));
                 }
@@ -117,6 +184,7 @@ pub async fn apply(
                     result: "conflict",
                     commit: None,
                     conflicts: files,
+                    untracked,
                 }
             }
         };
@@ -127,13 +195,24 @@ pub async fn apply(
     if json {
         output::json(&results);
     } else {
-        for r in &results {
+        for (r, task) in results.iter().zip(&tasks) {
             let detail = match r.result {
                 "applied" => format!("applied as {}", r.commit.as_deref().unwrap_or("?")),
                 "already_present" => "already on the branch".to_string(),
-                _ => format!("CONFLICT in {}", r.conflicts.join(", ")),
+                _ => format!(
+                    "CONFLICT in {}",
+                    r.conflicts
+                        .iter()
+                        .map(|f| if r.untracked.contains(f) {
+                            format!("{f} (an untracked file is in the way)")
+                        } else {
+                            f.clone()
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             };
-            output::line(&format!("{}  {detail}", r.task));
+            output::line(&format!("{}  {detail}", output::handle(task.seq)));
         }
         let applied = results.iter().filter(|r| r.result == "applied").count();
         output::message(&format!(

@@ -1,14 +1,15 @@
 //! `pitcrew run` drains the queue with a pool of workers and exits 0 only if every task it
-//! finished completed; `pitcrew worker` serves the queue until stopped.
+//! finished completed and its budget did not leave tasks queued; `pitcrew worker` serves the queue until stopped.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pitcrew_core::{TaskFilter, TaskStatus};
+use pitcrew_config::ModelsConfig;
+use pitcrew_core::{TaskFilter, TaskId, TaskStatus};
 use pitcrew_engine::{Engine, EngineSettings, RunSummary, Stop};
-use pitcrew_llm::{Complexity, Requirements};
+use pitcrew_llm::{Complexity, Exclusion, Requirements};
 use tokio::sync::{mpsc, watch};
 
 use crate::cli::{EngineFlags, RunArgs, WorkerArgs};
@@ -45,6 +46,7 @@ async fn preflight(ctx: &Context, store: &dyn pitcrew_store::Store) -> anyhow::R
     }
     let router = pitcrew_engine::router(&ctx.config)?;
     let mut problems = Vec::new();
+    let mut missing_keys = BTreeSet::new();
     for (preset, free_only) in wanted {
         if let Some(name) = &preset
             && let Err(e) = ctx.config.resolve(Some(name))
@@ -64,29 +66,64 @@ async fn preflight(ctx: &Context, store: &dyn pitcrew_store::Store) -> anyhow::R
         if candidates.iter().any(|c| c.is_eligible()) {
             continue;
         }
-        let mut reasons: Vec<String> = candidates
+        // Models outside the routing pool were never in play: their reasons are noise.
+        let in_play: Vec<_> = candidates
+            .iter()
+            .filter(|c| !c.excluded.contains(&Exclusion::NotInPool))
+            .collect();
+        let mut reasons: Vec<String> = in_play
             .iter()
             .flat_map(|c| c.excluded.iter().map(|e| e.to_string()))
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
         reasons.truncate(5);
-        problems.push(format!(
-            "no model can serve tasks preferring `{}`: {}",
-            preset
-                .as_deref()
-                .unwrap_or(&ctx.config.config.models.default),
-            reasons.join("; ")
-        ));
+        for candidate in &in_play {
+            for exclusion in &candidate.excluded {
+                if let Exclusion::MissingKey { variable } = exclusion {
+                    missing_keys.insert((variable.clone(), candidate.provider.clone()));
+                }
+            }
+        }
+        // A preset the user never chose (pitcrew's own default) is not worth naming.
+        let chosen = preset.as_deref().or_else(|| {
+            (ctx.config.config.models.default != ModelsConfig::default().default)
+                .then_some(ctx.config.config.models.default.as_str())
+        });
+        problems.push(match chosen {
+            Some(name) => format!(
+                "no model can serve tasks preferring `{name}`: {}",
+                reasons.join("; ")
+            ),
+            None => format!("no model can serve them: {}", reasons.join("; ")),
+        });
     }
     if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(usage(format!(
-            "queued tasks cannot run with this configuration:\n  {}",
-            problems.join("\n  ")
-        )))
+        return Ok(());
     }
+    if !missing_keys.is_empty() {
+        let keys: Vec<String> = missing_keys
+            .iter()
+            .map(|(variable, provider)| format!("{variable} (provider `{provider}`)"))
+            .collect();
+        let elsewhere = match &ctx.config.path {
+            Some(path) => format!("or point {} at another provider", path.display()),
+            None => "or run `pitcrew init` to write a pitcrew.toml and point it at another \
+                     provider (Ollama, vLLM, llama.cpp, …)"
+                .to_string(),
+        };
+        problems.push(format!(
+            "set {} in the environment or in .env, {elsewhere}",
+            match keys.as_slice() {
+                [one] => one.clone(),
+                many => format!("one of {}", many.join(", ")),
+            }
+        ));
+    }
+    Err(usage(format!(
+        "queued tasks cannot run with this configuration:\n  {}",
+        problems.join("\n  ")
+    )))
 }
 
 /// First SIGINT/SIGTERM: stop claiming and let running tasks finish. Second: abort the
@@ -108,7 +145,61 @@ fn handle_signals(stop: watch::Sender<Stop>) {
     });
 }
 
-/// Runs the engine until it stops; shows its events as they come. Returns the run's id too.
+/// What a run did, and what it left.
+struct Driven {
+    summary: RunSummary,
+    run_id: String,
+    /// Tasks waiting in the queue when the run ended.
+    queued: u64,
+    /// Whether a signal stopped the run.
+    stopped: bool,
+}
+
+/// The id of the task `--follow` names (its handle, id or prefix); a prefix no task has yet
+/// is kept as given, for a task submitted while the run goes on.
+async fn followed(store: &dyn pitcrew_store::Store, given: &str) -> anyhow::Result<String> {
+    match store.find(given).await {
+        Ok(task) => Ok(task.id.to_string()),
+        Err(pitcrew_store::StoreError::NotFound(_))
+            if !given.trim().starts_with('#')
+                && !given.trim().starts_with(|c: char| ('1'..='9').contains(&c)) =>
+        {
+            Ok(given.trim().to_ascii_lowercase())
+        }
+        Err(e) => Err(usage(format!("--follow: {e}"))),
+    }
+}
+
+/// The run `--run` names, checked: it becomes a key in the store and a word in reports.
+fn run_name(flags: &EngineFlags) -> anyhow::Result<Option<String>> {
+    let Some(name) = flags.run_name.as_deref().map(str::trim) else {
+        return Ok(None);
+    };
+    let valid = |c: char| c.is_ascii_alphanumeric() || "-_.:".contains(c);
+    if name.is_empty() || name.len() > 100 || !name.chars().all(valid) {
+        return Err(usage(format!(
+            "--run `{name}`: a run's name is 1–100 letters, digits, `-`, `_`, `.` or `:`"
+        )));
+    }
+    Ok(Some(name.to_string()))
+}
+
+/// The numbers in the store of the tasks a run may touch (queued and running), by id.
+async fn handles(store: &dyn pitcrew_store::Store) -> anyhow::Result<HashMap<TaskId, u64>> {
+    let mut handles = HashMap::new();
+    for status in [TaskStatus::Queued, TaskStatus::Running] {
+        let tasks = store
+            .list(&TaskFilter {
+                status: Some(status),
+                ..TaskFilter::default()
+            })
+            .await?;
+        handles.extend(tasks.into_iter().map(|t| (t.id, t.seq)));
+    }
+    Ok(handles)
+}
+
+/// Runs the engine until it stops; shows its events as they come.
 async fn drive(
     ctx: &Context,
     workers: Option<u32>,
@@ -116,7 +207,7 @@ async fn drive(
     forever: bool,
     flags: &EngineFlags,
     follow: Option<String>,
-) -> anyhow::Result<(RunSummary, String)> {
+) -> anyhow::Result<Driven> {
     let workers = workers.unwrap_or(ctx.config.config.workers.count);
     if workers == 0 {
         return Err(usage("--workers must be at least 1"));
@@ -135,6 +226,10 @@ async fn drive(
         .map_err(|e| usage(e.to_string()))?;
     let store = ctx.store().await?;
     preflight(ctx, &*store).await?;
+    let follow = match follow {
+        Some(given) => Some(followed(&*store, &given).await?),
+        None => None,
+    };
     let settings = EngineSettings {
         workers,
         worker_name: name.unwrap_or_else(default_worker_name),
@@ -146,22 +241,37 @@ async fn drive(
         shutdown_grace: Duration::from_secs(config.workers.shutdown_grace_secs),
         cache: flags.cache,
         keep_worktrees: flags.keep_worktrees,
+        wait_deadline: Duration::from_secs(config.workers.wait_deadline_secs),
         follow: follow.map(|f| f.to_ascii_lowercase()),
+        run_name: run_name(flags)?,
     };
     let stats = store.stats().await?;
     let pending = stats.count(TaskStatus::Queued) + stats.count(TaskStatus::Running);
-    let engine = Arc::new(Engine::new(store, &loaded, settings)?);
+    let known = handles(&*store).await?;
+    let engine = Arc::new(Engine::new(Arc::clone(&store), &loaded, settings)?);
     let run_id = engine.run_id().to_string();
     let (events_tx, mut events_rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = watch::channel(Stop::Run);
+    let stop_seen = stop_rx.clone();
     handle_signals(stop_tx);
+    let lookup = Arc::clone(&store);
     let printer = tokio::spawn(async move {
-        let mut progress = Progress::new(pending);
-        let mut ticker = tokio::time::interval(Duration::from_secs(5));
+        let mut progress = Progress::new(pending, workers, known);
+        // Often enough for the ETA to count down on a terminal.
+        let mut ticker = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
                 event = events_rx.recv() => match event {
-                    Some(event) => progress.event(&event),
+                    Some(event) => {
+                        // A task submitted during the run: learn its handle.
+                        if let Some(task) = crate::progress::task_of(&event)
+                            && !progress.knows(&task)
+                            && let Ok(found) = lookup.find(&task.to_string()).await
+                        {
+                            progress.learn(task, found.seq);
+                        }
+                        progress.event(&event);
+                    }
                     None => break,
                 },
                 _ = ticker.tick() => progress.tick(),
@@ -171,11 +281,24 @@ async fn drive(
     });
     let result = engine.run(events_tx, stop_rx).await;
     let _ = printer.await;
-    Ok((result?, run_id))
+    let summary = result?;
+    let stopped = *stop_seen.borrow() != Stop::Run;
+    let queued = store.stats().await?.count(TaskStatus::Queued);
+    Ok(Driven {
+        summary,
+        run_id,
+        queued,
+        stopped,
+    })
 }
 
 pub async fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
-    let (summary, run_id) = drive(
+    let Driven {
+        summary,
+        run_id,
+        queued,
+        stopped,
+    } = drive(
         ctx,
         args.workers,
         args.name,
@@ -184,9 +307,19 @@ pub async fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
         args.follow,
     )
     .await?;
+    let idle = summary.completed
+        + summary.failed
+        + summary.possible_bugs
+        + summary.retried
+        + summary.lease_lost
+        + summary.rescued
+        + summary.released
+        == 0;
     if args.format.json {
         let mut json = serde_json::to_value(summary)?;
         json["run_id"] = run_id.into();
+        json["queued"] = queued.into();
+        json["stopped"] = stopped.into();
         output::json(&json);
     } else {
         output::line(&format!(
@@ -205,21 +338,37 @@ pub async fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
                 "the run's budget is spent: unclaimed tasks wait in the queue for the next run",
             );
         }
-        output::message(&format!(
-            "run {run_id}: `pitcrew report --run {run_id}` summarises it"
-        ));
+        if queued > 0 {
+            output::line(&format!(
+                "{queued} {} still queued: `pitcrew run` resumes {}",
+                if queued == 1 { "task" } else { "tasks" },
+                if queued == 1 { "it" } else { "them" },
+            ));
+        }
+        if idle && queued == 0 && !stopped {
+            output::message(super::EMPTY_QUEUE_HINT);
+        } else {
+            output::message(&format!(
+                "run {run_id}: `pitcrew report --run {run_id}` summarises it"
+            ));
+        }
     }
-    Ok(if summary.failed == 0 && summary.possible_bugs == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    // A run the budget stopped short did not do what it was asked.
+    let cut_short = summary.budget_spent && queued > 0;
+    Ok(
+        if summary.failed == 0 && summary.possible_bugs == 0 && !cut_short {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        },
+    )
 }
 
 /// A worker serves the queue until stopped; task failures are the tasks' business, so it
 /// exits 0 after a clean stop.
 pub async fn worker(ctx: &Context, args: WorkerArgs) -> anyhow::Result<ExitCode> {
-    let (summary, _) = drive(ctx, args.workers, args.name, true, &args.engine, None).await?;
+    let Driven { summary, .. } =
+        drive(ctx, args.workers, args.name, true, &args.engine, None).await?;
     output::message(&format!(
         "worker stopped: {} completed, {} failed, {} possible bugs, {} retried, {} leases lost, {} rescued",
         summary.completed,

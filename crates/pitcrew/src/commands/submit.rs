@@ -58,6 +58,8 @@ struct TomlBatch {
 struct Checker<'a> {
     ctx: &'a Context,
     commits: HashMap<String, String>,
+    /// The repository's remote, recorded so that workers elsewhere can find it.
+    repo_url: Option<String>,
 }
 
 impl Checker<'_> {
@@ -65,12 +67,18 @@ impl Checker<'_> {
         if let Some(commit) = self.commits.get(rev) {
             return Ok(commit.clone());
         }
-        let commit = self.ctx.repo.resolve_commit(rev).await.map_err(|_| {
-            format!(
-                "base `{rev}` is not a commit in {}",
-                self.ctx.repo.root().display()
-            )
-        })?;
+        let root = self.ctx.repo.root().display();
+        let commit = match self.ctx.repo.resolve_commit(rev).await {
+            Ok(commit) => commit,
+            Err(_) if self.ctx.repo.resolve_commit("HEAD").await.is_err() => {
+                return Err(format!(
+                    "the repository {root} has no commits yet; commit the files the task works \
+                     on first (`git add` them, then `git commit`): tasks start from a commit, \
+                     never from uncommitted files"
+                ));
+            }
+            Err(_) => return Err(format!("base `{rev}` is not a commit in {root}")),
+        };
         self.commits.insert(rev.to_string(), commit.clone());
         Ok(commit)
     }
@@ -145,7 +153,7 @@ impl Checker<'_> {
             self.ctx
                 .config
                 .resolve(Some(model))
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| pitcrew_config::with_suggestion(&e.to_string(), &e.given, &e.valid))?;
         }
         let mut metadata = spec.metadata.unwrap_or_else(|| serde_json::json!({}));
         let Some(fields) = metadata.as_object_mut() else {
@@ -175,6 +183,7 @@ impl Checker<'_> {
             description,
             targets,
             repo: self.ctx.repo.root().to_string_lossy().into_owned(),
+            repo_url: self.repo_url.clone(),
             base_commit: base,
             priority: spec.priority.unwrap_or(Priority::Normal),
             model: spec.model,
@@ -255,6 +264,7 @@ pub async fn submit(ctx: &Context, args: SubmitArgs) -> anyhow::Result<ExitCode>
     let mut checker = Checker {
         ctx,
         commits: HashMap::new(),
+        repo_url: ctx.repo_url().await,
     };
     let tasks = if let Some(file) = &args.file {
         let entries = read_batch(file).map_err(|problem| usage(batch_rejected(&[problem])))?;
@@ -313,11 +323,12 @@ pub async fn submit(ctx: &Context, args: SubmitArgs) -> anyhow::Result<ExitCode>
             ""
         };
         output::line(&format!(
-            "{}  {} {}  [{}]{note}",
-            result.id,
+            "{}  {} {}  [{}]  ({}){note}",
+            output::handle(result.seq),
             task.kind,
             task.targets.join(" "),
-            task.priority
+            task.priority,
+            result.id
         ));
     }
     let new = submitted.iter().filter(|s| !s.deduplicated).count();

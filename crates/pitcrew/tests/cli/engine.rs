@@ -163,7 +163,11 @@ fn a_run_stops_claiming_when_its_budget_is_spent() {
         .output()
         .unwrap();
     let stderr = stderr_of(&out);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a run its budget cut short did not do its job: {stderr}"
+    );
     assert!(stderr.contains("the run's budget is spent"), "{stderr}");
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["budget_spent"], true);

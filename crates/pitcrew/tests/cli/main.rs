@@ -6,13 +6,18 @@ mod support;
 
 mod adversarial;
 mod apply;
+mod attempts;
 mod config;
 mod crash;
 mod engine;
 mod evidence;
+mod first_day;
+mod fleet;
 mod help;
+mod interface;
 mod models;
 mod plan;
+mod repos;
 mod results;
 mod scale;
 mod secrets;

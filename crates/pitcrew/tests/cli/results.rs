@@ -22,7 +22,7 @@ fn a_good_reply_becomes_a_branch_and_a_patch_that_applies_on_the_base() {
         stdout_of(&out)
     );
     assert!(
-        stderr_of(&out).contains(&format!("[completed]  {id}")),
+        stderr_of(&out).contains("[completed]  #1"),
         "{}",
         stderr_of(&out)
     );

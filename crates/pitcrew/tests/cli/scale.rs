@@ -1,7 +1,6 @@
 //! Many worker processes sharing one PostgreSQL queue, some of them killed mid-run.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -25,12 +24,7 @@ fn counts(p: &Project) -> BTreeMap<String, u64> {
 
 #[test]
 fn four_workers_on_postgres_drain_200_tasks_while_two_are_killed() {
-    let Ok(base_url) = std::env::var("PITCREW_TEST_POSTGRES_URL") else {
-        // Straight to stderr: the test harness would swallow eprintln! of a passing test.
-        let _ = writeln!(
-            std::io::stderr(),
-            "skipped: PITCREW_TEST_POSTGRES_URL is not set, so the multi-process PostgreSQL test did not run"
-        );
+    let Some(base_url) = postgres_or_skip("the multi-process PostgreSQL test") else {
         return;
     };
     let schema = Schema::create(&base_url);

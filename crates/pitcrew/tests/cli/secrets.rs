@@ -327,11 +327,7 @@ fn store_passwords_are_redacted_everywhere() {
         "{text}"
     );
 
-    let Ok(base_url) = std::env::var("PITCREW_TEST_POSTGRES_URL") else {
-        let _ = std::io::Write::write_all(
-            &mut std::io::stderr(),
-            b"skipped: PITCREW_TEST_POSTGRES_URL is not set, so the PostgreSQL part did not run\n",
-        );
+    let Some(base_url) = postgres_or_skip("the PostgreSQL part") else {
         return;
     };
     let schema = Schema::create(&base_url);

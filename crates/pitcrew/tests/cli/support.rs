@@ -267,6 +267,20 @@ pub fn stderr_of(out: &std::process::Output) -> String {
 }
 
 /// A fresh schema on the PostgreSQL test server, dropped afterwards.
+/// The test PostgreSQL server's URL, or `None` after saying on stderr that `what` was skipped.
+pub fn postgres_or_skip(what: &str) -> Option<String> {
+    let url = std::env::var("PITCREW_TEST_POSTGRES_URL").ok();
+    if url.is_none() {
+        // Straight to stderr: the test harness would swallow eprintln! of a passing test.
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            format!("skipped: PITCREW_TEST_POSTGRES_URL is not set, so {what} did not run\n")
+                .as_bytes(),
+        );
+    }
+    url
+}
+
 pub struct Schema {
     base_url: String,
     pub name: String,
