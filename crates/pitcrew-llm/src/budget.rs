@@ -2,6 +2,7 @@
 //! a call that failed midway), at the price the provider reported or, when it reported none,
 //! the registry's price times the tokens counted or estimated.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// A spending limit shared by every call charged to it (one per task, one per run). Clones
@@ -10,6 +11,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 pub struct Budget {
     limit_usd: Option<f64>,
     spent_usd: Arc<Mutex<f64>>,
+    /// Spent by others sharing it (the workers of a fleet), as the store said.
+    spent_elsewhere: Arc<AtomicBool>,
 }
 
 impl Budget {
@@ -18,6 +21,7 @@ impl Budget {
         Budget {
             limit_usd,
             spent_usd: Arc::new(Mutex::new(0.0)),
+            spent_elsewhere: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -34,6 +38,9 @@ impl Budget {
 
     /// What is left; `None` without a limit.
     pub fn remaining_usd(&self) -> Option<f64> {
+        if self.spent_elsewhere.load(Ordering::Relaxed) {
+            return self.limit_usd.map(|_| 0.0);
+        }
         self.limit_usd
             .map(|limit| (limit - self.spent_usd()).max(0.0))
     }
@@ -42,6 +49,11 @@ impl Budget {
     /// while money is left, so the total can overshoot by what those calls cost.
     pub fn is_spent(&self) -> bool {
         self.remaining_usd().is_some_and(|left| left <= 0.0)
+    }
+
+    /// What is left of the budget is spent or reserved by others sharing it.
+    pub(crate) fn spent_by_others(&self) {
+        self.spent_elsewhere.store(true, Ordering::Relaxed);
     }
 
     pub(crate) fn charge(&self, usd: f64) {

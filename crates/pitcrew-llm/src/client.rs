@@ -85,6 +85,9 @@ pub struct Completion {
     pub time_to_first_token: Duration,
     /// The longest wait between two chunks after the first token (zero without streaming).
     pub longest_gap: Duration,
+    /// The provider's headers said this call used the last request of its rate-limit window,
+    /// which resets after this long.
+    pub window_spent_for: Option<Duration>,
 }
 
 /// How long a stream may take before it counts as stalled.
@@ -303,6 +306,7 @@ impl ChatClient {
             finish_reason,
             usage: state.usage,
             latency,
+            window_spent_for: hints.spent_window(),
         })
     }
 
@@ -611,6 +615,7 @@ fn finish_body(
         latency,
         time_to_first_token: latency,
         longest_gap: Duration::ZERO,
+        window_spent_for: hints.spent_window(),
     })
 }
 

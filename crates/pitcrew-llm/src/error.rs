@@ -52,6 +52,9 @@ pub(crate) struct WaitHints {
     pub retry_after: Option<Duration>,
     /// Time until the rate-limit window resets.
     pub reset: Option<Duration>,
+    /// Requests left in the window (`x-ratelimit-remaining`, OpenAI's
+    /// `x-ratelimit-remaining-requests`).
+    pub remaining: Option<u64>,
 }
 
 impl WaitHints {
@@ -83,7 +86,20 @@ impl WaitHints {
         let reset = ["x-ratelimit-reset", "x-ratelimit-reset-requests"]
             .into_iter()
             .find_map(|name| get(name).and_then(|v| parse_reset(v, now)));
-        WaitHints { retry_after, reset }
+        let remaining = ["x-ratelimit-remaining", "x-ratelimit-remaining-requests"]
+            .into_iter()
+            .find_map(|name| get(name).and_then(|v| v.trim().parse::<u64>().ok()));
+        WaitHints {
+            retry_after,
+            reset,
+            remaining,
+        }
+    }
+
+    /// How long until the window resets, when a successful reply said it used the last
+    /// request the window allows: the next call would be refused until then.
+    pub(crate) fn spent_window(self) -> Option<Duration> {
+        (self.remaining == Some(0)).then_some(self.reset).flatten()
     }
 
     /// Keeps, field by field, the hint that asks for the longer wait.
@@ -91,6 +107,10 @@ impl WaitHints {
         WaitHints {
             retry_after: longer(self.retry_after, other.retry_after),
             reset: longer(self.reset, other.reset),
+            remaining: match (self.remaining, other.remaining) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
         }
     }
 
@@ -332,6 +352,7 @@ mod tests {
         let hints = WaitHints {
             retry_after: Some(Duration::from_secs(1)),
             reset: Some(Duration::from_secs(5 * 3600)),
+            remaining: None,
         };
         let e = classify(
             429,
@@ -345,6 +366,7 @@ mod tests {
         let far = WaitHints {
             retry_after: None,
             reset: Some(Duration::from_secs(3600)),
+            remaining: None,
         };
         assert_eq!(
             classify(429, "slow down", far, "K", "m").kind,
@@ -353,6 +375,7 @@ mod tests {
         let near = WaitHints {
             retry_after: None,
             reset: Some(Duration::from_secs(20)),
+            remaining: None,
         };
         let e = classify(429, "slow down", near, "K", "m");
         assert_eq!(e.kind, ErrorKind::RateLimit);

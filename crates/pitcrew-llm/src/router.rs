@@ -766,15 +766,19 @@ impl Router {
         let most = spec.price(req.prompt_tokens, select::reply_tokens(spec, req));
         match fleet.limits.reserve(key, limit, most).await {
             Ok(true) => Ok(Some((key, most))),
-            Ok(false) => Err(fail(
-                ErrorKind::Budget,
-                format!(
-                    "the budget of ${limit:.4} of `{key}` is spent or reserved by the workers \
-                     sharing it (this call to `{}` could cost up to ${most:.4})",
-                    spec.name
-                ),
-                calls.to_vec(),
-            )),
+            Ok(false) => {
+                // The run cannot afford this call: this process starts no other.
+                self.inner.run_budget.spent_by_others();
+                Err(fail(
+                    ErrorKind::Budget,
+                    format!(
+                        "the budget of ${limit:.4} of `{key}` is spent or reserved by the \
+                         workers sharing it (this call to `{}` could cost up to ${most:.4})",
+                        spec.name
+                    ),
+                    calls.to_vec(),
+                ))
+            }
             Err(error) => Err(fail(
                 ErrorKind::Connection,
                 error.to_string(),
@@ -905,6 +909,16 @@ impl Router {
                         .observe(completion.time_to_first_token, completion.longest_gap);
                 }
                 state.record_success(latency, now);
+                // The provider said this was the window's last request: the next would be
+                // refused, so none is sent until the window resets.
+                if let Some(wait) = completion.window_spent_for {
+                    state.cool_down(
+                        now + chrono::TimeDelta::from_std(wait).unwrap_or_default(),
+                        "rate_limit: the provider's headers said the rate-limit window is used \
+                         up (x-ratelimit-remaining: 0)"
+                            .to_string(),
+                    );
+                }
             }
             Err(e) => state.record_failure(
                 e.kind,

@@ -1072,3 +1072,24 @@ async fn a_quota_refusal_from_one_model_cools_every_model_sharing_the_daily_quot
     assert_eq!(kinds(&done.calls), [Some(ErrorKind::Quota), None]);
     assert!(fleet.requests_for("m2").is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reply_that_used_the_window_s_last_request_keeps_the_model_away_until_the_reset() {
+    let fleet = Fleet::start();
+    let router = router(&fleet, registry(2, ""), settings());
+    fleet.push(
+        "m1",
+        Reply::content(GOOD)
+            .header("x-ratelimit-limit", "20")
+            .header("x-ratelimit-remaining", "0")
+            .header("x-ratelimit-reset", "2"),
+    );
+    assert_eq!(call(&router).await.unwrap().model, "m1");
+    // No 429 needed: the next call goes to m2 at once, and m1 is back after the reset.
+    let started = Instant::now();
+    assert_eq!(call(&router).await.unwrap().model, "m2");
+    assert!(started.elapsed() < Duration::from_millis(500));
+    assert_eq!(fleet.requests_for("m1").len(), 1);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(call(&router).await.unwrap().model, "m1");
+}
