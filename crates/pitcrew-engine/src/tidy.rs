@@ -2,9 +2,10 @@
 //! creating result branches a crash prevented.
 
 use std::collections::HashSet;
+use std::path::PathBuf;
 
-use pitcrew_core::{TaskFilter, TaskStatus};
-use pitcrew_runtime::Repo;
+use pitcrew_core::{Task, TaskFilter, TaskStatus};
+use pitcrew_runtime::{Repo, RepoIdentity, existing_clone};
 use tokio::sync::mpsc;
 
 use crate::{Engine, Event};
@@ -21,7 +22,7 @@ impl Engine {
                 ..TaskFilter::default()
             };
             match self.store.list(&filter).await {
-                Ok(tasks) => repos.extend(tasks.into_iter().map(|t| t.repo)),
+                Ok(tasks) => repos.extend(tasks.iter().filter_map(|t| self.clone_of(t))),
                 Err(e) => {
                     let _ = events.send(Event::Warning(format!(
                         "could not list {status} tasks: {e}"
@@ -30,12 +31,19 @@ impl Engine {
                 }
             }
         }
-        for root in repos
-            .iter()
-            .filter(|r| std::path::Path::new(r).join(".git").exists())
-        {
+        for root in repos {
             self.tidy(&Repo::at(root), events).await;
         }
+    }
+
+    /// The clone of `task`'s repository on this machine, if there is one already.
+    fn clone_of(&self, task: &Task) -> Option<PathBuf> {
+        let identity = RepoIdentity {
+            path: &task.repo,
+            url: task.repo_url.as_deref(),
+            base_commit: &task.base_commit,
+        };
+        existing_clone(identity, &self.repos)
     }
 
     pub(crate) async fn tidy(&self, repo: &Repo, events: &mpsc::UnboundedSender<Event>) {
@@ -78,7 +86,6 @@ impl Engine {
             Ok(b) => b.into_iter().collect(),
             Err(e) => return warn(format!("could not list pitcrew branches: {e}")),
         };
-        let root = repo.root().to_string_lossy();
         for status in [TaskStatus::Completed, TaskStatus::PossibleBug] {
             let finished = match self
                 .store
@@ -91,7 +98,8 @@ impl Engine {
                 Ok(tasks) => tasks,
                 Err(e) => return warn(format!("could not list {status} tasks: {e}")),
             };
-            for task in finished.iter().filter(|t| t.repo == root) {
+            let here = |t: &&Task| self.clone_of(t).is_some_and(|c| c == repo.root());
+            for task in finished.iter().filter(here) {
                 let (Some(commit), false) = (
                     &task.result_commit,
                     existing.contains(&task.id.branch_name()),

@@ -22,7 +22,7 @@ pub use context::{
 };
 pub use git::{Applied, GitError, Repo, Worktree, without_credentials};
 pub use layout::cache_root;
-pub use locate::{LocateError, RepoIdentity, locate_repo};
+pub use locate::{LocateError, RepoIdentity, existing_clone, locate_repo};
 pub use paths::{RefusedPath, normalize, resolve_inside};
 pub use prompt::{
     Convention, PromptContext, PromptError, PromptFile, PromptInfo, PromptLibrary, PromptSource,

@@ -48,6 +48,31 @@ pub struct RepoIdentity<'a> {
     pub base_commit: &'a str,
 }
 
+/// The clone [`locate_repo`] would use for `identity`, if this machine has it already
+/// (nothing is cloned or fetched).
+pub fn existing_clone(
+    identity: RepoIdentity<'_>,
+    mapped: &BTreeMap<String, PathBuf>,
+) -> Option<PathBuf> {
+    let mapping = identity
+        .url
+        .and_then(|url| mapped.get(url))
+        .or_else(|| mapped.get(identity.path));
+    let candidate = match mapping {
+        Some(path) => path.clone(),
+        None if Path::new(identity.path).join(".git").exists() => PathBuf::from(identity.path),
+        None => cache_dir_of(identity.url?),
+    };
+    candidate.join(".git").exists().then_some(candidate)
+}
+
+/// Where this machine's own clone of `url` goes.
+fn cache_dir_of(url: &str) -> PathBuf {
+    cache_root()
+        .join("repos")
+        .join(&sha256_hex(url.as_bytes())[..16])
+}
+
 /// The clone on this machine to run a task of `identity` in. `mapped` is `[repos]`: remote
 /// URL or submitter's path → local clone.
 pub async fn locate_repo(
@@ -97,9 +122,7 @@ pub async fn locate_repo(
 /// its final place and renamed into it, so a process that dies mid-clone leaves no half
 /// clone, and of two processes cloning at once one clone wins.
 async fn cached_clone(url: &str) -> Result<Repo, LocateError> {
-    let dir = cache_root()
-        .join("repos")
-        .join(&sha256_hex(url.as_bytes())[..16]);
+    let dir = cache_dir_of(url);
     if dir.join(".git").exists() {
         return Ok(Repo::at(dir));
     }

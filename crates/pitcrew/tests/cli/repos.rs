@@ -109,6 +109,10 @@ fn workers_whose_clone_is_elsewhere_or_missing_complete_the_submitter_s_tasks() 
         .collect();
     assert_eq!(clones.len(), 1, "{clones:?}");
     assert!(branches_in(&clones[0]).contains(&format!("pitcrew/{first}")));
+    // A crash that kept the branch from being made in that clone is mended by the next run.
+    git(&clones[0], &["branch", "-D", &format!("pitcrew/{first}")]);
+    run_elsewhere("");
+    assert!(branches_in(&clones[0]).contains(&format!("pitcrew/{first}")));
 
     // With [repos], the worker uses its own clone.
     let second = submit("src/calc.py");
