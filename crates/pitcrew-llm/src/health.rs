@@ -103,33 +103,36 @@ pub(crate) struct ModelState {
     pub stalls: StallModel,
 }
 
-/// Time to first token and the longest gap between chunks, learned per model, giving the
-/// deadlines past which a stream counts as stalled (so a stall frees its slot in seconds,
-/// not at the idle timeout).
+/// Time to first token and the longest gap between chunks, learned per model from its
+/// recent streams, giving the deadlines past which a stream counts as stalled (so a stall
+/// frees its slot in seconds, not at the idle timeout).
+///
+/// The deadlines follow a high percentile of the recent streams, not the largest: a stall
+/// that was waited out while the model was still being learned must not widen them for
+/// every later stream, and a model that pauses often (more than one stream in
+/// [`1 - STALL_QUANTILE`]) still gets the room its pauses need.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct StallModel {
     samples: u32,
-    first_token_ms: f64,
-    gap_ms: f64,
+    /// The last [`STALL_WINDOW`] streams, `(first token ms, longest gap ms)`, as a ring.
+    recent: [(f64, f64); STALL_WINDOW],
 }
 
 /// Streams observed before the learned deadlines are used instead of the idle timeout.
 const STALL_SAMPLES: u32 = 5;
+/// Streams remembered.
+const STALL_WINDOW: usize = 20;
+/// The share of recent streams whose pace the deadlines are drawn from.
+const STALL_QUANTILE: f64 = 0.8;
 
 impl StallModel {
     pub(crate) fn observe(&mut self, first_token: Duration, longest_gap: Duration) {
-        let (ttft, gap) = (
+        let slot = self.samples as usize % STALL_WINDOW;
+        self.recent[slot] = (
             first_token.as_secs_f64() * 1000.0,
             longest_gap.as_secs_f64() * 1000.0,
         );
-        if self.samples == 0 {
-            (self.first_token_ms, self.gap_ms) = (ttft, gap);
-        } else {
-            // The larger of the average and the newest: deadlines widen at once, narrow slowly.
-            self.first_token_ms = ewma(self.first_token_ms, ttft).max(ttft);
-            self.gap_ms = ewma(self.gap_ms, gap).max(gap);
-        }
-        self.samples += 1;
+        self.samples = self.samples.saturating_add(1);
     }
 
     /// `(first token, between chunks)` deadlines, each within `[floor, ceiling]`; the
@@ -138,6 +141,13 @@ impl StallModel {
         if self.samples < STALL_SAMPLES {
             return (ceiling, ceiling);
         }
+        let seen = &self.recent[..(self.samples as usize).min(STALL_WINDOW)];
+        let quantile = |pick: fn(&(f64, f64)) -> f64| {
+            let mut values: Vec<f64> = seen.iter().map(pick).collect();
+            values.sort_by(f64::total_cmp);
+            let rank = (STALL_QUANTILE * values.len() as f64).ceil() as usize;
+            values[rank.clamp(1, values.len()) - 1]
+        };
         let bound = |ms: f64, floor: Duration| {
             Duration::try_from_secs_f64(ms / 1000.0)
                 .unwrap_or(ceiling)
@@ -145,8 +155,8 @@ impl StallModel {
                 .min(ceiling)
         };
         (
-            bound(4.0 * self.first_token_ms + 5000.0, Duration::from_secs(10)),
-            bound(4.0 * self.gap_ms + 3000.0, Duration::from_secs(5)),
+            bound(4.0 * quantile(|s| s.0) + 5000.0, Duration::from_secs(10)),
+            bound(4.0 * quantile(|s| s.1) + 3000.0, Duration::from_secs(5)),
         )
     }
 }
@@ -448,10 +458,24 @@ mod tests {
         let (first, between) = stalls.deadlines(ceiling);
         assert_eq!(first, Duration::from_millis(10_000), "the floor");
         assert_eq!(between, Duration::from_millis(5_000), "the floor");
-        stalls.observe(Duration::from_secs(20), Duration::from_secs(4));
+        // One stall waited out does not widen the deadlines for the streams after it.
+        stalls.observe(Duration::from_secs(20), Duration::from_secs(20));
+        assert_eq!(stalls.deadlines(ceiling), (first, between));
+        // A model that is slow in most streams gets room for it.
+        for _ in 0..10 {
+            stalls.observe(Duration::from_secs(20), Duration::from_secs(4));
+        }
         let (first, between) = stalls.deadlines(ceiling);
         assert_eq!(first, Duration::from_secs(60), "4 × 20 s + 5 s, capped");
-        assert_eq!(between, Duration::from_secs(19));
+        assert_eq!(between, Duration::from_secs(19), "4 × 4 s + 3 s");
+        // The window forgets: fast streams bring the deadlines back down.
+        for _ in 0..STALL_WINDOW {
+            stalls.observe(Duration::from_millis(800), Duration::from_millis(300));
+        }
+        assert_eq!(
+            stalls.deadlines(ceiling),
+            (Duration::from_secs(10), Duration::from_secs(5))
+        );
     }
 
     #[test]
