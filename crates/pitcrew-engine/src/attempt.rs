@@ -109,7 +109,7 @@ impl Engine {
         attempt: u32,
         events: &mpsc::UnboundedSender<Event>,
     ) -> AttemptEnd {
-        let worktree = match fresh_worktree(repo, dir, &task.base_commit).await {
+        let worktree = match repo.checkout_worktree(dir, &task.base_commit).await {
             Ok(w) => w,
             Err(e) => {
                 return self.failure(
@@ -305,13 +305,6 @@ async fn commit(
     };
     let patch = worktree.repo().diff(worktree.base(), &commit).await?;
     Ok(Some((commit, patch)))
-}
-
-async fn fresh_worktree(repo: &Repo, dir: &Path, base: &str) -> Result<Worktree, GitError> {
-    if dir.exists() {
-        repo.remove_worktree(dir).await?;
-    }
-    repo.add_worktree(dir, base).await
 }
 
 /// Turns the agent's events into engine events (and the log, for generated text).

@@ -19,7 +19,7 @@ use pitcrew_config::LoadedConfig;
 use pitcrew_core::{ErrorKind, Lease, ModelHealth, Task, TaskId, TaskStatus, Usage};
 use pitcrew_llm::{ChatClient, Router};
 use pitcrew_runtime::{
-    AgentSettings, BuiltinAgent, ContextSettings, Repo, RepoIdentity, locate_repo,
+    AgentSettings, BuiltinAgent, ContextSettings, Repo, RepoIdentity, WorktreePool, locate_repo,
 };
 use pitcrew_store::{Disposition, Rescued, Store, StoreError};
 use tokio::sync::{mpsc, watch};
@@ -180,6 +180,8 @@ pub struct Engine {
     run_id: String,
     /// Repositories already tidied by this run.
     tidied: Mutex<HashSet<PathBuf>>,
+    /// The worktrees this run's attempts reuse.
+    worktrees: WorktreePool,
     budget_announced: AtomicBool,
     /// A call failed because the run could not afford it (though not yet spent to the cent).
     budget_short: AtomicBool,
@@ -260,6 +262,7 @@ impl Engine {
             settings,
             run_id,
             tidied: Mutex::new(HashSet::new()),
+            worktrees: WorktreePool::default(),
             budget_announced: AtomicBool::new(false),
             budget_short: AtomicBool::new(false),
             task_budget_usd: config.config.budget.per_task(),
@@ -306,6 +309,9 @@ impl Engine {
             }
         }
         summary.budget_spent = self.budget_announced.load(Ordering::Relaxed);
+        for problem in self.worktrees.close().await {
+            let _ = events.send(Event::Warning(problem));
+        }
         match first_error {
             Some(e) => Err(e),
             None => Ok(summary),
@@ -415,7 +421,12 @@ impl Engine {
                 return Ok(summary);
             }
             let step = async {
-                for rescued in self.store.rescue_expired().await? {
+                let rescued = self.store.rescue_expired().await?;
+                if !rescued.is_empty() {
+                    // The dead workers' worktrees go now, not at some later run.
+                    self.sweep_abandoned_worktrees(&rescued, &events).await;
+                }
+                for rescued in rescued {
                     summary.rescued += 1;
                     let _ = events.send(Event::Rescued(rescued));
                 }
@@ -493,9 +504,25 @@ impl Engine {
         if unavailable.is_none() {
             self.tidy(&repo, events).await;
         }
-        let worktree_dir = repo
-            .worktrees_dir()
-            .join(format!("{}-{}", task.id, lease.attempt));
+        // A pooled worktree, reset to the task's base (only what differs is written), or with
+        // --keep-worktrees one of the attempt's own, left for inspection.
+        let slot = match (&unavailable, self.settings.keep_worktrees) {
+            (None, false) => {
+                Some((self.worktrees.take(&repo.worktrees_dir())).map_err(|e| e.to_string()))
+            }
+            _ => None,
+        };
+        let worktree_dir = match &slot {
+            Some(Ok(slot)) => slot.dir().to_path_buf(),
+            _ => repo
+                .worktrees_dir()
+                .join(format!("{}-{}", task.id, lease.attempt)),
+        };
+        // `slot` stays held (locked) until the attempt is over.
+        let unavailable = match &slot {
+            Some(Err(e)) => Some(format!("no worktree slot for the attempt: {e}")),
+            _ => unavailable,
+        };
 
         let attempt = async {
             match &unavailable {
@@ -509,14 +536,8 @@ impl Engine {
             () = self.keep_lease(&lease, events) => Ending::LeaseLost,
             () = self.grace_after_stop(stop) => Ending::Interrupted,
         };
-        if !self.settings.keep_worktrees
-            && unavailable.is_none()
-            && let Err(e) = repo.remove_worktree(&worktree_dir).await
-        {
-            let _ = events.send(Event::Warning(format!(
-                "could not remove worktree {}: {e}",
-                worktree_dir.display()
-            )));
+        if let Some(Ok(slot)) = slot {
+            self.worktrees.give_back(&repo, slot);
         }
         let mut end = match ending {
             Ending::Done(end) => *end,

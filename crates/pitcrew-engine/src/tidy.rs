@@ -1,11 +1,12 @@
 //! Once per repository and run: removing worktrees left by attempts that no longer run, and
 //! creating result branches a crash prevented.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::PathBuf;
 
 use pitcrew_core::{Task, TaskFilter, TaskStatus};
-use pitcrew_runtime::{Repo, RepoIdentity, existing_clone};
+use pitcrew_runtime::{POOL_PREFIX, Repo, RepoIdentity, WorktreePool, existing_clone};
+use pitcrew_store::Rescued;
 use tokio::sync::mpsc;
 
 use crate::{Engine, Event};
@@ -15,7 +16,7 @@ impl Engine {
     /// a result branch a crash kept from being made is restored even when no task is left
     /// to run there.
     pub(crate) async fn tidy_finished(&self, events: &mpsc::UnboundedSender<Event>) {
-        let mut repos = std::collections::BTreeSet::new();
+        let mut repos = BTreeSet::new();
         for status in [TaskStatus::Completed, TaskStatus::PossibleBug] {
             let filter = TaskFilter {
                 status: Some(status),
@@ -33,6 +34,32 @@ impl Engine {
         }
         for root in repos {
             self.tidy(&Repo::at(root), events).await;
+        }
+    }
+
+    /// Removes the worktrees that workers which died left on this machine: in the
+    /// repositories of the tasks whose leases were just rescued, and in those this run works
+    /// on.
+    pub(crate) async fn sweep_abandoned_worktrees(
+        &self,
+        rescued: &[Rescued],
+        events: &mpsc::UnboundedSender<Event>,
+    ) {
+        let mut roots: BTreeSet<PathBuf> = (self.tidied.lock().expect("not poisoned").iter())
+            .cloned()
+            .collect();
+        for rescued in rescued {
+            if let Ok(task) = self.store.find(&rescued.id.to_string()).await
+                && let Some(root) = self.clone_of(&task)
+            {
+                roots.insert(root);
+            }
+        }
+        for root in roots {
+            let repo = Repo::at(root);
+            for problem in WorktreePool::sweep_abandoned(&repo, &repo.worktrees_dir()).await {
+                let _ = events.send(Event::Warning(problem));
+            }
         }
     }
 
@@ -58,6 +85,9 @@ impl Engine {
         let warn = |message: String| {
             let _ = events.send(Event::Warning(message));
         };
+        for problem in WorktreePool::sweep_abandoned(repo, &repo.worktrees_dir()).await {
+            warn(problem);
+        }
         if !self.settings.keep_worktrees {
             let dirs = [repo.worktrees_dir(), repo.legacy_worktrees_dir()];
             let entries = dirs
@@ -65,6 +95,10 @@ impl Engine {
                 .flat_map(|dir| std::fs::read_dir(dir).into_iter().flatten().flatten());
             for entry in entries {
                 let name = entry.file_name().to_string_lossy().into_owned();
+                // Pooled worktrees (and their locks) are the pool's: swept above.
+                if name.starts_with(POOL_PREFIX) {
+                    continue;
+                }
                 let still_running = match name.rsplit_once('-') {
                     Some((id, attempt)) => match self.store.find(id).await {
                         Ok(t) => {

@@ -20,6 +20,7 @@ use serde::Serialize;
 use crate::cache::{CachedReply, ReplyCache};
 use crate::context::{ContextReport, ContextSettings, gather};
 use crate::git::Worktree;
+use crate::index::RepoIndexes;
 use crate::paths::resolve_inside;
 use crate::prompt::PromptLibrary;
 use crate::reply::extract_files;
@@ -207,11 +208,22 @@ fn read_reply(text: &str, worktree: &Worktree) -> Candidate {
 pub struct BuiltinAgent {
     router: Router,
     settings: AgentSettings,
+    indexes: RepoIndexes,
 }
 
 impl BuiltinAgent {
+    /// An agent whose repository indexes are kept in pitcrew's cache.
     pub fn new(router: Router, settings: AgentSettings) -> Self {
-        BuiltinAgent { router, settings }
+        BuiltinAgent {
+            router,
+            settings,
+            indexes: RepoIndexes::default(),
+        }
+    }
+
+    /// The same agent keeping its repository indexes in `indexes`.
+    pub fn with_indexes(self, indexes: RepoIndexes) -> Self {
+        BuiltinAgent { indexes, ..self }
     }
 
     pub fn router(&self) -> &Router {
@@ -252,8 +264,22 @@ impl BuiltinAgent {
             .settings
             .use_cache
             .then(|| ReplyCache::new(cache_dir.join("replies")));
-        let (mut context, context_report) =
-            gather(worktree.path(), &task.targets, &self.settings.context);
+        let index = match self.indexes.of(worktree).await {
+            Ok(index) => index,
+            Err(e) => {
+                run.verdict = Verdict::failure(
+                    ErrorKind::Workspace,
+                    format!("cannot index the repository at {}: {e}", worktree.base()),
+                );
+                return run;
+            }
+        };
+        let (mut context, context_report) = gather(
+            worktree.path(),
+            &task.targets,
+            &self.settings.context,
+            &index,
+        );
         run.details.context = Some(context_report);
         context.rules = self.settings.validation.requirements(task.kind);
         let library = PromptLibrary::new(Some(worktree.repo()));

@@ -4,32 +4,14 @@
 //! repository's symbols. What was included and what was cut is reported for the attempt.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::Path;
 
+use pitcrew_index::{RepoIndex, count_tokens, imports, is_skipped_dir, resolve_module};
 use serde::Serialize;
-use tree_sitter::{Node, Parser};
 
 use crate::prompt::{Convention, PromptContext, PromptFile};
 
-/// Directories never looked into: version control, environments, build output, caches.
-const SKIPPED_DIRS: &[&str] = &[
-    ".git",
-    ".pitcrew",
-    ".venv",
-    "venv",
-    "env",
-    "node_modules",
-    "target",
-    "build",
-    "dist",
-    "__pycache__",
-    ".tox",
-    ".mypy_cache",
-    ".pytest_cache",
-    "site-packages",
-];
-/// Repositories bigger than this are only partly scanned for importers and the map.
+/// Repositories bigger than this are only partly walked by [`python_files`].
 const MAX_SCANNED_FILES: usize = 5000;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -71,16 +53,6 @@ pub struct ContextReport {
     pub cut: Vec<ContextItem>,
 }
 
-/// Tokens in `text` as OpenAI's cl100k encoding counts them (a close estimate for most
-/// models' tokenizers).
-pub fn count_tokens(text: &str) -> usize {
-    static ENCODING: OnceLock<tiktoken_rs::CoreBPE> = OnceLock::new();
-    ENCODING
-        .get_or_init(|| tiktoken_rs::cl100k_base().expect("the embedded cl100k vocabulary loads"))
-        .encode_ordinary(text)
-        .len()
-}
-
 fn read(root: &Path, path: &str) -> Option<String> {
     std::fs::read(root.join(path))
         .ok()
@@ -102,7 +74,7 @@ pub fn python_files(root: &Path) -> Vec<String> {
                 continue;
             };
             if kind.is_dir() {
-                if !SKIPPED_DIRS.contains(&name.as_str()) && !name.starts_with('.') {
+                if !is_skipped_dir(&name) {
                     stack.push(entry.path());
                 }
             } else if kind.is_file()
@@ -121,98 +93,13 @@ pub fn python_files(root: &Path) -> Vec<String> {
     found
 }
 
-fn parse_python(source: &str) -> Option<tree_sitter::Tree> {
-    let mut parser = Parser::new();
-    parser
-        .set_language(&tree_sitter_python::LANGUAGE.into())
-        .ok()?;
-    parser.parse(source, None)
-}
-
-fn text<'s>(node: Node, source: &'s str) -> &'s str {
-    source.get(node.byte_range()).unwrap_or("")
-}
-
-/// The modules a Python file imports, as written: `a.b`, `.sibling`, `..pkg.mod`; for
-/// `from m import x` both `m` and `m.x` (x may be a submodule).
-fn python_imports(source: &str) -> Vec<String> {
-    let Some(tree) = parse_python(source) else {
-        return Vec::new();
-    };
-    let mut modules = Vec::new();
-    let mut stack = vec![tree.root_node()];
-    while let Some(node) = stack.pop() {
-        match node.kind() {
-            "import_statement" => {
-                let mut cursor = node.walk();
-                for name in node.children_by_field_name("name", &mut cursor) {
-                    let dotted = name.child_by_field_name("name").unwrap_or(name);
-                    modules.push(text(dotted, source).to_string());
-                }
-            }
-            "import_from_statement" => {
-                let module = node
-                    .child_by_field_name("module_name")
-                    .map_or("", |m| text(m, source));
-                modules.push(module.to_string());
-                let mut cursor = node.walk();
-                for name in node.children_by_field_name("name", &mut cursor) {
-                    let name = name.child_by_field_name("name").unwrap_or(name);
-                    let separator = if module.ends_with('.') { "" } else { "." };
-                    modules.push(format!("{module}{separator}{}", text(name, source)));
-                }
-            }
-            _ => {
-                let mut cursor = node.walk();
-                stack.extend(node.named_children(&mut cursor));
-            }
-        }
-    }
-    modules
-}
-
-/// The repository file a module name refers to, from `importer`'s location.
-fn resolve_module(module: &str, importer: &str, files: &BTreeSet<String>) -> Option<String> {
-    let dots = module.chars().take_while(|c| *c == '.').count();
-    let rest = &module[dots..];
-    let mut bases: Vec<PathBuf> = Vec::new();
-    if dots > 0 {
-        let mut base = Path::new(importer)
-            .parent()
-            .unwrap_or(Path::new(""))
-            .to_path_buf();
-        for _ in 1..dots {
-            base.pop();
-        }
-        bases.push(base);
-    } else {
-        // Absolute imports: from the root, or from a `src/` layout.
-        bases.push(PathBuf::new());
-        bases.push(PathBuf::from("src"));
-    }
-    for base in bases {
-        let mut path = base.clone();
-        for part in rest.split('.').filter(|p| !p.is_empty()) {
-            path.push(part);
-        }
-        let as_file = path.with_extension("py").to_string_lossy().into_owned();
-        let as_package = path.join("__init__.py").to_string_lossy().into_owned();
-        for candidate in [as_file, as_package] {
-            if files.contains(&candidate) {
-                return Some(candidate);
-            }
-        }
-    }
-    None
-}
-
 /// The repository files among `files` that the Python file `file` imports (resolved as for
 /// the context: absolute, `src/` layout, relative).
 pub fn imports_of(root: &Path, file: &str, files: &BTreeSet<String>) -> Vec<String> {
     let Some(source) = read(root, file) else {
         return Vec::new();
     };
-    let mut found: Vec<String> = python_imports(&source)
+    let mut found: Vec<String> = imports(&source)
         .iter()
         .filter_map(|m| resolve_module(m, file, files))
         .collect();
@@ -253,68 +140,22 @@ pub fn tests_of(target: &str, files: &BTreeSet<String>) -> Vec<String> {
         .collect()
 }
 
-/// One line per top-level function and class (with its methods) of a Python file.
-fn symbols(source: &str) -> Vec<String> {
-    let Some(tree) = parse_python(source) else {
-        return Vec::new();
-    };
-    let mut lines = Vec::new();
-    let mut cursor = tree.root_node().walk();
-    for node in tree.root_node().named_children(&mut cursor) {
-        let node = if node.kind() == "decorated_definition" {
-            node.child_by_field_name("definition").unwrap_or(node)
-        } else {
-            node
-        };
-        match node.kind() {
-            "function_definition" => {
-                let name = node
-                    .child_by_field_name("name")
-                    .map_or("", |n| text(n, source));
-                let params = node
-                    .child_by_field_name("parameters")
-                    .map_or("()", |p| text(p, source));
-                lines.push(format!(
-                    "  def {name}{}",
-                    params.split_whitespace().collect::<Vec<_>>().join(" ")
-                ));
-            }
-            "class_definition" => {
-                let name = node
-                    .child_by_field_name("name")
-                    .map_or("", |n| text(n, source));
-                let mut methods = Vec::new();
-                if let Some(body) = node.child_by_field_name("body") {
-                    let mut c = body.walk();
-                    for item in body.named_children(&mut c) {
-                        let item = if item.kind() == "decorated_definition" {
-                            item.child_by_field_name("definition").unwrap_or(item)
-                        } else {
-                            item
-                        };
-                        if item.kind() == "function_definition" {
-                            methods.push(
-                                item.child_by_field_name("name")
-                                    .map_or("", |n| text(n, source))
-                                    .to_string(),
-                            );
-                        }
-                    }
-                }
-                lines.push(format!("  class {name}: {}", methods.join(", ")));
-            }
-            _ => {}
-        }
-    }
-    lines
-}
-
-/// Builds the prompt context for `targets` in the checkout at `root`.
+/// Builds the prompt context for `targets` in the checkout at `root`, a fresh checkout of
+/// the commit `index` describes: what to consider comes from the index (tests by name,
+/// imports and importers from its graph, the map ranked around the targets); only the files
+/// chosen are read.
 pub fn gather(
     root: &Path,
     targets: &[String],
     settings: &ContextSettings,
+    index: &RepoIndex,
 ) -> (PromptContext, ContextReport) {
+    // Tokens as the index counted them for the base commit's content; counted here otherwise.
+    let tokens_of = |path: &str, content: &str| {
+        index
+            .facts(path)
+            .map_or_else(|| count_tokens(content), |facts| facts.tokens)
+    };
     let mut context = PromptContext::default();
     let mut report = ContextReport {
         budget: settings.token_budget,
@@ -327,7 +168,7 @@ pub fn gather(
                 report.included.push(ContextItem {
                     path: target.clone(),
                     role: "target",
-                    tokens: count_tokens(&file.content),
+                    tokens: tokens_of(target, &file.content),
                 });
                 context.files.push(file);
             }
@@ -335,7 +176,6 @@ pub fn gather(
         }
     }
 
-    let files: BTreeSet<String> = python_files(root).into_iter().collect();
     let mut candidates: Vec<(String, &'static str, String)> = Vec::new();
     for path in &settings.conventions {
         if let Some(content) = read(root, path) {
@@ -343,62 +183,45 @@ pub fn gather(
         }
     }
     let mut seen: BTreeSet<String> = targets.iter().cloned().collect();
-    let add = |path: String,
+    let add = |path: &str,
                role: &'static str,
                seen: &mut BTreeSet<String>,
                candidates: &mut Vec<(String, &'static str, String)>| {
-        if seen.insert(path.clone())
-            && let Some(content) = read(root, &path)
+        if seen.insert(path.to_string())
+            && let Some(content) = read(root, path)
         {
-            candidates.push((path, role, content));
+            candidates.push((path.to_string(), role, content));
         }
     };
     let python_targets: Vec<&String> = targets.iter().filter(|t| t.ends_with(".py")).collect();
     for target in &python_targets {
-        for test in tests_of(target, &files) {
-            add(test, "test", &mut seen, &mut candidates);
+        for test in tests_of(target, index.paths()) {
+            add(&test, "test", &mut seen, &mut candidates);
         }
     }
     for target in &python_targets {
-        if let Some(source) = read(root, target) {
-            for module in python_imports(&source) {
-                if let Some(path) = resolve_module(&module, target, &files) {
-                    add(path, "imported", &mut seen, &mut candidates);
-                }
-            }
+        for path in index.imports_of(target) {
+            add(path, "imported", &mut seen, &mut candidates);
         }
     }
-    if !python_targets.is_empty() {
-        for file in &files {
-            if seen.contains(file) {
-                continue;
-            }
-            let Some(source) = read(root, file) else {
-                continue;
-            };
-            let imports_target = python_imports(&source).iter().any(|m| {
-                resolve_module(m, file, &files)
-                    .is_some_and(|p| python_targets.iter().any(|t| **t == p))
-            });
-            if imports_target {
-                add(file.clone(), "importer", &mut seen, &mut candidates);
-            }
+    for target in &python_targets {
+        for path in index.importers_of(target) {
+            add(path, "importer", &mut seen, &mut candidates);
         }
     }
 
     // Highest value first: conventions, tests, imports, importers (the order pushed).
     for (path, role, content) in candidates {
-        let tokens = count_tokens(&content);
         let item = ContextItem {
+            tokens: tokens_of(&path, &content),
             path: path.clone(),
             role,
-            tokens,
         };
-        if report.used + tokens > settings.token_budget {
+        if report.used + item.tokens > settings.token_budget {
             report.cut.push(item);
             continue;
         }
-        report.used += tokens;
+        report.used += item.tokens;
         report.included.push(item);
         if role == "convention" {
             context.conventions.push(Convention {
@@ -417,30 +240,14 @@ pub fn gather(
         }
     }
 
-    // The map takes what is left, nearest files first.
-    let target_dirs: Vec<&Path> = targets
-        .iter()
-        .filter_map(|t| Path::new(t).parent())
-        .collect();
-    let mut ordered: Vec<&String> = files.iter().collect();
-    ordered.sort_by_key(|f| {
-        !target_dirs
-            .iter()
-            .any(|d| Path::new(f).parent() == Some(*d))
-    });
+    // The map takes what is left, the files nearest the targets in the import graph first.
     let mut map = String::new();
     let mut map_tokens = 0;
     let mut omitted = 0;
-    for file in ordered {
-        let Some(source) = read(root, file) else {
+    for file in index.ranked(targets) {
+        let Some((entry, tokens)) = index.map_entry(file) else {
             continue;
         };
-        let lines = symbols(&source);
-        if lines.is_empty() {
-            continue;
-        }
-        let entry = format!("{file}:\n{}\n", lines.join("\n"));
-        let tokens = count_tokens(&entry);
         if report.used + map_tokens + tokens > settings.token_budget {
             omitted += 1;
             continue;
@@ -481,68 +288,19 @@ mod tests {
         dir
     }
 
-    #[test]
-    fn tokens_are_counted_with_a_real_tokenizer() {
-        assert_eq!(count_tokens(""), 0);
-        assert_eq!(count_tokens("hello world"), 2);
-        assert!(count_tokens("def f(x):\n    return x * 2\n") > 5);
-    }
-
-    #[test]
-    fn imports_are_read_and_resolved() {
-        let src = "import os\nimport pkg.util as u\nfrom . import sibling\nfrom .helpers import fmt\nfrom ..core import base\nfrom pkg.models import User\n";
-        let imports = python_imports(src);
-        for expected in [
-            "os",
-            "pkg.util",
-            ".",
-            ".sibling",
-            ".helpers",
-            ".helpers.fmt",
-            "..core",
-            "..core.base",
-            "pkg.models",
-            "pkg.models.User",
-        ] {
-            assert!(
-                imports.contains(&expected.to_string()),
-                "{expected} not in {imports:?}"
-            );
-        }
-        let files: BTreeSet<String> = [
-            "pkg/__init__.py",
-            "pkg/util.py",
-            "pkg/sub/sibling.py",
-            "pkg/sub/helpers.py",
-            "pkg/core.py",
-            "pkg/models.py",
-            "src/lib/x.py",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let importer = "pkg/sub/mod.py";
-        assert_eq!(
-            resolve_module("pkg.util", importer, &files).as_deref(),
-            Some("pkg/util.py")
-        );
-        assert_eq!(
-            resolve_module("pkg", importer, &files).as_deref(),
-            Some("pkg/__init__.py")
-        );
-        assert_eq!(
-            resolve_module(".sibling", importer, &files).as_deref(),
-            Some("pkg/sub/sibling.py")
-        );
-        assert_eq!(
-            resolve_module("..core", importer, &files).as_deref(),
-            Some("pkg/core.py")
-        );
-        assert_eq!(
-            resolve_module("lib.x", importer, &files).as_deref(),
-            Some("src/lib/x.py")
-        );
-        assert_eq!(resolve_module("os", importer, &files), None);
+    /// The index of `files` as they are in `dir`.
+    fn index(files: &[(&str, &str)], dir: &Path) -> RepoIndex {
+        let tree: Vec<pitcrew_index::TreeFile> = files
+            .iter()
+            .map(|(path, content)| pitcrew_index::TreeFile {
+                path: path.to_string(),
+                blob: pitcrew_core::sha256_hex(content.as_bytes()),
+            })
+            .collect();
+        RepoIndex::build("base", &tree, None, &|path| {
+            std::fs::read(dir.join(path)).ok()
+        })
+        .0
     }
 
     #[test]
@@ -574,7 +332,7 @@ mod tests {
 
     #[test]
     fn gathers_tests_imports_importers_conventions_and_a_map() {
-        let dir = repo(&[
+        let files = [
             ("AGENTS.md", "Always use pytest fixtures.\n"),
             ("app/__init__.py", ""),
             (
@@ -594,11 +352,13 @@ mod tests {
                 "from app.calc import double\n\ndef test_double():\n    assert double(1) == 2\n",
             ),
             ("other/unrelated.py", "def nothing():\n    pass\n"),
-        ]);
+        ];
+        let dir = repo(&files);
         let (context, report) = gather(
             dir.path(),
             &["app/calc.py".into()],
             &ContextSettings::default(),
+            &index(&files, dir.path()),
         );
         assert_eq!(context.files[0].path, "app/calc.py");
         assert_eq!(context.conventions[0].path, "AGENTS.md");
@@ -646,16 +406,22 @@ mod tests {
     #[test]
     fn what_does_not_fit_the_budget_is_cut_and_reported() {
         let big = "def f():\n    return 1\n".repeat(400);
-        let dir = repo(&[
+        let files = [
             ("m/target.py", "import m.big\n\ndef g():\n    return 2\n"),
-            ("m/big.py", &big),
+            ("m/big.py", big.as_str()),
             ("m/__init__.py", ""),
-        ]);
+        ];
+        let dir = repo(&files);
         let settings = ContextSettings {
             token_budget: 200,
             conventions: vec![],
         };
-        let (context, report) = gather(dir.path(), &["m/target.py".into()], &settings);
+        let (context, report) = gather(
+            dir.path(),
+            &["m/target.py".into()],
+            &settings,
+            &index(&files, dir.path()),
+        );
         assert!(context.related.is_empty());
         assert_eq!(report.cut[0].path, "m/big.py");
         assert_eq!(report.cut[0].role, "imported");

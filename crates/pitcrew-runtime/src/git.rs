@@ -13,11 +13,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pitcrew_core::{VerifiedFile, sha256_hex};
+use pitcrew_index::TreeFile;
 use pitcrew_sandbox::{CommandSpec, EnvPolicy};
 
 const GIT_TIMEOUT: Duration = Duration::from_secs(120);
 /// Patches are stored whole; a bigger one is an error, never a truncated patch.
 const MAX_PATCH_BYTES: usize = 32 * 1024 * 1024;
+/// A tree listing of ~500 000 files.
+const MAX_TREE_LISTING_BYTES: usize = 64 * 1024 * 1024;
 /// Variables that would make git act on another repository or index than the one named.
 const GIT_REDIRECTS: &[&str] = &[
     "GIT_DIR",
@@ -109,6 +112,14 @@ async fn git_with_input(
         });
     }
     Ok(out.stdout)
+}
+
+/// Where [`Repo::checkout_worktree`] records the private git directory of the worktree at
+/// `dir`: beside it, out of reach of what runs inside it.
+pub(crate) fn git_dir_record(dir: &Path) -> PathBuf {
+    let mut name = dir.as_os_str().to_owned();
+    name.push(".gitdir");
+    PathBuf::from(name)
 }
 
 async fn git_line(dir: &Path, args: &[&str]) -> Result<String, GitError> {
@@ -222,6 +233,31 @@ impl Repo {
         }
     }
 
+    /// The regular files of `commit`'s tree with their blob ids (symbolic links and
+    /// submodules left out), in one `git ls-tree`.
+    pub async fn tree_files(&self, commit: &str) -> Result<Vec<TreeFile>, GitError> {
+        let listing = git(
+            &self.root,
+            &["ls-tree", "-r", "-z", "--full-tree", commit],
+            MAX_TREE_LISTING_BYTES,
+        )
+        .await?;
+        // Each entry: `<mode> blob <id>\t<path>`, NUL-terminated; paths are not quoted.
+        Ok(listing
+            .split('\0')
+            .filter_map(|entry| {
+                let (meta, path) = entry.split_once('\t')?;
+                let mut fields = meta.split(' ');
+                let mode = fields.next()?;
+                let blob = fields.nth(1)?;
+                matches!(mode, "100644" | "100755").then(|| TreeFile {
+                    path: path.to_string(),
+                    blob: blob.to_string(),
+                })
+            })
+            .collect())
+    }
+
     /// Checks out `commit` into a new detached worktree at `dir`.
     pub async fn add_worktree(&self, dir: &Path, commit: &str) -> Result<Worktree, GitError> {
         if let Some(parent) = dir.parent() {
@@ -258,6 +294,57 @@ impl Repo {
             repo: self.clone(),
             path: dir.to_path_buf(),
             git_dir: PathBuf::from(git_dir),
+            base: commit.to_string(),
+        })
+    }
+
+    /// A worktree at `dir` checked out at `commit`: the one already there put back to
+    /// `commit` when it is a worktree this repository made (only the files that differ are
+    /// written, and everything untracked is removed), otherwise a new one.
+    pub async fn checkout_worktree(&self, dir: &Path, commit: &str) -> Result<Worktree, GitError> {
+        if let Some(worktree) = self.reusable_worktree(dir, commit) {
+            match worktree.reset().await {
+                Ok(()) => return Ok(worktree),
+                Err(e) => tracing::debug!(
+                    "worktree {} cannot be reset ({e}); making a new one",
+                    dir.display()
+                ),
+            }
+        }
+        let record = git_dir_record(dir);
+        // Also when `dir` is gone: git may still have it registered, and would refuse to add it.
+        self.remove_worktree(dir).await?;
+        if record.exists() {
+            std::fs::remove_file(&record)?;
+        }
+        let worktree = self.add_worktree(dir, commit).await?;
+        std::fs::write(&record, worktree.git_dir.as_os_str().as_encoded_bytes())?;
+        Ok(worktree)
+    }
+
+    /// The worktree at `dir` as [`Repo::checkout_worktree`] recorded it, its `.git` file
+    /// rewritten (whatever ran in it may have changed that file, never the record or git's
+    /// own directory, which are outside it); `None` when there is no such worktree.
+    fn reusable_worktree(&self, dir: &Path, commit: &str) -> Option<Worktree> {
+        let git_dir = PathBuf::from(std::fs::read_to_string(git_dir_record(dir)).ok()?);
+        // Git's own note of where the worktree is must name this one.
+        let points_back = std::fs::read_to_string(git_dir.join("gitdir")).ok()?;
+        if Path::new(points_back.trim()) != dir.join(".git") || !dir.is_dir() {
+            return None;
+        }
+        let dot_git = dir.join(".git");
+        let removed = match std::fs::symlink_metadata(&dot_git) {
+            Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&dot_git),
+            Ok(_) => std::fs::remove_file(&dot_git),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        };
+        removed.ok()?;
+        std::fs::write(&dot_git, format!("gitdir: {}\n", git_dir.display())).ok()?;
+        Some(Worktree {
+            repo: self.clone(),
+            path: dir.to_path_buf(),
+            git_dir,
             base: commit.to_string(),
         })
     }
@@ -585,8 +672,19 @@ impl Worktree {
     /// Puts the worktree back to its base commit: tracked files restored, everything else
     /// (earlier iterations' files, caches, reports, nested repositories) removed.
     pub async fn reset(&self) -> Result<(), GitError> {
-        self.git(&["reset", "--hard", "--quiet", &self.base])
-            .await?;
+        // Full stat checks (ctime included, which a process cannot set back) so that a file
+        // changed in place with its old size and mtime restored is still rewritten.
+        self.git(&[
+            "-c",
+            "core.trustctime=true",
+            "-c",
+            "core.checkStat=default",
+            "reset",
+            "--hard",
+            "--quiet",
+            &self.base,
+        ])
+        .await?;
         self.git(&["clean", "-ffdxq"]).await?;
         Ok(())
     }
@@ -701,6 +799,67 @@ mod tests {
     /// `path` as it is now in `wt`, as validation would have verified it.
     fn verified(wt: &Worktree, path: &str) -> VerifiedFile {
         VerifiedFile::of(path, &std::fs::read(wt.path().join(path)).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_pooled_worktree_is_reset_to_the_next_base_whatever_ran_in_it() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = TempRepo::with_files(&[("src/app.py", "A = 1\n"), ("src/same.py", "S = 1\n")]);
+        let first = tmp.git(&["rev-parse", "HEAD"]).trim().to_string();
+        tmp.write("src/app.py", "A = 2\n");
+        let second = tmp.commit("change app");
+        let repo = Repo::at(tmp.path());
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path().join("pool-0");
+
+        let wt = repo.checkout_worktree(&dir, &first).await.unwrap();
+        let untouched_inode = std::fs::metadata(dir.join("src/same.py")).unwrap().ino();
+        // What a generated test might do: change a tracked file in place and put its mtime
+        // back, add files (ignored ones too), and point `.git` elsewhere.
+        let app = dir.join("src/app.py");
+        let mtime = std::fs::metadata(&app).unwrap().modified().unwrap();
+        std::fs::write(&app, "A = 9\n").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&app)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        std::fs::create_dir_all(dir.join("junk/__pycache__")).unwrap();
+        std::fs::write(dir.join("junk/__pycache__/x.pyc"), "x").unwrap();
+        std::fs::write(dir.join(".git"), "gitdir: /tmp/elsewhere\n").unwrap();
+        drop(wt);
+
+        let wt = repo.checkout_worktree(&dir, &first).await.unwrap();
+        assert_eq!(std::fs::read_to_string(&app).unwrap(), "A = 1\n");
+        assert!(!dir.join("junk").exists());
+        assert_eq!(
+            std::fs::metadata(dir.join("src/same.py")).unwrap().ino(),
+            untouched_inode,
+            "reused, not checked out again"
+        );
+        assert!(
+            std::fs::read_to_string(dir.join(".git"))
+                .unwrap()
+                .contains(&wt.git_dir.display().to_string())
+        );
+
+        let wt = repo.checkout_worktree(&dir, &second).await.unwrap();
+        assert_eq!(wt.base(), second);
+        assert_eq!(std::fs::read_to_string(&app).unwrap(), "A = 2\n");
+        let head = wt.git(&["rev-parse", "HEAD"]).await.unwrap();
+        assert_eq!(head.trim(), second);
+
+        // A directory that is not a worktree this repository recorded is replaced.
+        let stray = scratch.path().join("pool-1");
+        std::fs::create_dir_all(&stray).unwrap();
+        std::fs::write(stray.join("leftover"), "x").unwrap();
+        let wt = repo.checkout_worktree(&stray, &second).await.unwrap();
+        assert!(!stray.join("leftover").exists());
+        assert_eq!(
+            std::fs::read_to_string(wt.path().join("src/app.py")).unwrap(),
+            "A = 2\n"
+        );
     }
 
     #[tokio::test]

@@ -6,9 +6,11 @@ mod agent;
 mod cache;
 mod context;
 mod git;
+mod index;
 mod layout;
 mod locate;
 mod paths;
+mod pool;
 mod prompt;
 mod reply;
 
@@ -17,13 +19,15 @@ pub use agent::{
 };
 pub use cache::{CachedReply, ReplyCache};
 pub use context::{
-    ContextItem, ContextReport, ContextSettings, count_tokens, gather, imports_of, python_files,
-    tests_of,
+    ContextItem, ContextReport, ContextSettings, gather, imports_of, python_files, tests_of,
 };
 pub use git::{Applied, GitError, Repo, Worktree, without_credentials};
+pub use index::RepoIndexes;
 pub use layout::cache_root;
 pub use locate::{LocateError, RepoIdentity, existing_clone, locate_repo};
 pub use paths::{RefusedPath, normalize, resolve_inside};
+pub use pitcrew_index::count_tokens;
+pub use pool::{POOL_PREFIX, WorktreePool, WorktreeSlot};
 pub use prompt::{
     Convention, PromptContext, PromptError, PromptFile, PromptInfo, PromptLibrary, PromptSource,
     default_prompt, prompt_name,
