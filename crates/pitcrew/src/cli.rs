@@ -197,6 +197,62 @@ pub enum Command {
         #[command(flatten)]
         format: Format,
     },
+    /// Serve a SIMULATED OpenAI-compatible provider (fake replies, latency, quotas, errors
+    /// and stream faults) for load tests and demos, until Ctrl-C or SIGTERM.
+    #[command(
+        long_about = "Serve a SIMULATED OpenAI-compatible provider for load tests and demos: \
+            POST /v1/chat/completions (streamed or not) and GET /v1/models, with per-model \
+            latency, quotas, error rates, stream faults and scripted replies. Its replies are \
+            fake, and every one says so. pitcrew never uses it unless a provider's base_url \
+            points at it.\n\n\
+            --config names the simulator's sim.toml here (see docs/sim.md); PITCREW_CONFIG is \
+            not read. Without it the simulator serves one model, sim/coder, with filler replies."
+    )]
+    Sim(SimArgs),
+    /// Try pitcrew on an example project with a SIMULATED model (no real model is called, no
+    /// key is needed): real git, real pytest and coverage checks, a report at the end.
+    #[command(
+        long_about = "Try pitcrew on an example project, with a SIMULATED model: no real model \
+            is called and no API key is used. The demo writes a small Python package (textstats, \
+            three modules, no tests) into a new directory, commits it with git, starts pitcrew's \
+            simulator in this process with a fixed script, queues a unit_test task per module \
+            and runs them as `pitcrew submit` and `pitcrew run` do: every reply is checked for \
+            real with pytest and coverage (`pip install pytest coverage` first). The script \
+            makes the tasks meet a rate limit, a cut stream, a prose reply and tests that \
+            disagree with the code; the demo ends with the report, what each task ended as and \
+            why, and the commands to look at the results.\n\n\
+            The directory is kept, so that you can look around: DIR with --keep (new or \
+            empty), else a new temporary directory whose path is printed (remove it when \
+            done). Its queue, configuration and worktrees are its own: your repositories are \
+            not touched, and neither --repo, --config, --store nor a PITCREW_* variable can \
+            point it elsewhere or at a real provider. Like any run it \
+            uses pitcrew's cache (~/.cache/pitcrew, or $XDG_CACHE_HOME/pitcrew) for the \
+            repository index; the demo's worktrees there are removed when it ends."
+    )]
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Create the example project in DIR (a new or empty directory) instead of a new
+    /// temporary one.
+    #[arg(long, value_name = "DIR")]
+    pub keep: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub format: Format,
+}
+
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    /// Address to listen on, e.g. 127.0.0.1:8787 (port 0 picks a free one).
+    #[arg(long, value_name = "IP:PORT")]
+    pub bind: std::net::SocketAddr,
+
+    /// Allow listening on a non-loopback address: the simulator has no authentication, so
+    /// anyone who can reach it can use it.
+    #[arg(long)]
+    pub allow_remote: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -205,7 +261,7 @@ pub enum ReportFormat {
     Json,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct Format {
     /// Print JSON instead of text.
     #[arg(long)]

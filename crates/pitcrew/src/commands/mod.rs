@@ -1,5 +1,6 @@
 //! One module per group of commands; `dispatch` routes the parsed command line.
 
+mod demo;
 mod init;
 mod inspect;
 mod manage;
@@ -9,6 +10,7 @@ mod prompts;
 mod report;
 mod results;
 mod run;
+mod sim;
 mod submit;
 mod validate;
 
@@ -26,9 +28,16 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Init { force } = cli.command {
         return init::init(&cli, force).await;
     }
+    // The simulator needs no repository or pitcrew.toml; the demo makes its own.
+    if let Command::Sim(args) = &cli.command {
+        return sim::sim(&cli, args).await;
+    }
+    if let Command::Demo(args) = &cli.command {
+        return demo::demo(args).await;
+    }
     let ctx = Context::load(&cli).await?;
     match cli.command {
-        Command::Init { .. } => unreachable!("handled above"),
+        Command::Init { .. } | Command::Sim(_) | Command::Demo(_) => unreachable!("handled above"),
         Command::Submit(args) => submit::submit(&ctx, args).await,
         Command::Status { id, format } => inspect::status(&ctx, &id, format.json).await,
         Command::List {

@@ -136,11 +136,16 @@ fn unknown_run(run: &str, runs: &BTreeMap<String, chrono::DateTime<chrono::Utc>>
     ))
 }
 
-pub async fn report(
-    ctx: &Context,
-    run: Option<&str>,
-    format: ReportFormat,
-) -> anyhow::Result<ExitCode> {
+/// What `report` shows: a line per task and the totals, for one run or every task.
+#[derive(Debug, Serialize)]
+pub(super) struct Report {
+    run: Option<String>,
+    totals: Totals,
+    tasks: Vec<TaskLine>,
+}
+
+/// Reads the report of `run` (every task when `None`) from the store.
+pub(super) async fn gather(ctx: &Context, run: Option<&str>) -> anyhow::Result<Report> {
     let store = ctx.store().await?;
     let tasks = store.list(&TaskFilter::default()).await?;
     let mut lines = Vec::new();
@@ -210,11 +215,33 @@ pub async fn report(
         return Err(unknown_run(run, &runs));
     }
     totals.lines_covered = covered.total();
+    Ok(Report {
+        run: run.map(str::to_string),
+        totals,
+        tasks: lines,
+    })
+}
+
+pub async fn report(
+    ctx: &Context,
+    run: Option<&str>,
+    format: ReportFormat,
+) -> anyhow::Result<ExitCode> {
+    let report = gather(ctx, run).await?;
     if format == ReportFormat::Json {
-        output::json(&serde_json::json!({"run": run, "totals": totals, "tasks": lines}));
-        return Ok(ExitCode::SUCCESS);
+        output::json(&report);
+    } else {
+        print_markdown(&report);
     }
-    let title = run.map_or_else(|| "all tasks".to_string(), |r| format!("run {r}"));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The report as Markdown: a title, the totals, and a table row per task.
+pub(super) fn print_markdown(report: &Report) {
+    let Report { run, totals, tasks } = report;
+    let title = run
+        .as_deref()
+        .map_or_else(|| "all tasks".to_string(), |r| format!("run {r}"));
     output::line(&format!("# pitcrew report: {title}\n"));
     output::line(&format!(
         "{} tasks: {} completed, {} failed, {} possible bugs, {} unfinished. Cost ${:.4}; {} lines newly covered; {} cached replies.\n",
@@ -238,7 +265,7 @@ pub async fn report(
         "| task | kind | targets | description | outcome | model | attempts | rounds | cost | quality | lines covered | mutants killed | note |",
     );
     output::line("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for l in &lines {
+    for l in tasks {
         let mut note = match (&l.error, l.cache_hits) {
             (Some(e), _) => e.replace('|', "\\|"),
             (None, 0) => String::new(),
@@ -278,5 +305,4 @@ pub async fn report(
             note
         ));
     }
-    Ok(ExitCode::SUCCESS)
 }

@@ -146,13 +146,13 @@ fn handle_signals(stop: watch::Sender<Stop>) {
 }
 
 /// What a run did, and what it left.
-struct Driven {
-    summary: RunSummary,
-    run_id: String,
+pub(super) struct Driven {
+    pub(super) summary: RunSummary,
+    pub(super) run_id: String,
     /// Tasks waiting in the queue when the run ended.
-    queued: u64,
+    pub(super) queued: u64,
     /// Whether a signal stopped the run.
-    stopped: bool,
+    pub(super) stopped: bool,
 }
 
 /// The id of the task `--follow` names (its handle, id or prefix); a prefix no task has yet
@@ -200,7 +200,7 @@ async fn handles(store: &dyn pitcrew_store::Store) -> anyhow::Result<HashMap<Tas
 }
 
 /// Runs the engine until it stops; shows its events as they come.
-async fn drive(
+pub(super) async fn drive(
     ctx: &Context,
     workers: Option<u32>,
     name: Option<String>,
@@ -292,6 +292,21 @@ async fn drive(
     })
 }
 
+/// What a run ended with, in one line.
+pub(super) fn summary_line(summary: &RunSummary) -> String {
+    format!(
+        "{} completed, {} failed, {} possible bugs ({} retried, {} leases lost, {} rescued, {} given back), ${:.4} spent",
+        summary.completed,
+        summary.failed,
+        summary.possible_bugs,
+        summary.retried,
+        summary.lease_lost,
+        summary.rescued,
+        summary.released,
+        summary.cost_usd
+    )
+}
+
 pub async fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
     let Driven {
         summary,
@@ -322,17 +337,7 @@ pub async fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
         json["stopped"] = stopped.into();
         output::json(&json);
     } else {
-        output::line(&format!(
-            "{} completed, {} failed, {} possible bugs ({} retried, {} leases lost, {} rescued, {} given back), ${:.4} spent",
-            summary.completed,
-            summary.failed,
-            summary.possible_bugs,
-            summary.retried,
-            summary.lease_lost,
-            summary.rescued,
-            summary.released,
-            summary.cost_usd
-        ));
+        output::line(&summary_line(&summary));
         if summary.budget_spent {
             output::line(
                 "the run's budget is spent: unclaimed tasks wait in the queue for the next run",

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use pitcrew_core::{NewTask, Priority, TaskKind};
 use pitcrew_llm::Complexity;
 use pitcrew_runtime::PromptLibrary;
+use pitcrew_store::Submitted;
 use serde::Deserialize;
 
 use crate::cli::SubmitArgs;
@@ -260,32 +261,52 @@ fn read_batch(path: &Path) -> Result<Vec<BatchEntry>, String> {
     }
 }
 
-pub async fn submit(ctx: &Context, args: SubmitArgs) -> anyhow::Result<ExitCode> {
-    let mut checker = Checker {
+/// The tasks of the batch `file`, every entry checked: all of them, or the problems of every
+/// bad entry.
+async fn checked_batch(checker: &mut Checker<'_>, file: &Path) -> anyhow::Result<Vec<NewTask>> {
+    let entries = read_batch(file).map_err(|problem| usage(batch_rejected(&[problem])))?;
+    if entries.is_empty() {
+        return Err(usage(format!("{}: no tasks in the file", file.display())));
+    }
+    let mut tasks = Vec::with_capacity(entries.len());
+    let mut problems = Vec::new();
+    for (line, entry) in entries {
+        match entry {
+            Ok(spec) => match checker.check(spec).await {
+                Ok(task) => tasks.push(task),
+                Err(reason) => problems.push(format!("{}:{line}: {reason}", file.display())),
+            },
+            Err(reason) => problems.push(format!("{}:{line}: {reason}", file.display())),
+        }
+    }
+    if !problems.is_empty() {
+        return Err(usage(batch_rejected(&problems)));
+    }
+    Ok(tasks)
+}
+
+fn checker(ctx: &Context, repo_url: Option<String>) -> Checker<'_> {
+    Checker {
         ctx,
         commits: HashMap::new(),
-        repo_url: ctx.repo_url().await,
-    };
-    let tasks = if let Some(file) = &args.file {
-        let entries = read_batch(file).map_err(|problem| usage(batch_rejected(&[problem])))?;
-        if entries.is_empty() {
-            return Err(usage(format!("{}: no tasks in the file", file.display())));
-        }
-        let mut tasks = Vec::with_capacity(entries.len());
-        let mut problems = Vec::new();
-        for (line, entry) in entries {
-            match entry {
-                Ok(spec) => match checker.check(spec).await {
-                    Ok(task) => tasks.push(task),
-                    Err(reason) => problems.push(format!("{}:{line}: {reason}", file.display())),
-                },
-                Err(reason) => problems.push(format!("{}:{line}: {reason}", file.display())),
-            }
-        }
-        if !problems.is_empty() {
-            return Err(usage(batch_rejected(&problems)));
-        }
-        tasks
+        repo_url,
+    }
+}
+
+/// Checks the batch `file` and stores its tasks in one transaction (all or none), as
+/// `pitcrew submit --file` does; the tasks and what the store made of them.
+pub(super) async fn submit_file(
+    ctx: &Context,
+    file: &Path,
+) -> anyhow::Result<(Vec<NewTask>, Vec<Submitted>)> {
+    let tasks = checked_batch(&mut checker(ctx, ctx.repo_url().await), file).await?;
+    let submitted = ctx.store().await?.submit(&tasks).await?;
+    Ok((tasks, submitted))
+}
+
+pub async fn submit(ctx: &Context, args: SubmitArgs) -> anyhow::Result<ExitCode> {
+    let (tasks, submitted) = if let Some(file) = &args.file {
+        submit_file(ctx, file).await?
     } else {
         let metadata = args
             .metadata
@@ -307,16 +328,29 @@ pub async fn submit(ctx: &Context, args: SubmitArgs) -> anyhow::Result<ExitCode>
             prompt: args.prompt,
             complexity: args.complexity,
         };
-        vec![checker.check(spec).await.map_err(usage)?]
+        let task = checker(ctx, ctx.repo_url().await)
+            .check(spec)
+            .await
+            .map_err(usage)?;
+        let submitted = ctx
+            .store()
+            .await?
+            .submit(std::slice::from_ref(&task))
+            .await?;
+        (vec![task], submitted)
     };
-
-    let store = ctx.store().await?;
-    let submitted = store.submit(&tasks).await?;
     if args.format.json {
         output::json(&submitted);
-        return Ok(ExitCode::SUCCESS);
+    } else {
+        print_submitted(&tasks, &submitted);
     }
-    for (task, result) in tasks.iter().zip(&submitted) {
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A line per task submitted (`#42  unit_test src/x.py  [normal]  (id)`), and how many were
+/// new when there were several.
+pub(super) fn print_submitted(tasks: &[NewTask], submitted: &[Submitted]) {
+    for (task, result) in tasks.iter().zip(submitted) {
         let note = if result.deduplicated {
             " (already queued under this idempotency key)"
         } else {
@@ -338,7 +372,6 @@ pub async fn submit(ctx: &Context, args: SubmitArgs) -> anyhow::Result<ExitCode>
             submitted.len()
         ));
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn batch_rejected(problems: &[String]) -> String {

@@ -218,6 +218,8 @@ fn every_command_in_the_readme_exists_and_every_read_command_takes_json() {
         "models sync",
         "migrate",
         "queue-stats",
+        "demo",
+        "sim",
     ];
     let mut readme = readme_commands();
     readme.sort();

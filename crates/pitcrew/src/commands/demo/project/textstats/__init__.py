@@ -1,0 +1,1 @@
+"""textstats: small statistics about English text (words, sentences, reading ease)."""
