@@ -707,7 +707,9 @@ impl Worktree {
                 reason: "a path is listed twice".into(),
             });
         }
-        self.git(&["read-tree", &self.base]).await?;
+        // `-m` keeps the stat data of entries that match the base: a plain read-tree drops it,
+        // and the next reset of this (pooled) worktree would then re-read every file.
+        self.git(&["read-tree", "-m", &self.base]).await?;
         let mut modes: Vec<(String, String)> = Vec::new();
         for file in files {
             let bytes = std::fs::read(self.path.join(&file.path))?;

@@ -1,5 +1,6 @@
 //! Spawning, timing out, reaping and capturing one command.
 
+use std::ffi::{OsStr, OsString};
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -179,7 +180,10 @@ async fn execute(mut spec: CommandSpec, probe: bool) -> Result<(Output, Report),
             cmd.args(&prefix[1..]).arg("--").arg(&spec.program);
             cmd
         }
-        _ => Command::new(&spec.program),
+        // An absolute path lets std start the child with posix_spawn (vfork-like) instead of
+        // fork, which copies this whole process's page tables: with a child environment that
+        // sets PATH, std falls back to fork for a bare program name.
+        _ => Command::new(resolve_program(&spec.program, &env)),
     };
     cmd.args(&spec.args)
         .current_dir(&spec.cwd)
@@ -481,6 +485,36 @@ fn spawn_supervisor(
             let _ = exit_tx.send(status.map(|s| (s, report)));
         })?;
     Ok((start_rx, exit_rx))
+}
+
+/// `program` found on the `PATH` the child will have (the parent's when the child's has
+/// none), as std's own lookup would find it; a name containing `/`, one not found, or a
+/// `PATH` with a relative entry leaves it as it is (std then looks it up, as before).
+fn resolve_program(program: &OsStr, env: &[(OsString, OsString)]) -> OsString {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    if program.as_bytes().contains(&b'/') {
+        return program.to_owned();
+    }
+    let path = env
+        .iter()
+        .rev()
+        .find(|(name, _)| name == "PATH")
+        .map(|(_, value)| value.clone())
+        .or_else(|| std::env::var_os("PATH"))
+        .unwrap_or_default();
+    let dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    // A relative entry is searched from the child's directory: leave such lookups to std.
+    if dirs.iter().any(|dir| !dir.is_absolute()) {
+        return program.to_owned();
+    }
+    dirs.into_iter()
+        .map(|dir| dir.join(program))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .map_or_else(|| program.to_owned(), PathBuf::into_os_string)
 }
 
 /// Whatever is in the (non-blocking) status pipe. The helper's processes wrote their

@@ -10,7 +10,9 @@
 //!   commit may not be changed or deleted;
 //! - no file holds the value of a secret pitcrew knows (it would be committed).
 
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::{Mutex, PoisonError};
 
 use globset::GlobMatcher;
 use pitcrew_core::{Finding, TaskKind};
@@ -58,9 +60,21 @@ pub(crate) fn compile(pattern: &str) -> Result<Pattern, String> {
     })
 }
 
+/// Compiles `patterns`, each once per process: building a glob's regex costs far more than
+/// matching it, and every validation round judges with the same few settings.
 fn compile_all(patterns: &[String]) -> Vec<Pattern> {
-    // The settings were checked; a pattern that does not compile matches nothing.
-    patterns.iter().filter_map(|p| compile(p).ok()).collect()
+    static COMPILED: Mutex<BTreeMap<String, Option<Pattern>>> = Mutex::new(BTreeMap::new());
+    let mut compiled = COMPILED.lock().unwrap_or_else(PoisonError::into_inner);
+    patterns
+        .iter()
+        .filter_map(|p| {
+            // The settings were checked; a pattern that does not compile matches nothing.
+            compiled
+                .entry(p.clone())
+                .or_insert_with(|| compile(p).ok())
+                .clone()
+        })
+        .collect()
 }
 
 fn first_match<'p>(patterns: &'p [Pattern], path: &str) -> Option<&'p Pattern> {

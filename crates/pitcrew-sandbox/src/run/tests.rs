@@ -634,3 +634,28 @@ async fn granted_paths_under_hidden_directories_are_bound_back() {
     );
     assert!(dir.path().join("ro/rw/new").exists());
 }
+
+#[test]
+fn programs_are_found_on_the_child_s_path_as_std_would() {
+    let bin = tempfile::tempdir().unwrap();
+    let tool = bin.path().join("tool");
+    std::fs::write(&tool, "#!/bin/sh\n").unwrap();
+    let not_executable = bin.path().join("data");
+    std::fs::write(&not_executable, "x").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = |value: &str| vec![(OsString::from("PATH"), OsString::from(value))];
+    let dir = bin.path().display().to_string();
+
+    let found = resolve_program(OsStr::new("tool"), &path(&format!("/nonexistent:{dir}")));
+    assert_eq!(found, tool.as_os_str());
+    // Not executable, not there, or given with a slash: left to std, unchanged.
+    assert_eq!(resolve_program(OsStr::new("data"), &path(&dir)), "data");
+    assert_eq!(resolve_program(OsStr::new("nope"), &path(&dir)), "nope");
+    assert_eq!(resolve_program(OsStr::new("./tool"), &path(&dir)), "./tool");
+    // A relative entry is searched from the child's directory, which std knows.
+    assert_eq!(
+        resolve_program(OsStr::new("tool"), &path(&format!("bin:{dir}"))),
+        "tool"
+    );
+}
