@@ -5,13 +5,14 @@
 //! disabled, alternating, after one untimed run that fills the baseline cache; the figures are
 //! the median wall time of a whole validation, the mutation stage's own time, and the ratio.
 //!
-//! `cargo run --release -p pitcrew-bench --bin mutation_stage [-- --runs N]`
+//! `cargo run --release -p pitcrew-bench --bin mutation_stage [-- --runs N] [--modules N]`
+//! (`--modules 1`: only the first module, for a smoke test)
 
 #![allow(clippy::print_stdout)]
 
 use std::time::Instant;
 
-use pitcrew_bench::median;
+use pitcrew_bench::{arg, median};
 use pitcrew_core::TaskKind;
 use pitcrew_testkit::TempRepo;
 use pitcrew_validate::{Outcome, ValidationRequest, ValidationSettings, validate};
@@ -122,15 +123,6 @@ def test_other_means():
     assert statistics.harmonic_mean([40, 60]) == pytest.approx(48.0)
 "#;
 
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 fn stdlib_source(module: &str) -> String {
     let out = std::process::Command::new("python3")
         .args(["-c", &format!("import {module}; print({module}.__file__)")])
@@ -142,7 +134,8 @@ fn stdlib_source(module: &str) -> String {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let runs = arg("--runs", 5);
+    let runs: usize = arg("--runs", 5);
+    let modules: usize = arg("--modules", 3);
     let repo = TempRepo::new();
     repo.write("pkg/__init__.py", "");
     for module in ["colorsys", "textwrap", "statistics"] {
@@ -168,7 +161,10 @@ async fn main() {
         ("colorsys", COLORSYS_TESTS),
         ("textwrap", TEXTWRAP_TESTS),
         ("statistics", STATISTICS_TESTS),
-    ] {
+    ]
+    .into_iter()
+    .take(modules)
+    {
         let test_file = format!("tests/test_{module}_new.py");
         repo.write(&test_file, tests);
         let request = ValidationRequest {

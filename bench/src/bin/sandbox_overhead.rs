@@ -4,19 +4,20 @@
 //! four alike. Also one confined `python3 -c pass` against an unconfined one, the shape of a
 //! validation command.
 //!
-//! `cargo run --release -p pitcrew-bench --bin sandbox_overhead`
+//! `cargo run --release -p pitcrew-bench --bin sandbox_overhead [-- --runs N]` (default 50)
 
 #![allow(clippy::print_stdout)]
 
 use std::time::Instant;
 
-use pitcrew_bench::report;
+use pitcrew_bench::{arg, report};
 use pitcrew_sandbox::{CommandSpec, Confinement, confinement_available, run};
 
 const RUNS: usize = 50;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
+    let runs: usize = arg("--runs", RUNS);
     if let Err(e) = confinement_available().await {
         println!("confinement is unavailable here: {e}");
         return;
@@ -36,7 +37,7 @@ async fn main() {
         spec
     };
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
-    for round in 0..=RUNS {
+    for round in 0..=runs {
         for (i, (_, confined, isolated)) in variants.iter().enumerate() {
             let started = Instant::now();
             let out = run(spec("true", *confined, *isolated)).await.expect("runs");
@@ -70,7 +71,7 @@ async fn main() {
     };
     let mut plain = Vec::new();
     let mut confined = Vec::new();
-    for round in 0..=RUNS / 5 {
+    for round in 0..=(runs / 5).max(1) {
         for (boxed, samples) in [(false, &mut plain), (true, &mut confined)] {
             let mut spec = CommandSpec::new(&python, dir.path()).args(["-c", "pass"]);
             if boxed {

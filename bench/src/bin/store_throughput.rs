@@ -1,7 +1,7 @@
 //! How fast each store backend moves tasks, and what idle workers cost it.
 //!
-//! - Throughput: `WORKERS` workers claim and complete `TASKS` queued tasks, one per claim or
-//!   `BATCH` per claim; tasks per second, median of `RUNS` runs, each on a fresh store.
+//! - Throughput: `WORKERS` workers claim and complete 2000 queued tasks, one per claim or
+//!   `BATCH` per claim; tasks per second, median of 5 runs, each on a fresh store.
 //! - Idle load: `WORKERS` workers run the engine's idle loop (rescue, claim, stats, then wait
 //!   until the next due time or the poll interval) on an empty queue: store calls per second
 //!   and, on PostgreSQL, committed transactions per second in the database (from
@@ -12,6 +12,7 @@
 //! `cargo run --release -p pitcrew-bench --bin store_throughput`. PostgreSQL is the server at
 //! `PITCREW_BENCH_POSTGRES_URL` (default: the local test server); the benchmark creates and
 //! drops a database of its own there, so that nothing else counts in its statistics.
+//! `--smoke` runs everything at tiny sizes (a check that it works, not figures).
 
 #![allow(clippy::print_stdout)]
 
@@ -19,28 +20,54 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use pitcrew_bench::{median, rate, report};
+use pitcrew_bench::{flag, median, rate, report};
 use pitcrew_core::{AttemptReport, NewTask, Priority, TaskKind, TaskStatus};
 use pitcrew_store::{Disposition, PgStore, SqliteStore, Store};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 use tokio::sync::watch;
 
-const TASKS: usize = 2000;
-const RUNS: usize = 5;
 const WORKERS: usize = 4;
 const BATCH: u32 = 10;
 const TTL: Duration = Duration::from_secs(60);
 /// The engine's default poll interval (`pitcrew run`).
 const POLL: Duration = Duration::from_secs(1);
-const IDLE_RUNS: usize = 3;
-/// A short and a long idle run; their difference (a multiple of every poll interval measured)
-/// is the steady state.
-const IDLE_WINDOWS: (Duration, Duration) = (Duration::from_secs(2), Duration::from_secs(12));
-const PICKUPS: usize = 10;
 const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// How much work each measurement does.
+#[derive(Debug, Clone, Copy)]
+struct Sizes {
+    /// Tasks per throughput run.
+    tasks: usize,
+    /// Throughput runs per mode.
+    runs: usize,
+    /// Pairs of idle runs.
+    idle_runs: usize,
+    /// A short and a long idle run; their difference (a multiple of every poll interval
+    /// measured) is the steady state.
+    idle_windows: (Duration, Duration),
+    /// Tasks submitted to idle workers, one at a time.
+    pickups: usize,
+}
+
+const FULL: Sizes = Sizes {
+    tasks: 2000,
+    runs: 5,
+    idle_runs: 3,
+    idle_windows: (Duration::from_secs(2), Duration::from_secs(12)),
+    pickups: 10,
+};
+
+/// `--smoke`: every code path, in seconds.
+const SMOKE: Sizes = Sizes {
+    tasks: 20,
+    runs: 1,
+    idle_runs: 1,
+    idle_windows: (Duration::from_millis(200), Duration::from_millis(400)),
+    pickups: 1,
+};
 
 /// Makes fresh, empty stores of one backend.
 enum Backend {
@@ -135,9 +162,9 @@ fn task(i: usize) -> NewTask {
     }
 }
 
-/// Tasks per second for `WORKERS` workers draining `TASKS` tasks, `limit` per claim.
-async fn throughput(store: Arc<dyn Store>, limit: u32) -> Result<f64, Error> {
-    let batch: Vec<NewTask> = (0..TASKS).map(task).collect();
+/// Tasks per second for `WORKERS` workers draining `tasks` tasks, `limit` per claim.
+async fn throughput(store: Arc<dyn Store>, limit: u32, tasks: usize) -> Result<f64, Error> {
+    let batch: Vec<NewTask> = (0..tasks).map(task).collect();
     for chunk in batch.chunks(500) {
         store.submit(chunk).await?;
     }
@@ -166,8 +193,8 @@ async fn throughput(store: Arc<dyn Store>, limit: u32) -> Result<f64, Error> {
     }
     let elapsed = started.elapsed();
     let done = store.stats().await?.count(TaskStatus::Completed);
-    assert_eq!(done, TASKS as u64, "every task completes exactly once");
-    Ok(rate(TASKS as u64, elapsed))
+    assert_eq!(done, tasks as u64, "every task completes exactly once");
+    Ok(rate(tasks as u64, elapsed))
 }
 
 /// How an idle worker waits for the next look at the queue.
@@ -298,14 +325,19 @@ async fn idle_run(
     Ok((calls as f64, commits))
 }
 
-async fn idle(backend: &Backend, wait: Wait, label: &str) -> Result<IdleFigures, Error> {
+async fn idle(
+    backend: &Backend,
+    wait: Wait,
+    label: &str,
+    sizes: &Sizes,
+) -> Result<IdleFigures, Error> {
     // The difference between a short and a long run is the steady state: starting (connecting,
     // preparing statements, the first look at the queue) and stopping cancel out.
-    let (short, long) = IDLE_WINDOWS;
+    let (short, long) = sizes.idle_windows;
     let extra = long - short;
     let mut calls = Vec::new();
     let mut commits = Vec::new();
-    for run in 0..IDLE_RUNS {
+    for run in 0..sizes.idle_runs {
         let a = idle_run(backend, wait, &format!("idle_{label}_{run}_a"), short).await?;
         let b = idle_run(backend, wait, &format!("idle_{label}_{run}_b"), long).await?;
         calls.push((b.0 - a.0) / extra.as_secs_f64());
@@ -317,7 +349,7 @@ async fn idle(backend: &Backend, wait: Wait, label: &str) -> Result<IdleFigures,
     let store = backend.fresh(&format!("pickup_{label}")).await?;
     let workers = IdleWorkers::start(&store, wait);
     let mut claims = workers.claims.clone();
-    for i in 0..PICKUPS {
+    for i in 0..sizes.pickups {
         // Submit at points unrelated to the workers' polling rhythm.
         let offset = 700 + 97 * i as u64 % POLL.as_millis() as u64;
         tokio::time::sleep(Duration::from_millis(offset)).await;
@@ -336,13 +368,13 @@ async fn idle(backend: &Backend, wait: Wait, label: &str) -> Result<IdleFigures,
     })
 }
 
-async fn bench_backend(backend: &Backend) -> Result<(), Error> {
+async fn bench_backend(backend: &Backend, sizes: &Sizes) -> Result<(), Error> {
     let name = backend.name();
     for (mode, limit) in [("single claims", 1), ("batched claims", BATCH)] {
         let mut samples = Vec::new();
-        for run in 0..RUNS {
+        for run in 0..sizes.runs {
             let store = backend.fresh(&format!("tp_{limit}_{run}")).await?;
-            samples.push(throughput(store, limit).await?);
+            samples.push(throughput(store, limit, sizes.tasks).await?);
         }
         report(
             &format!("{name} claim+complete, {WORKERS} workers, {mode} (limit {limit})"),
@@ -356,7 +388,7 @@ async fn bench_backend(backend: &Backend) -> Result<(), Error> {
         waits.push(("wait_for_work_10s", Wait::Notified(Duration::from_secs(10))));
     }
     for (label, wait) in waits {
-        let figures = idle(backend, wait, label).await?;
+        let figures = idle(backend, wait, label, sizes).await?;
         let commits = figures
             .commits_per_s
             .map(|c| format!(", {c:.1} committed transactions/s"))
@@ -372,18 +404,24 @@ async fn bench_backend(backend: &Backend) -> Result<(), Error> {
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    let sizes = if flag("--smoke") { SMOKE } else { FULL };
     println!(
-        "store_throughput: {TASKS} tasks per run, {RUNS} runs; idle: {IDLE_RUNS} pairs of runs \
-         of {:?} and {:?}, {PICKUPS} pickups, poll {POLL:?}",
-        IDLE_WINDOWS.0, IDLE_WINDOWS.1
+        "store_throughput: {} tasks per run, {} runs; idle: {} pairs of runs \
+         of {:?} and {:?}, {} pickups, poll {POLL:?}",
+        sizes.tasks,
+        sizes.runs,
+        sizes.idle_runs,
+        sizes.idle_windows.0,
+        sizes.idle_windows.1,
+        sizes.pickups
     );
-    bench_backend(&Backend::Sqlite(tempfile::tempdir()?)).await?;
+    bench_backend(&Backend::Sqlite(tempfile::tempdir()?), &sizes).await?;
     let url = std::env::var("PITCREW_BENCH_POSTGRES_URL")
         .unwrap_or_else(|_| DEFAULT_POSTGRES.to_string());
     match Bench::create(&url).await {
         Ok(bench) => {
             let backend = Backend::Postgres(Box::new(bench));
-            let result = bench_backend(&backend).await;
+            let result = bench_backend(&backend, &sizes).await;
             if let Backend::Postgres(bench) = &backend {
                 bench.drop_database().await?;
             }

@@ -4,14 +4,15 @@
 //! - Corpora: every `.py` file of the Python standard library (`sysconfig`'s `stdlib`
 //!   path, without `site-packages`) and every `.rs` file of this repository.
 //! - In process: one thread checks every file of a corpus; files/s and MB/s, median of
-//!   `RUNS` runs.
-//! - `py_compile`: a sample of `SAMPLE` stdlib files (every n-th, so sizes are typical),
+//!   7 runs.
+//! - `py_compile`: a sample of 100 stdlib files (every n-th, so sizes are typical),
 //!   once as one `python3 -m py_compile FILE` process per file (what a per-file gate
 //!   costs) and once as one process for the whole sample (how `toolchain` runs it); median
-//!   of `PY_RUNS` runs, bytecode written to a temporary directory. The in-process gate is
+//!   of 3 runs, bytecode written to a temporary directory. The in-process gate is
 //!   timed on the same sample for the ratio.
 //!
-//! `cargo run --release -p pitcrew-bench --bin syntax_gate`
+//! `cargo run --release -p pitcrew-bench --bin syntax_gate` (`--smoke`: a few files, one run
+//! each, to check that it works)
 
 #![allow(clippy::print_stdout)]
 
@@ -19,12 +20,36 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use pitcrew_bench::{median, rate, report};
+use pitcrew_bench::{flag, median, rate, report};
 use pitcrew_validate::{SyntaxCheck, check_syntax};
 
-const RUNS: usize = 7;
-const PY_RUNS: usize = 3;
-const SAMPLE: usize = 100;
+/// How much work each measurement does.
+#[derive(Debug, Clone, Copy)]
+struct Sizes {
+    /// In-process passes over each corpus.
+    runs: usize,
+    /// `py_compile` runs over the sample.
+    py_runs: usize,
+    /// Stdlib files in the `py_compile` sample.
+    sample: usize,
+    /// Files kept of each corpus (`None`: all).
+    max_files: Option<usize>,
+}
+
+const FULL: Sizes = Sizes {
+    runs: 7,
+    py_runs: 3,
+    sample: 100,
+    max_files: None,
+};
+
+/// `--smoke`: every code path, in seconds.
+const SMOKE: Sizes = Sizes {
+    runs: 1,
+    py_runs: 1,
+    sample: 3,
+    max_files: Some(30),
+};
 
 type Error = Box<dyn std::error::Error>;
 
@@ -124,6 +149,7 @@ fn py_compile(files: &[&Source], one_process: bool, cache: &Path) -> Result<f64,
 }
 
 fn main() -> Result<(), Error> {
+    let sizes = if flag("--smoke") { SMOKE } else { FULL };
     let stdlib = Command::new("python3")
         .args([
             "-c",
@@ -136,6 +162,10 @@ fn main() -> Result<(), Error> {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut rust = Vec::new();
     collect(&repo, "rs", &["target", ".git"], &mut rust);
+    if let Some(max) = sizes.max_files {
+        python.truncate(max);
+        rust.truncate(max);
+    }
     if python.is_empty() || rust.is_empty() {
         return Err("no source found: is python3 installed?".into());
     }
@@ -143,15 +173,20 @@ fn main() -> Result<(), Error> {
 
     let python_refs: Vec<&Source> = python.iter().collect();
     let rust_refs: Vec<&Source> = rust.iter().collect();
-    print_gate("python stdlib", &python_refs, RUNS);
-    print_gate("pitcrew rust", &rust_refs, RUNS);
+    print_gate("python stdlib", &python_refs, sizes.runs);
+    print_gate("pitcrew rust", &rust_refs, sizes.runs);
 
     let valid: Vec<&Source> = python
         .iter()
         .filter(|f| matches!(check_syntax(&f.path, &f.text), SyntaxCheck::Valid { .. }))
         .collect();
-    let step = (valid.len() / SAMPLE).max(1);
-    let sample: Vec<&Source> = valid.iter().step_by(step).take(SAMPLE).copied().collect();
+    let step = (valid.len() / sizes.sample).max(1);
+    let sample: Vec<&Source> = valid
+        .iter()
+        .step_by(step)
+        .take(sizes.sample)
+        .copied()
+        .collect();
     let mb = megabytes(&sample);
     println!(
         "py_compile sample: {} stdlib files, {mb:.2} MB",
@@ -160,11 +195,11 @@ fn main() -> Result<(), Error> {
     let cache = tempfile::tempdir()?;
     // KB/s here: one process per file is too slow for MB/s to show a digit.
     let kb = mb * 1000.0;
-    let (mut gate_files, gate_mb, _) = gate(&sample, RUNS);
+    let (mut gate_files, gate_mb, _) = gate(&sample, sizes.runs);
     let mut gate_kb: Vec<f64> = gate_mb.iter().map(|v| v * 1000.0).collect();
     let (mut each_files, mut each_kb, mut all_files, mut all_kb) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..PY_RUNS {
+    for _ in 0..sizes.py_runs {
         let each = py_compile(&sample, false, cache.path())?;
         each_files.push(sample.len() as f64 / each);
         each_kb.push(kb / each);

@@ -56,16 +56,21 @@ pub enum SseEvent {
     Delay(Duration),
     /// The text followed by a single `\n`, nothing added: for malformed or unusual framing.
     RawLine(String),
+    /// The connection is dropped here, mid-body, as when a provider's connection breaks:
+    /// what came before has been sent, the response never completes (no final chunk, so the
+    /// client reads an error rather than a clean end), and later events are never sent.
+    Disconnect,
 }
 
 impl SseEvent {
-    /// The bytes this event puts on the wire; `None` for [`SseEvent::Delay`].
+    /// The bytes this event puts on the wire; `None` for [`SseEvent::Delay`] and
+    /// [`SseEvent::Disconnect`].
     pub(crate) fn frame(&self) -> Option<String> {
         match self {
             SseEvent::Data(value) => Some(format!("data: {value}\n\n")),
             SseEvent::Comment(text) => Some(format!(": {text}\n\n")),
             SseEvent::Done => Some("data: [DONE]\n\n".to_owned()),
-            SseEvent::Delay(_) => None,
+            SseEvent::Delay(_) | SseEvent::Disconnect => None,
             SseEvent::RawLine(line) => Some(format!("{line}\n")),
         }
     }
@@ -161,8 +166,9 @@ impl Reply {
     }
 
     /// HTTP 200 `text/event-stream` whose events are written and flushed one by one,
-    /// pausing at each [`SseEvent::Delay`]. Nothing is added: end with [`SseEvent::Done`]
-    /// if the stream should have one.
+    /// pausing at each [`SseEvent::Delay`] and breaking the connection at an
+    /// [`SseEvent::Disconnect`]. Nothing is added: end with [`SseEvent::Done`] if the stream
+    /// should have one (a stream that simply stops ends cleanly, as a truncated one does).
     pub fn sse(events: Vec<SseEvent>) -> Reply {
         Reply::new(StatusCode::OK, ReplyBody::Sse(events))
     }

@@ -1,8 +1,8 @@
 //! The scripted OpenAI-compatible HTTP server.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::fmt;
+use std::io;
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -359,18 +359,30 @@ async fn answer(reply: Reply, request: &RecordedRequest, id: &str) -> Response {
 }
 
 /// A streamed body yielding each event as its own frame, so hyper writes it out before
-/// sleeping through the next [`SseEvent::Delay`].
+/// sleeping through the next [`SseEvent::Delay`]. An [`SseEvent::Disconnect`] yields an
+/// error once the frames before it are flushed: hyper then closes the connection without
+/// finishing the chunked body.
 fn sse_body(events: Vec<SseEvent>) -> Body {
     let frames = futures::stream::unfold(events.into_iter(), |mut events| async move {
         loop {
             let event = events.next()?;
-            match event.frame() {
-                Some(frame) => return Some((Ok::<_, Infallible>(frame), events)),
-                None => {
-                    if let SseEvent::Delay(pause) = event {
-                        tokio::time::sleep(pause).await;
-                    }
+            if let Some(frame) = event.frame() {
+                return Some((Ok(frame), events));
+            }
+            match event {
+                SseEvent::Delay(pause) => tokio::time::sleep(pause).await,
+                SseEvent::Disconnect => {
+                    // Pending once, so hyper flushes what it buffered before the break
+                    // (an error found at once would drop the buffered frames with it).
+                    tokio::task::yield_now().await;
+                    let broken = io::Error::new(
+                        io::ErrorKind::ConnectionAborted,
+                        "scripted server: disconnect mid-stream",
+                    );
+                    // Nothing is sent after the break.
+                    return Some((Err(broken), Vec::new().into_iter()));
                 }
+                _ => {}
             }
         }
     });

@@ -284,6 +284,58 @@ async fn sse_events_are_framed_and_flushed_one_by_one() {
     );
 }
 
+#[tokio::test]
+async fn a_disconnect_breaks_the_connection_mid_stream() {
+    let server = ScriptedServer::start();
+    server.push(Reply::sse(vec![
+        SseEvent::Data(json!({"n": 1})),
+        SseEvent::Disconnect,
+        SseEvent::Data(json!({"n": 2})),
+        SseEvent::Done,
+    ]));
+    server.push(Reply::sse(vec![SseEvent::Data(json!({"n": 3}))]));
+
+    let response = client()
+        .post(chat_url(&server))
+        .json(&json!({"model": "m", "stream": true}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status().as_u16(), 200);
+    let mut chunks = response.bytes_stream();
+    let mut received = String::new();
+    let mut broken = None;
+    while let Some(chunk) = chunks.next().await {
+        match chunk {
+            Ok(bytes) => received.push_str(std::str::from_utf8(&bytes).expect("utf-8")),
+            Err(error) => {
+                broken = Some(error);
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        received, "data: {\"n\":1}\n\n",
+        "sent up to the break, nothing after"
+    );
+    assert!(
+        broken.is_some(),
+        "the body ends in an error, unlike a stream that simply stops"
+    );
+
+    // A stream that simply stops ends cleanly; the server serves on after a break.
+    let clean = client()
+        .post(chat_url(&server))
+        .json(&json!({"model": "m", "stream": true}))
+        .send()
+        .await
+        .expect("send")
+        .text()
+        .await
+        .expect("a complete body");
+    assert_eq!(clean, "data: {\"n\":3}\n\n");
+}
+
 /// The JSON payloads of a complete SSE body, up to `[DONE]`.
 fn sse_payloads(body: &str) -> Vec<Value> {
     let mut payloads = Vec::new();
