@@ -221,11 +221,6 @@ impl BuiltinAgent {
         }
     }
 
-    /// The same agent keeping its repository indexes in `indexes`.
-    pub fn with_indexes(self, indexes: RepoIndexes) -> Self {
-        BuiltinAgent { indexes, ..self }
-    }
-
     pub fn router(&self) -> &Router {
         &self.router
     }
