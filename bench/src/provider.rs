@@ -5,7 +5,10 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use pitcrew_llm::{ChatClient, Endpoint, Registry, Router, RouterSettings};
+use pitcrew_llm::{
+    ChatClient, Endpoint, Expect, Message, Registry, Requirements, RouteRequest, Router,
+    RouterSettings,
+};
 use pitcrew_testkit::{Reply, ScriptedServer};
 use serde_json::json;
 
@@ -101,6 +104,25 @@ pub fn router_at(
         client,
         settings,
     )
+}
+
+/// The call a router benchmark's worker makes for `task`: a test-writing prompt naming the
+/// task, so every reply the server scripts can be told apart.
+pub fn task_request(task: u64) -> RouteRequest {
+    RouteRequest {
+        messages: vec![
+            Message::system("Write pytest tests."),
+            Message::user(format!("task {task}: tests for calc.add")),
+        ],
+        temperature: 0.2,
+        expect: Expect::Code,
+        requirements: Requirements {
+            max_output_tokens: 1024,
+            ..Requirements::default()
+        },
+        task_budget: None,
+        wait_until: None,
+    }
 }
 
 #[cfg(test)]

@@ -28,9 +28,7 @@ use std::time::{Duration, Instant};
 
 use pitcrew_bench::provider::{self, MinuteQuota};
 use pitcrew_bench::{median, quantile, secs_from_env};
-use pitcrew_llm::{
-    ChatClient, Expect, Message, Requirements, RouteEvent, RouteRequest, Router, RouterSettings,
-};
+use pitcrew_llm::{ChatClient, RouteEvent, Router, RouterSettings};
 use pitcrew_testkit::{Reply, ScriptedServer, SseEvent, sse_text_chunks};
 use serde_json::json;
 
@@ -371,20 +369,7 @@ async fn drive(router: Router, server: &ChaosServer, started: Instant, run: Dura
                     .unwrap()
                     .pop_front()
                     .unwrap_or_else(|| next_task.fetch_add(1, Ordering::Relaxed));
-                let request = RouteRequest {
-                    messages: vec![
-                        Message::system("Write pytest tests."),
-                        Message::user(format!("task {task}: tests for calc.add")),
-                    ],
-                    temperature: 0.2,
-                    expect: Expect::Code,
-                    requirements: Requirements {
-                        max_output_tokens: 1024,
-                        ..Requirements::default()
-                    },
-                    task_budget: None,
-                    wait_until: None,
-                };
+                let request = provider::task_request(task);
                 let mut failures_seen: Vec<String> = Vec::new();
                 let mut stall_cuts: Vec<f64> = Vec::new();
                 let mut attempt_started = Instant::now();
@@ -712,7 +697,7 @@ mod tests {
             task_of("Write pytest tests.\ntask 56: tests for calc.add"),
             Some(56)
         );
-        assert!(pitcrew_llm::content::check(&text, Expect::Code).is_ok());
+        assert!(pitcrew_llm::content::check(&text, pitcrew_llm::Expect::Code).is_ok());
     }
 
     /// The text a client would assemble from the deltas of `events`.

@@ -21,9 +21,7 @@ use std::time::{Duration, Instant};
 
 use pitcrew_bench::provider::{self, MinuteQuota};
 use pitcrew_bench::secs_from_env;
-use pitcrew_llm::{
-    ChatClient, Expect, Message, Requirements, RouteEvent, RouteRequest, Router, RouterSettings,
-};
+use pitcrew_llm::{ChatClient, RouteEvent, Router, RouterSettings};
 use pitcrew_testkit::{Reply, ScriptedServer};
 
 /// How long each scenario drives tasks, unless `RUN_ENV` names a number of seconds.
@@ -145,20 +143,7 @@ async fn drive(router: Router, started: Instant, run: Duration) -> Outcome {
                     .unwrap()
                     .pop_front()
                     .unwrap_or_else(|| next_task.fetch_add(1, Ordering::Relaxed));
-                let request = RouteRequest {
-                    messages: vec![
-                        Message::system("Write pytest tests."),
-                        Message::user(format!("task {task}: tests for calc.add")),
-                    ],
-                    temperature: 0.2,
-                    expect: Expect::Code,
-                    requirements: Requirements {
-                        max_output_tokens: 1024,
-                        ..Requirements::default()
-                    },
-                    task_budget: None,
-                    wait_until: None,
-                };
+                let request = provider::task_request(task);
                 let mut ignore = |_: RouteEvent<'_>| {};
                 let call = router.complete(&request, &mut ignore);
                 match tokio::time::timeout_at(give_up, call).await {

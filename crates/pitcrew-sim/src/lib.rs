@@ -21,3 +21,4 @@ pub use config::{
     ConfigError, DEFAULT_MODEL, Fault, FaultRates, Latency, Limits, ModelConfig, SimConfig, Step,
 };
 pub use server::{BindError, SIMULATED_HEADER, Simulator, bind};
+pub use text::prompt_text;

@@ -48,7 +48,7 @@ pub(crate) fn estimate_tokens(text: &str) -> u64 {
 
 /// The prompt of a chat-completions request: every message's text (string content, or the
 /// `text` of content parts), joined by newlines.
-pub(crate) fn prompt_text(request: &Value) -> String {
+pub fn prompt_text(request: &Value) -> String {
     let Some(messages) = request["messages"].as_array() else {
         return String::new();
     };

@@ -64,20 +64,7 @@ impl RecordedRequest {
     /// All message contents joined with `"\n"`, in order. Content given as an array of
     /// parts contributes its `text` parts; messages without text content are skipped.
     pub fn prompt_text(&self) -> String {
-        let Some(messages) = self.body["messages"].as_array() else {
-            return String::new();
-        };
-        let mut texts = Vec::new();
-        for message in messages {
-            match &message["content"] {
-                Value::String(text) => texts.push(text.as_str()),
-                Value::Array(parts) => {
-                    texts.extend(parts.iter().filter_map(|part| part["text"].as_str()))
-                }
-                _ => {}
-            }
-        }
-        texts.join("\n")
+        pitcrew_sim::prompt_text(&self.body)
     }
 }
 
