@@ -580,29 +580,41 @@ impl Engine {
         end.report.redact_secrets();
         summary.cost_usd += end.report.usage.cost_usd.unwrap_or(0.0);
 
-        match self
-            .store
-            .finish(&lease, end.disposition, &end.report)
-            .await
-        {
-            Ok(status) => {
-                let mut branch = None;
-                if let (TaskStatus::Completed | TaskStatus::PossibleBug, Some(commit)) =
-                    (status, &end.report.commit)
-                {
-                    // Published only after the fenced write succeeded: a worker whose lease
-                    // was lost never creates the branch.
-                    match repo.create_branch(&task.id.branch_name(), commit).await {
-                        Ok(()) => branch = Some(task.id.branch_name()),
-                        Err(e) => {
-                            let _ = events.send(Event::Warning(format!(
-                                "task {} finished but its branch could not be created ({e}); \
-                                 the next run creates it",
-                                task.id
-                            )));
-                        }
+        // The result's branch is made before the store says the task is done, so a worker
+        // killed in between leaves a branch to be replaced by the next attempt, never a
+        // finished task without one (nor a commit nothing refers to).
+        let published = match (end.disposition, &end.report.commit) {
+            (Disposition::Complete | Disposition::PossibleBug, Some(commit)) => {
+                match repo.set_branch(&task.id.branch_name(), commit).await {
+                    Ok(()) => Some(commit.clone()),
+                    Err(e) => {
+                        let _ = events.send(Event::Warning(format!(
+                            "the branch of task {} could not be created ({e}); the next run \
+                             creates it",
+                            task.id
+                        )));
+                        None
                     }
                 }
+            }
+            _ => None,
+        };
+        let finished = self
+            .store
+            .finish(&lease, end.disposition, &end.report)
+            .await;
+        // Taken back only when the store surely did not keep this result; after another
+        // error the write may have landed, and the branch stays for the next run to judge.
+        let not_kept = match &finished {
+            Ok(status) => !matches!(status, TaskStatus::Completed | TaskStatus::PossibleBug),
+            Err(e) => matches!(e, StoreError::LeaseLost { .. }),
+        };
+        if let Some(commit) = published.as_ref().filter(|_| not_kept) {
+            self.take_back_branch(&repo, &task, commit, events).await;
+        }
+        match finished {
+            Ok(status) => {
+                let branch = published.is_some().then(|| task.id.branch_name());
                 match status {
                     TaskStatus::Completed => summary.completed += 1,
                     TaskStatus::PossibleBug => summary.possible_bugs += 1,
@@ -644,6 +656,36 @@ impl Engine {
             }
         }
         summary
+    }
+
+    /// Undoes the branch this attempt set at `commit` when the store did not keep its result:
+    /// back to the result the task has now, or deleted when it has none. A branch another
+    /// worker moved since is left alone.
+    async fn take_back_branch(
+        &self,
+        repo: &Repo,
+        task: &Task,
+        commit: &str,
+        events: &mpsc::UnboundedSender<Event>,
+    ) {
+        let name = task.id.branch_name();
+        let kept = match self.store.find(&task.id.to_string()).await {
+            Ok(now) => match now.status {
+                TaskStatus::Completed | TaskStatus::PossibleBug => now.result_commit,
+                _ => None,
+            },
+            Err(e) => {
+                let _ = events.send(Event::Warning(format!(
+                    "branch {name} may hold a result that was not kept: {e}"
+                )));
+                return;
+            }
+        };
+        if let Err(e) = repo.move_branch_from(&name, commit, kept.as_deref()).await {
+            let _ = events.send(Event::Warning(format!(
+                "branch {name} may hold a result that was not kept: {e}"
+            )));
+        }
     }
 
     /// Returns once the run was told to stop and the grace period has passed since, or at

@@ -120,7 +120,12 @@ impl Engine {
             Ok(b) => b.into_iter().collect(),
             Err(e) => return warn(format!("could not list pitcrew branches: {e}")),
         };
-        for status in [TaskStatus::Completed, TaskStatus::PossibleBug] {
+        for status in [
+            TaskStatus::Completed,
+            TaskStatus::PossibleBug,
+            TaskStatus::Failed,
+            TaskStatus::Cancelled,
+        ] {
             let finished = match self
                 .store
                 .list(&TaskFilter {
@@ -134,6 +139,15 @@ impl Engine {
             };
             let here = |t: &&Task| self.clone_of(t).is_some_and(|c| c == repo.root());
             for task in finished.iter().filter(here) {
+                let name = task.id.branch_name();
+                if matches!(status, TaskStatus::Failed | TaskStatus::Cancelled) {
+                    // A worker killed between making the branch and recording the result
+                    // left it; the task ended without a result since.
+                    if existing.contains(&name) {
+                        self.remove_unkept_branch(repo, &name, &warn).await;
+                    }
+                    continue;
+                }
                 let (Some(commit), false) = (
                     &task.result_commit,
                     existing.contains(&task.id.branch_name()),
@@ -151,6 +165,22 @@ impl Engine {
                     ));
                 }
             }
+        }
+    }
+
+    async fn remove_unkept_branch(&self, repo: &Repo, name: &str, warn: &impl Fn(String)) {
+        let removed = match repo.branch_commit(name).await {
+            Ok(Some(commit)) => repo.move_branch_from(name, &commit, None).await,
+            Ok(None) => Ok(false),
+            Err(e) => Err(e),
+        };
+        match removed {
+            Ok(true) => warn(format!(
+                "removed branch {name}: its task ended without a result, the branch was left \
+                 by a worker that died while finishing an earlier attempt"
+            )),
+            Ok(false) => {}
+            Err(e) => warn(format!("could not remove branch {name}: {e}")),
         }
     }
 }

@@ -375,6 +375,35 @@ impl Repo {
         Ok(())
     }
 
+    /// Points `refs/heads/<branch>` at `commit`, whatever it pointed at before.
+    pub async fn set_branch(&self, branch: &str, commit: &str) -> Result<(), GitError> {
+        let reference = format!("refs/heads/{branch}");
+        git_line(&self.root, &["update-ref", &reference, commit]).await?;
+        Ok(())
+    }
+
+    /// Moves `branch` from `from` to `to`, or deletes it when `to` is `None` — only while it
+    /// still points at `from`, so a branch someone else moved since is left alone. Returns
+    /// whether it was changed.
+    pub async fn move_branch_from(
+        &self,
+        branch: &str,
+        from: &str,
+        to: Option<&str>,
+    ) -> Result<bool, GitError> {
+        let reference = format!("refs/heads/{branch}");
+        let args: Vec<&str> = match to {
+            Some(to) => vec!["update-ref", &reference, to, from],
+            None => vec!["update-ref", "-d", &reference, from],
+        };
+        match git_line(&self.root, &args).await {
+            Ok(_) => Ok(true),
+            // update-ref refuses when the old value does not match (or the branch is gone).
+            Err(GitError::Failed { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The names of the branches starting with `prefix` (e.g. `pitcrew/`).
     pub async fn branches_with_prefix(&self, prefix: &str) -> Result<Vec<String>, GitError> {
         let pattern = format!("refs/heads/{prefix}");
@@ -913,6 +942,37 @@ mod tests {
             "overwrote a branch"
         );
         assert_eq!(repo.branch_commit("pitcrew/none").await.unwrap(), None);
+
+        // Moved or deleted only from the commit it is expected to hold.
+        assert!(
+            !repo
+                .move_branch_from("pitcrew/t1", &base, None)
+                .await
+                .unwrap()
+        );
+        repo.set_branch("pitcrew/t1", &base).await.unwrap();
+        assert!(
+            !repo
+                .move_branch_from("pitcrew/t1", &commit, None)
+                .await
+                .unwrap()
+        );
+        assert!(
+            (repo.move_branch_from("pitcrew/t1", &base, Some(&commit)))
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            repo.branch_commit("pitcrew/t1").await.unwrap().as_deref(),
+            Some(commit.as_str())
+        );
+        repo.set_branch("pitcrew/gone", &commit).await.unwrap();
+        assert!(
+            repo.move_branch_from("pitcrew/gone", &commit, None)
+                .await
+                .unwrap()
+        );
+        assert_eq!(repo.branch_commit("pitcrew/gone").await.unwrap(), None);
         assert_eq!(
             repo.branches_with_prefix("pitcrew/").await.unwrap(),
             ["pitcrew/t1"]

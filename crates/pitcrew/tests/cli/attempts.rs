@@ -171,3 +171,59 @@ fn a_result_branch_a_crash_kept_from_being_made_is_restored_by_a_run_with_nothin
         stderr_of(&out)
     );
 }
+
+#[test]
+fn a_task_the_store_shows_finished_already_has_its_branch() {
+    let p = Project::new();
+    p.server.respond_with(|_| {
+        Reply::content(&reply_with_file("tests/test_calc.py", GOOD_TEST))
+            .delay(Duration::from_millis(20))
+    });
+    let ids: Vec<String> = (0..12)
+        .map(|i| p.submit("src/calc.py", &["--idempotency-key", &format!("k{i}")]))
+        .collect();
+    let mut run = p.spawn(&["run", "--workers", "4"]);
+    // Watched from outside while it runs: the store is read first, the branches after, so
+    // every task seen finished must have a branch by then.
+    let mut seen = 0;
+    while run.try_wait().unwrap().is_none() {
+        let completed = p.json(&["list", "--status", "completed"]);
+        let branches = p.pitcrew_branches();
+        for task in completed.as_array().unwrap() {
+            let branch = format!("pitcrew/{}", task["id"].as_str().unwrap());
+            assert!(branches.contains(&branch), "{branch} missing: {branches:?}");
+        }
+        seen = seen.max(completed.as_array().unwrap().len());
+    }
+    assert!(run.wait().unwrap().success());
+    assert_eq!(p.pitcrew_branches().len(), ids.len());
+    assert!(seen > 0, "the run ended before anything was observed");
+}
+
+#[test]
+fn a_branch_left_for_a_task_that_ended_without_a_result_is_removed() {
+    let p = Project::new();
+    let cancelled = p.submit("src/calc.py", &["--idempotency-key", "a"]);
+    let done = p.submit("src/calc.py", &["--idempotency-key", "b"]);
+    p.json(&["cancel", &cancelled]);
+    // What a worker killed between making the branch and recording the result leaves, once
+    // the task has ended otherwise.
+    let stale = format!("pitcrew/{cancelled}");
+    p.repo.git(&["branch", &stale, "HEAD"]);
+    p.server.push(Reply::content(&reply_with_file(
+        "tests/test_calc.py",
+        GOOD_TEST,
+    )));
+    let out = p.cmd().arg("run").output().unwrap();
+    let stderr = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(
+        p.pitcrew_branches(),
+        [format!("pitcrew/{done}")],
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("removed branch {stale}")),
+        "{stderr}"
+    );
+}
