@@ -3,6 +3,7 @@
 //! checks the validation settings, so every mistake surfaces at load with where it came
 //! from (file and line, or variable), the field, and the valid values.
 
+pub mod batch;
 mod environment;
 mod locate;
 

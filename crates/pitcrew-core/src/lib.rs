@@ -6,6 +6,7 @@ mod finding;
 mod health;
 mod limits;
 mod names;
+mod printable;
 mod redact;
 mod secret;
 mod task;
@@ -18,6 +19,7 @@ pub use limits::{
     LimitDecision, MINUTE_MS, RATE_MARGIN, SharedLimit, judge_limit, utc_day_start_ms,
 };
 pub use names::UnknownName;
+pub use printable::printable;
 pub use redact::{
     REDACTED, Redactor, redact, redact_json, redact_string, register_env, register_secret,
     register_secrets,

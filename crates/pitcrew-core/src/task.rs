@@ -114,6 +114,8 @@ named_enum! {
         UnsafePath = "unsafe_path",
         /// The reply loops: the same tokens or lines over and over.
         Degenerate = "degenerate",
+        /// The reply passed pitcrew's size limits (its text, a file, the number of files).
+        ReplyTooLarge = "reply_too_large",
         /// The reply is prose where code was asked for.
         ProseOnly = "prose_only",
         /// The reply leaves placeholders (`... existing code ...`, `TODO: implement`).
@@ -166,7 +168,7 @@ impl ErrorKind {
                 ErrorClass::Infrastructure
             }
             EmptyReply | NoFiles | UnsafePath | SyntaxError | MalformedReply | Degenerate
-            | ProseOnly | Placeholder | ContentFilter => ErrorClass::Content,
+            | ReplyTooLarge | ProseOnly | Placeholder | ContentFilter => ErrorClass::Content,
             ValidationFailed => ErrorClass::Validation,
             Auth | BadRequest | Payment | ContextTooLong | Budget | Config | Workspace => {
                 ErrorClass::Permanent

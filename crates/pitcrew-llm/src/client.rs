@@ -13,7 +13,7 @@ use pitcrew_core::{ErrorKind, Usage};
 use serde::Serialize;
 
 use crate::error::{LlmError, WaitHints, classify};
-use crate::sse::SseReader;
+use crate::sse::{SseError, SseReader};
 use crate::wire::{Body, Choice, WireError};
 
 /// Where to send a call: a provider's base URL (ending in `/v1` or similar) and its key.
@@ -152,10 +152,7 @@ impl ChatClient {
         let response = self.send(endpoint, request, false).await?;
         let status = response.status().as_u16();
         let hints = WaitHints::from_headers(response.headers(), Utc::now());
-        let text = response
-            .text()
-            .await
-            .map_err(|e| transport_error(&e, &url(endpoint)))?;
+        let text = bounded_text(response, &url(endpoint)).await?;
         if !(200..300).contains(&status) {
             return Err(http_error(status, &text, hints, endpoint, request));
         }
@@ -214,10 +211,7 @@ impl ChatClient {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
         if !(200..300).contains(&status) || !is_sse {
-            let text = response
-                .text()
-                .await
-                .map_err(|e| transport_error(&e, &url(endpoint)))?;
+            let text = bounded_text(response, &url(endpoint)).await?;
             if !(200..300).contains(&status) {
                 return Err(http_error(status, &text, hints, endpoint, request));
             }
@@ -227,87 +221,56 @@ impl ChatClient {
             return Ok(completion);
         }
 
-        let mut state = StreamState::default();
-        let mut reader = SseReader::default();
+        let mut decoder = StreamDecoder::new(endpoint, request);
+        decoder.started = started;
         let mut body = response.bytes_stream();
         // Until the first token, the deadline counts from the request; then from each chunk.
         let mut data_deadline = tokio::time::Instant::from_std(started + first_token);
         let mut last_data: Option<Instant> = None;
-        while !state.done {
+        while !decoder.state.done {
             let next = match tokio::time::timeout_at(data_deadline, body.next()).await {
                 Ok(next) => next,
                 // A stream that stalls after its finish reason has delivered everything but
                 // the optional usage chunk and [DONE].
-                Err(_) if state.finish_reason.is_some() => break,
+                Err(_) if decoder.state.finish_reason.is_some() => break,
                 Err(_) => {
-                    let deadline = if state.first_token.is_some() {
+                    let deadline = if decoder.state.first_token.is_some() {
                         between
                     } else {
                         first_token
                     };
-                    return Err(
-                        state.cut(&format!("the stream stalled: no data for {deadline:.0?}"))
-                    );
+                    return Err(decoder
+                        .state
+                        .cut(&format!("the stream stalled: no data for {deadline:.0?}")));
                 }
             };
-            let payloads = match next {
-                Some(Ok(bytes)) => reader.push(&bytes),
+            let progress = match next {
+                Some(Ok(bytes)) => decoder.push(&bytes, on_delta)?,
                 Some(Err(e)) if e.is_timeout() => {
                     return Err(LlmError::new(
                         ErrorKind::Timeout,
                         format!(
                             "request to {} timed out after {} characters of reply",
                             url(endpoint),
-                            state.text.len()
+                            decoder.state.text.len()
                         ),
                     ));
                 }
-                Some(Err(e)) => return Err(state.cut(&format!("the connection broke: {e}"))),
-                None => {
-                    if let Some(payload) = reader.finish() {
-                        state.event(&payload, started, endpoint, request, on_delta)?;
-                    }
-                    break;
+                Some(Err(e)) => {
+                    return Err(decoder.state.cut(&format!("the connection broke: {e}")));
                 }
+                None => break,
             };
-            for payload in payloads {
-                if state.event(&payload, started, endpoint, request, on_delta)?
-                    && state.first_token.is_some()
-                {
-                    let now = Instant::now();
-                    if let Some(last) = last_data {
-                        state.longest_gap = state.longest_gap.max(now - last);
-                    }
-                    last_data = Some(now);
-                    data_deadline = tokio::time::Instant::now() + between;
+            if progress && decoder.state.first_token.is_some() {
+                let now = Instant::now();
+                if let Some(last) = last_data {
+                    decoder.state.longest_gap = decoder.state.longest_gap.max(now - last);
                 }
+                last_data = Some(now);
+                data_deadline = tokio::time::Instant::now() + between;
             }
         }
-        let latency = started.elapsed();
-        let finish_reason = state.finish_reason.clone();
-        if !state.done && finish_reason.is_none() {
-            return Err(state.cut("the stream ended without [DONE] or a finish reason"));
-        }
-        // Counts that do not add up: the provider billed a reply that never arrived.
-        if state.text.is_empty()
-            && !state.reasoned
-            && state.usage.tokens_out >= MISSING_REPLY_TOKENS
-        {
-            return Err(state.malformed(&format!(
-                "the provider counted {} completion tokens but sent no content",
-                state.usage.tokens_out
-            )));
-        }
-        check_finish(finish_reason.as_deref(), state.usage.tokens_out)?;
-        Ok(Completion {
-            time_to_first_token: state.first_token.unwrap_or(latency),
-            longest_gap: state.longest_gap,
-            text: state.text,
-            finish_reason,
-            usage: state.usage,
-            latency,
-            window_spent_for: hints.spent_window(),
-        })
+        decoder.finish_with(hints, on_delta)
     }
 
     /// Fetches `{base_url}/models` (the provider's model list) as raw JSON text.
@@ -320,10 +283,7 @@ impl ChatClient {
         let response = http.send().await.map_err(|e| transport_error(&e, &url))?;
         let status = response.status().as_u16();
         let hints = WaitHints::from_headers(response.headers(), Utc::now());
-        let text = response
-            .text()
-            .await
-            .map_err(|e| transport_error(&e, &url))?;
+        let text = bounded_text(response, &url).await?;
         if !(200..300).contains(&status) {
             return Err(classify(
                 status,
@@ -361,6 +321,108 @@ impl ChatClient {
             http = http.bearer_auth(key.expose());
         }
         http.send().await.map_err(|e| transport_error(&e, &url))
+    }
+}
+
+/// The most reply text pitcrew reads from one call, streamed or not: far above what any
+/// `max_tokens` asks for, so only a runaway or hostile provider reaches it.
+pub const MAX_REPLY_BYTES: usize = 4 * 1024 * 1024;
+
+/// Reads a chat-completion event stream chunk by chunk, however the body was cut into
+/// chunks: what [`ChatClient::stream`] does with a body, without the network or deadlines.
+#[derive(Debug)]
+pub struct StreamDecoder<'a> {
+    reader: SseReader,
+    state: StreamState,
+    started: Instant,
+    endpoint: &'a Endpoint,
+    request: &'a ChatRequest,
+}
+
+impl<'a> StreamDecoder<'a> {
+    /// A decoder for the reply to `request` sent to `endpoint` (named in its errors).
+    pub fn new(endpoint: &'a Endpoint, request: &'a ChatRequest) -> Self {
+        StreamDecoder {
+            reader: SseReader::default(),
+            state: StreamState::default(),
+            started: Instant::now(),
+            endpoint,
+            request,
+        }
+    }
+
+    /// Feeds the next chunk of the body, passing answer text to `on_delta`; returns whether
+    /// it held data that counts as progress. Bytes after `[DONE]` are ignored.
+    pub fn push(
+        &mut self,
+        bytes: &[u8],
+        on_delta: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<bool, LlmError> {
+        let mut progress = false;
+        for payload in self.reader.push(bytes) {
+            if self.state.done {
+                break;
+            }
+            let payload = payload.map_err(|e| self.state.unreadable(e))?;
+            progress |= self.state.event(
+                &payload,
+                self.started,
+                self.endpoint,
+                self.request,
+                on_delta,
+            )?;
+        }
+        Ok(progress)
+    }
+
+    /// Whether the stream sent `[DONE]`.
+    pub fn is_done(&self) -> bool {
+        self.state.done
+    }
+
+    /// The completion, once the body has ended (or the stream said `[DONE]`), or why what
+    /// arrived is not a whole reply.
+    pub fn finish(self, on_delta: &mut (dyn FnMut(&str) + Send)) -> Result<Completion, LlmError> {
+        self.finish_with(WaitHints::default(), on_delta)
+    }
+
+    fn finish_with(
+        mut self,
+        hints: WaitHints,
+        on_delta: &mut (dyn FnMut(&str) + Send),
+    ) -> Result<Completion, LlmError> {
+        if !self.state.done
+            && let Some(payload) = (self.reader.finish()).map_err(|e| self.state.unreadable(e))?
+        {
+            let (started, endpoint, request) = (self.started, self.endpoint, self.request);
+            self.state
+                .event(&payload, started, endpoint, request, on_delta)?;
+        }
+        let state = self.state;
+        let latency = self.started.elapsed();
+        if !state.done && state.finish_reason.is_none() {
+            return Err(state.cut("the stream ended without [DONE] or a finish reason"));
+        }
+        // Counts that do not add up: the provider billed a reply that never arrived.
+        if state.text.is_empty()
+            && !state.reasoned
+            && state.usage.tokens_out >= MISSING_REPLY_TOKENS
+        {
+            return Err(state.malformed(&format!(
+                "the provider counted {} completion tokens but sent no content",
+                state.usage.tokens_out
+            )));
+        }
+        check_finish(state.finish_reason.as_deref(), state.usage.tokens_out)?;
+        Ok(Completion {
+            time_to_first_token: state.first_token.unwrap_or(latency),
+            longest_gap: state.longest_gap,
+            text: state.text,
+            finish_reason: state.finish_reason,
+            usage: state.usage,
+            latency,
+            window_spent_for: hints.spent_window(),
+        })
     }
 }
 
@@ -473,6 +535,9 @@ impl StreamState {
             if self.first_token.is_none() && (!content.is_empty() || delta.has_reasoning()) {
                 self.first_token = Some(started.elapsed());
             }
+            if self.text.len() + content.len() > MAX_REPLY_BYTES {
+                return Err(self.too_large(&format!("the reply grew past {MAX_REPLY_BYTES} bytes")));
+            }
             if !content.is_empty() {
                 self.text.push_str(content);
                 on_delta(content);
@@ -516,6 +581,25 @@ impl StreamState {
         )
     }
 
+    fn unreadable(&self, error: SseError) -> LlmError {
+        match error {
+            SseError::LineTooLong(limit) => self.too_large(&format!(
+                "an event line grew past {limit} bytes without ending"
+            )),
+            SseError::NotUtf8 => self.malformed("a data line is not UTF-8"),
+        }
+    }
+
+    fn too_large(&self, why: &str) -> LlmError {
+        LlmError::new(
+            ErrorKind::ReplyTooLarge,
+            format!(
+                "{why} (after {} characters of reply); pitcrew stops reading there",
+                self.text.len()
+            ),
+        )
+    }
+
     fn cut(&self, why: &str) -> LlmError {
         LlmError::new(
             ErrorKind::Truncated,
@@ -525,6 +609,25 @@ impl StreamState {
             ),
         )
     }
+}
+
+/// The body of `response` as text, refused once it passes what a reply may hold (JSON
+/// escaping can double a reply's size).
+async fn bounded_text(response: reqwest::Response, url: &str) -> Result<String, LlmError> {
+    const LIMIT: usize = 2 * MAX_REPLY_BYTES;
+    let mut body = response.bytes_stream();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| transport_error(&e, url))?;
+        if bytes.len() + chunk.len() > LIMIT {
+            return Err(LlmError::new(
+                ErrorKind::ReplyTooLarge,
+                format!("{url} sent a body larger than {LIMIT} bytes; pitcrew stops reading there"),
+            ));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 fn url(endpoint: &Endpoint) -> String {

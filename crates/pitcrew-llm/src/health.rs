@@ -71,7 +71,7 @@ impl Blame {
             Connection | Timeout | RateLimit | ServerError | Truncated | MalformedStream => {
                 Blame::Infrastructure
             }
-            EmptyReply | Degenerate | ProseOnly | Placeholder => Blame::Content,
+            EmptyReply | Degenerate | ReplyTooLarge | ProseOnly | Placeholder => Blame::Content,
             _ => Blame::None,
         }
     }

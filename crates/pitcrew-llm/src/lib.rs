@@ -48,8 +48,8 @@ mod wire;
 
 pub use budget::Budget;
 pub use client::{
-    ChatClient, ChatRequest, Completion, DEFAULT_IDLE_TIMEOUT, Endpoint, Message, Role,
-    StallDeadlines,
+    ChatClient, ChatRequest, Completion, DEFAULT_IDLE_TIMEOUT, Endpoint, MAX_REPLY_BYTES, Message,
+    Role, StallDeadlines, StreamDecoder,
 };
 pub use content::{ContentFailure, Expect};
 pub use error::LlmError;

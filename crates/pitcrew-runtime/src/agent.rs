@@ -148,6 +148,7 @@ fn kind_of_rule(rule: &str) -> ErrorKind {
         "safe_path" => ErrorKind::UnsafePath,
         "syntax" => ErrorKind::SyntaxError,
         "no_files" => ErrorKind::NoFiles,
+        "reply_size" => ErrorKind::ReplyTooLarge,
         _ => ErrorKind::MalformedReply,
     }
 }
@@ -167,9 +168,44 @@ struct Candidate {
     findings: Vec<Finding>,
 }
 
+/// The most files one reply may write: a task is a small change.
+const MAX_FILES_PER_REPLY: usize = 32;
+/// The largest file a reply may write.
+const MAX_REPLY_FILE_BYTES: usize = 1024 * 1024;
+
 fn read_reply(text: &str, worktree: &Worktree) -> Candidate {
     let extraction = extract_files(text);
     let mut findings = extraction.findings;
+    if extraction.files.len() > MAX_FILES_PER_REPLY {
+        findings.push(Finding::error(
+            "reply_size",
+            format!(
+                "the reply writes {} files; at most {MAX_FILES_PER_REPLY} are accepted from one \
+                 reply",
+                extraction.files.len()
+            ),
+        ));
+        return Candidate {
+            files: Vec::new(),
+            findings,
+        };
+    }
+    if let Some(big) = (extraction.files.iter()).find(|f| f.content.len() > MAX_REPLY_FILE_BYTES) {
+        findings.push(
+            Finding::error(
+                "reply_size",
+                format!(
+                    "the file is {} bytes; at most {MAX_REPLY_FILE_BYTES} are accepted",
+                    big.content.len()
+                ),
+            )
+            .in_file(big.path.clone()),
+        );
+        return Candidate {
+            files: Vec::new(),
+            findings,
+        };
+    }
     if extraction.files.is_empty() && !findings.iter().any(Finding::is_error) {
         findings.push(Finding::error(
             "no_files",

@@ -104,6 +104,16 @@ pub fn resolve_inside(root: &Path, path: &str) -> Result<PathBuf, RefusedPath> {
                     "the path resolves outside the worktree through a symlink",
                 ));
             }
+            // A symlink the repository holds must not lead the write into `.git` either.
+            let into_git = (target.strip_prefix(&canonical_root).ok())
+                .and_then(|inside| inside.components().next())
+                .is_some_and(|first| first.as_os_str().eq_ignore_ascii_case(".git"));
+            if into_git {
+                return Err(refuse(
+                    path,
+                    "the path resolves into `.git` through a symlink",
+                ));
+            }
             current = target;
         } else if last && meta.is_dir() {
             return Err(refuse(path, "the path is a directory"));
@@ -163,5 +173,18 @@ mod tests {
         assert!(ok.starts_with(root.path().canonicalize().unwrap()));
         let ok = resolve_inside(root.path(), "new/dir/x.py").unwrap();
         assert_eq!(ok, root.path().canonicalize().unwrap().join("new/dir/x.py"));
+    }
+
+    #[test]
+    fn refuses_a_symlink_of_the_repository_that_leads_into_git() {
+        // Found by the `reply` fuzz target: `git -> .git` let `git/config` be written.
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join(".git/hooks")).unwrap();
+        std::os::unix::fs::symlink(".git", root.path().join("git")).unwrap();
+        std::os::unix::fs::symlink(".git/hooks", root.path().join("hooks")).unwrap();
+        for path in ["git/config", "hooks/pre-commit"] {
+            let err = resolve_inside(root.path(), path).unwrap_err();
+            assert!(err.reason.contains("into `.git`"), "{path}: {err}");
+        }
     }
 }

@@ -109,7 +109,11 @@ fn path_from_heading(line: &str) -> Option<String> {
     let mut text = line.trim().trim_start_matches('#').trim();
     text = text.trim_matches(|c| c == '*' || c == '_').trim();
     for label in ["file:", "path:", "filename:"] {
-        if text.len() >= label.len() && text[..label.len()].eq_ignore_ascii_case(label) {
+        // `get`, not indexing: the heading is the model's text, and may split a character.
+        if text
+            .get(..label.len())
+            .is_some_and(|start| start.eq_ignore_ascii_case(label))
+        {
             text = text[label.len()..].trim();
         }
     }
@@ -243,6 +247,15 @@ mod tests {
             .into_iter()
             .map(|f| (f.path, f.content))
             .collect()
+    }
+
+    #[test]
+    fn a_heading_whose_characters_straddle_a_label_s_length_is_read_without_panicking() {
+        // Found by the `reply` fuzz target: byte 5 of `out/é` is inside the `é`.
+        let reply = "### out/\u{e9}x.py\n```python\ny = 2\n```\n";
+        assert_eq!(paths(reply), [("out/\u{e9}x.py".into(), "y = 2\n".into())]);
+        let reply = "\u{e9}\u{e9}\u{e9}\n```python\ny = 2\n```\n";
+        assert!(paths(reply).is_empty());
     }
 
     #[test]

@@ -60,17 +60,20 @@ pub enum SseEvent {
     /// what came before has been sent, the response never completes (no final chunk, so the
     /// client reads an error rather than a clean end), and later events are never sent.
     Disconnect,
+    /// `data: <json>` sent again and again, `every` apart, for as long as the client reads:
+    /// a provider whose reply never ends. Later events are never reached.
+    Forever { data: Value, every: Duration },
 }
 
 impl SseEvent {
-    /// The bytes this event puts on the wire; `None` for [`SseEvent::Delay`] and
-    /// [`SseEvent::Disconnect`].
+    /// The bytes this event puts on the wire; `None` for [`SseEvent::Delay`],
+    /// [`SseEvent::Disconnect`] and [`SseEvent::Forever`].
     pub(crate) fn frame(&self) -> Option<String> {
         match self {
             SseEvent::Data(value) => Some(format!("data: {value}\n\n")),
             SseEvent::Comment(text) => Some(format!(": {text}\n\n")),
             SseEvent::Done => Some("data: [DONE]\n\n".to_owned()),
-            SseEvent::Delay(_) | SseEvent::Disconnect => None,
+            SseEvent::Delay(_) | SseEvent::Disconnect | SseEvent::Forever { .. } => None,
             SseEvent::RawLine(line) => Some(format!("{line}\n")),
         }
     }

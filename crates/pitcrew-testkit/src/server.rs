@@ -369,6 +369,13 @@ fn sse_body(events: Vec<SseEvent>) -> Body {
                     // Nothing is sent after the break.
                     return Some((Err(broken), Vec::new().into_iter()));
                 }
+                SseEvent::Forever { data, every } => {
+                    tokio::time::sleep(every).await;
+                    let frame = SseEvent::Data(data.clone()).frame();
+                    // The same event again next time: it never runs out.
+                    let again = vec![SseEvent::Forever { data, every }].into_iter();
+                    return Some((Ok(frame.expect("data has a frame")), again));
+                }
                 _ => {}
             }
         }

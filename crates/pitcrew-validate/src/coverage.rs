@@ -210,7 +210,7 @@ pub(crate) async fn coverage_report(
             report.display()
         )));
     }
-    let text = std::fs::read_to_string(&report)
+    let text = crate::reports::read_report(&report)
         .map_err(|e| fail(format!("cannot read {}: {e}", report.display())))?;
     let coverage =
         parse_coverage(settings.coverage_format, &text).map_err(|e| fail(e.to_string()))?;

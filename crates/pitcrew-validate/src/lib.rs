@@ -62,7 +62,9 @@ pub use report::{
     COMMAND_RULE_WEIGHT, CoverageGain, Evidence, FailingTest, Outcome, RuleRun, RuleStatus,
     StageTime, ValidationReport, evidence_weight, quality,
 };
-pub use reports::{Coverage, FileCoverage, ReportError, parse_coverage};
+pub use reports::{
+    CaseResult, Coverage, FileCoverage, ReportError, TestCase, parse_coverage, parse_junit,
+};
 pub use rules::{Rule, UnknownRule};
 pub use sandbox::preflight;
 pub use settings::{

@@ -443,7 +443,7 @@ async fn run(
     // The runner stops itself at the deadline; the extra time lets the last mutant finish.
     let limit = remaining + run.per_mutant + Duration::from_secs(5);
     let output = sandbox.shell_within(run.tree, &command, &[], limit).await?;
-    let text = std::fs::read_to_string(&results).unwrap_or_default();
+    let text = crate::reports::read_report(&results).unwrap_or_default();
     let verdicts: BTreeMap<String, String> = text
         .lines()
         .filter_map(|l| serde_json::from_str::<RunnerResult>(l).ok())

@@ -144,7 +144,7 @@ pub(crate) async fn run(
     ];
     let output = sandbox.shell(cwd, &full, &env).await?;
     // A report that does not parse (the run was killed while writing it) is as good as none.
-    let cases = std::fs::read_to_string(&junit)
+    let cases = crate::reports::read_report(&junit)
         .ok()
         .and_then(|xml| parse_junit(&xml).ok());
     // Without the tools there is nothing to judge: the machine's fault, not the tests'.

@@ -22,9 +22,29 @@ fn report_error(format: &'static str, message: impl fmt::Display) -> ReportError
     }
 }
 
+/// The largest report read back from a tool: the test run writes it, and the test run is
+/// code a model wrote.
+const MAX_REPORT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Reads a report a tool wrote, refusing one larger than [`MAX_REPORT_BYTES`].
+pub(crate) fn read_report(path: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_REPORT_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_REPORT_BYTES {
+        return Err(std::io::Error::other(format!(
+            "{} is larger than {MAX_REPORT_BYTES} bytes, the most pitcrew reads of a report",
+            path.display()
+        )));
+    }
+    String::from_utf8(bytes).map_err(std::io::Error::other)
+}
+
 /// One `<testcase>` of a JUnit report.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct TestCase {
+pub struct TestCase {
     pub classname: String,
     pub name: String,
     /// pytest's `xunit1` family writes the file relative to its rootdir.
@@ -35,7 +55,7 @@ pub(crate) struct TestCase {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum CaseResult {
+pub enum CaseResult {
     Passed,
     /// An assertion or exception in the test body.
     Failed {
@@ -56,7 +76,7 @@ pub(crate) enum CaseResult {
 
 /// The test cases of a JUnit XML report, in document order, from `<testsuites>` or a bare
 /// `<testsuite>`.
-pub(crate) fn parse_junit(xml: &str) -> Result<Vec<TestCase>, ReportError> {
+pub fn parse_junit(xml: &str) -> Result<Vec<TestCase>, ReportError> {
     const FORMAT: &str = "JUnit XML";
     let doc = roxmltree::Document::parse(xml).map_err(|e| report_error(FORMAT, e))?;
     let root = doc.root_element();
@@ -98,7 +118,7 @@ pub(crate) fn parse_junit(xml: &str) -> Result<Vec<TestCase>, ReportError> {
                 line: case
                     .attribute("line")
                     .and_then(|l| l.parse::<u32>().ok())
-                    .map(|l| l + 1),
+                    .and_then(|l| l.checked_add(1)),
                 result,
             }
         })
@@ -144,11 +164,12 @@ fn parse_coverage_json(text: &str) -> Result<Coverage, ReportError> {
         .files
         .into_iter()
         .map(|(path, file)| {
-            let coverage = FileCoverage {
-                executed: file.executed_lines.into_iter().collect(),
-                missing: file.missing_lines.into_iter().collect(),
-            };
-            (path, coverage)
+            let executed: BTreeSet<u32> = file.executed_lines.into_iter().collect();
+            // As in the other formats, a line that ran anywhere counts as executed.
+            let missing = (file.missing_lines.into_iter())
+                .filter(|line| !executed.contains(line))
+                .collect();
+            (path, FileCoverage { executed, missing })
         })
         .collect())
 }

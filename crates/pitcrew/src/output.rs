@@ -87,16 +87,22 @@ fn piped_width() -> u16 {
         .unwrap_or(PIPED_WIDTH)
 }
 
+/// `text` as it may be shown: no registered secret, and no control character a model or a
+/// generated test could use to drive the terminal.
+pub fn shown(text: &str) -> String {
+    pitcrew_core::printable(&pitcrew_core::redact(text)).into_owned()
+}
+
 /// A line on stdout.
 pub fn line(text: &str) {
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{}", pitcrew_core::redact(text));
+    let _ = writeln!(out, "{}", shown(text));
 }
 
 /// A line on stderr (progress, notes, warnings).
 pub fn message(text: &str) {
     let mut err = std::io::stderr().lock();
-    let _ = writeln!(err, "{}", pitcrew_core::redact(text));
+    let _ = writeln!(err, "{}", shown(text));
 }
 
 /// Registers the secrets pitcrew was started with (see [`register_process_secrets`]) and
@@ -194,9 +200,13 @@ impl Drop for LogEvent {
             return;
         }
         let text = String::from_utf8_lossy(&self.0);
-        let _ = std::io::stderr()
-            .lock()
-            .write_all(pitcrew_core::redact(&text).as_bytes());
+        // With colours, the log's own escape codes stay (tracing escapes those in values).
+        let text = if stderr_colours() {
+            pitcrew_core::redact(&text).into_owned()
+        } else {
+            shown(&text)
+        };
+        let _ = std::io::stderr().lock().write_all(text.as_bytes());
     }
 }
 

@@ -182,7 +182,7 @@ impl Progress {
     fn say(&self, text: &str) {
         match &self.bars {
             Some((multi, _, _)) => {
-                let _ = multi.println(pitcrew_core::redact(text));
+                let _ = multi.println(output::shown(text));
             }
             None => output::message(text),
         }
@@ -204,10 +204,9 @@ impl Progress {
                         ProgressStyle::with_template("  {spinner} {msg} ({elapsed})")
                             .expect("the template is valid"),
                     );
-                    spinner.set_message(
-                        pitcrew_core::redact(&format!("{name}  {what}  (attempt {attempt})"))
-                            .into_owned(),
-                    );
+                    spinner.set_message(output::shown(&format!(
+                        "{name}  {what}  (attempt {attempt})"
+                    )));
                     spinner.enable_steady_tick(Duration::from_millis(120));
                     tasks.insert(*task, spinner);
                 } else {
@@ -221,10 +220,10 @@ impl Progress {
                     if let Some(spinner) = tasks.get(task) {
                         let what = spinner.message();
                         let head = what.split("  · ").next().unwrap_or(&what).to_string();
-                        spinner.set_message(
-                            pitcrew_core::redact(&format!("{head}  · {}", first_line(message)))
-                                .into_owned(),
-                        );
+                        spinner.set_message(output::shown(&format!(
+                            "{head}  · {}",
+                            first_line(message)
+                        )));
                     }
                 } else {
                     self.say(&format!(

@@ -77,6 +77,22 @@ fn junit_that_is_not_junit_is_an_error() {
     );
 }
 
+#[test]
+fn a_junit_line_past_u32_has_no_line_instead_of_overflowing() {
+    // Found by the `junit` fuzz target: pytest's 0-based line + 1 overflowed.
+    let xml = r#"<testsuite><testcase classname="t" name="x" line="4294967295"/></testsuite>"#;
+    assert_eq!(parse_junit(xml).unwrap()[0].line, None);
+}
+
+#[test]
+fn a_coverage_json_line_both_executed_and_missing_counts_as_executed() {
+    // Found by the `coverage` fuzz target.
+    let json = r#"{"files": {"a.py": {"executed_lines": [1, 4], "missing_lines": [3, 4]}}}"#;
+    let coverage = parse_coverage(CoverageFormat::CoverageJson, json).unwrap();
+    assert_eq!(coverage["a.py"].executed, lines(&[1, 4]));
+    assert_eq!(coverage["a.py"].missing, lines(&[3]));
+}
+
 fn lines(v: &[u32]) -> BTreeSet<u32> {
     v.iter().copied().collect()
 }

@@ -6,54 +6,14 @@ use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 use std::process::ExitCode;
 
+use pitcrew_config::batch::{BatchEntry, BatchFormat, TaskSpec, parse_batch};
 use pitcrew_core::{NewTask, Priority, TaskKind};
-use pitcrew_llm::Complexity;
 use pitcrew_runtime::PromptLibrary;
 use pitcrew_store::Submitted;
-use serde::Deserialize;
 
 use crate::cli::SubmitArgs;
 use crate::context::Context;
 use crate::output::{self, usage};
-
-/// One task as written by the user, before checks.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TaskSpec {
-    kind: TaskKind,
-    #[serde(default)]
-    target: Option<String>,
-    #[serde(default)]
-    targets: Vec<String>,
-    #[serde(default)]
-    description: Option<String>,
-    #[serde(default)]
-    priority: Option<Priority>,
-    #[serde(default)]
-    model: Option<String>,
-    #[serde(default)]
-    idempotency_key: Option<String>,
-    #[serde(default)]
-    max_attempts: Option<u32>,
-    #[serde(default)]
-    base: Option<String>,
-    #[serde(default)]
-    metadata: Option<serde_json::Value>,
-    /// A prompt template other than the kind's own, e.g. `type_hints`.
-    #[serde(default)]
-    prompt: Option<String>,
-    /// low, medium or high: steers model selection.
-    #[serde(default)]
-    complexity: Option<Complexity>,
-}
-
-/// The `[[task]]` tables of a TOML batch file.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TomlBatch {
-    #[serde(default)]
-    task: Vec<toml::Spanned<TaskSpec>>,
-}
 
 /// Turns specs into tasks, resolving base commits once each.
 struct Checker<'a> {
@@ -210,55 +170,13 @@ fn lexically_normal(path: &Path) -> PathBuf {
     out
 }
 
-/// One entry of a batch file: its line and the task, or why it could not be read.
-type BatchEntry = (usize, Result<TaskSpec, String>);
-
-/// serde_json ends messages with ` at line 1 column N`; on a one-line entry the column is
-/// what helps.
-fn json_problem(e: &serde_json::Error) -> String {
-    let text = e.to_string();
-    let message = text
-        .rsplit_once(" at line ")
-        .map_or(text.as_str(), |(m, _)| m);
-    format!("column {}: {message}", e.column())
-}
-
 /// Reads a batch file into entries, or the one problem that stops reading it at all.
 fn read_batch(path: &Path) -> Result<Vec<BatchEntry>, String> {
     let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {name}: {e}"))?;
     let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-    match extension {
-        "jsonl" | "ndjson" | "json" => Ok(text
-            .lines()
-            .enumerate()
-            .filter(|(_, line)| {
-                let t = line.trim();
-                !(t.is_empty() || t.starts_with("//") || t.starts_with('#'))
-            })
-            .map(|(index, line)| {
-                (
-                    index + 1,
-                    serde_json::from_str::<TaskSpec>(line.trim()).map_err(|e| json_problem(&e)),
-                )
-            })
-            .collect()),
-        "toml" => {
-            let batch: TomlBatch = toml::from_str(&text)
-                .map_err(|e| format!("{name}: {}", e.to_string().trim_end()))?;
-            Ok(batch
-                .task
-                .into_iter()
-                .map(|spanned| {
-                    let line = text[..spanned.span().start].matches('\n').count() + 1;
-                    (line, Ok(spanned.into_inner()))
-                })
-                .collect())
-        }
-        _ => Err(format!(
-            "{name}: unknown batch format `.{extension}`; use .jsonl (one JSON task per line) or .toml ([[task]] tables)"
-        )),
-    }
+    let format = BatchFormat::from_extension(&name, extension)?;
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {name}: {e}"))?;
+    parse_batch(&name, &text, format)
 }
 
 /// The tasks of the batch `file`, every entry checked: all of them, or the problems of every

@@ -19,7 +19,7 @@ use serde_json::Value;
 use crate::support::*;
 
 /// What an attacker would aim at, around one [`Project`].
-struct Fortress {
+pub(crate) struct Fortress {
     project: Project,
     home: tempfile::TempDir,
     /// pitcrew's TMPDIR: its scratch directories go here, and must be gone afterwards.
@@ -38,7 +38,7 @@ const DOTENV_SECRET: &str = "dotenv-sentinel-2b7c91d0-must-not-leak";
 const HOME_SECRET: &str = "home-sentinel-5e0f13aa-must-not-leak";
 
 impl Fortress {
-    fn new() -> Fortress {
+    pub(crate) fn new() -> Fortress {
         let escape_dir = tempfile::tempdir().unwrap();
         let project = Project::with_config(&format!(
             "\n[validation]\nsandbox_write = [{:?}]\n",
@@ -86,6 +86,37 @@ impl Fortress {
         self.project.path()
     }
 
+    pub(crate) fn project(&self) -> &Project {
+        &self.project
+    }
+
+    /// A directory outside the repository, under /tmp, watched by the snapshot.
+    pub(crate) fn marker_dir(&self) -> &Path {
+        self.tmp_marker.path()
+    }
+
+    /// A name no other test uses, for files an attack would create in shared places
+    /// (`/tmp/pwned-<token>` is checked by [`Fortress::assert_untouched`]).
+    pub(crate) fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Commits `content` at `path` in the repository, as part of what the attacker faces.
+    pub(crate) fn commit_file(&mut self, path: &str, content: &str) {
+        self.project.repo.write(path, content);
+        self.project.repo.commit(&format!("add {path}"));
+        self.before = self.snapshot();
+    }
+
+    /// Commits a symlink at `link` pointing at `target`.
+    pub(crate) fn commit_symlink(&mut self, link: &str, target: &str) {
+        let at = self.repo().join(link);
+        std::fs::create_dir_all(at.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(target, &at).unwrap();
+        self.project.repo.commit(&format!("link {link}"));
+        self.before = self.snapshot();
+    }
+
     /// Every file an attack must not change, with its content.
     fn snapshot(&self) -> BTreeMap<PathBuf, Vec<u8>> {
         let repo = self.repo();
@@ -131,24 +162,30 @@ impl Fortress {
     /// TMPDIR and cache pointed at the fortress, and returns the task and all that pitcrew
     /// printed.
     fn run(&self, reply: &str) -> (String, String) {
-        self.project.server.push(Reply::content(reply));
-        let id = self.project.submit("src/calc.py", &[]);
-        let out = self
-            .project
-            .cmd()
-            .env("HOME", self.home.path())
-            .env("TMPDIR", self.tmp.path())
-            .env("PITCREW_LOG", "debug")
-            .arg("run")
-            .output()
-            .unwrap();
-        let transcript = format!("{}{}", stdout_of(&out), stderr_of(&out));
+        let (id, transcript, _) = self.run_reply(Reply::content(reply), &[]);
         (id, transcript)
+    }
+
+    /// [`Fortress::run`] with any scripted answer (given for every call of the run) and extra
+    /// environment; also returns the peak memory of the pitcrew process, in KiB.
+    pub(crate) fn run_reply(&self, reply: Reply, env: &[(&str, &str)]) -> (String, String, i64) {
+        self.project.server.respond_with(move |_| reply.clone());
+        let id = self.project.submit("src/calc.py", &[]);
+        let mut vars = vec![
+            ("HOME", self.home.path().to_str().unwrap()),
+            ("TMPDIR", self.tmp.path().to_str().unwrap()),
+            ("PITCREW_LOG", "debug"),
+        ];
+        vars.extend_from_slice(env);
+        let child = self.project.spawn_with(&["run"], &vars);
+        let (out, peak_kib) = wait_measured(child);
+        let transcript = format!("{}{}", stdout_of(&out), stderr_of(&out));
+        (id, transcript, peak_kib)
     }
 
     /// Nothing the attacker aimed at changed, pitcrew left no scratch directory, and no
     /// secret left through any channel.
-    fn assert_untouched(&self, id: &str, transcript: &str) {
+    pub(crate) fn assert_untouched(&self, id: &str, transcript: &str) {
         let after = self.snapshot();
         for (path, bytes) in &self.before {
             match after.get(path) {
@@ -202,7 +239,7 @@ impl Fortress {
     }
 
     /// The task was rejected by `rule` and nothing was committed.
-    fn assert_rejected_by(&self, id: &str, rule: &str, transcript: &str) {
+    pub(crate) fn assert_rejected_by(&self, id: &str, rule: &str, transcript: &str) {
         let task = self.project.task(id);
         assert_eq!(task["status"], "failed", "{task:#}\n{transcript}");
         let attempts = self.project.attempts(id);

@@ -15,6 +15,7 @@ mod evidence;
 mod first_day;
 mod fleet;
 mod help;
+mod hostile;
 mod interface;
 mod models;
 mod plan;
