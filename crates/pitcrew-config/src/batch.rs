@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 /// One task as written by the user, before checks.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TaskSpec {
     pub kind: TaskKind,
@@ -29,6 +30,7 @@ pub struct TaskSpec {
     #[serde(default)]
     pub base: Option<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub metadata: Option<serde_json::Value>,
     /// A prompt template other than the kind's own, e.g. `type_hints`.
     #[serde(default)]

@@ -8,6 +8,7 @@ mod environment;
 mod locate;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -67,6 +68,56 @@ pub struct Config {
     /// submitter's path) → a local clone; relative paths are from the configuration file.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub repos: BTreeMap<String, PathBuf>,
+    #[serde(default)]
+    pub server: ServerConfig,
+}
+
+/// `pitcrew serve`: the HTTP API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Where the API listens when `--bind` is not given.
+    pub bind: SocketAddr,
+    /// The bearer token every `/api/v1` request must carry; empty for none, which only a
+    /// loopback address may go without.
+    pub token: ServerToken,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8420)),
+            token: ServerToken::default(),
+        }
+    }
+}
+
+/// The API's bearer token as configured: read like any setting (so `PITCREW_SERVER_TOKEN`
+/// sets it), but never shown, and registered as a secret when the configuration is loaded.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ServerToken(String);
+
+/// The fewest characters a token may have: shorter ones are guessable, and too short for
+/// redaction to find everywhere.
+pub const MIN_TOKEN_CHARS: usize = 16;
+
+impl ServerToken {
+    /// The token, or `None` when none is configured.
+    pub fn secret(&self) -> Option<Secret> {
+        let token = self.0.trim();
+        (!token.is_empty()).then(|| Secret::new(token))
+    }
+}
+
+impl std::fmt::Debug for ServerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.trim().is_empty() {
+            "ServerToken(<none>)"
+        } else {
+            "ServerToken(<redacted>)"
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -375,6 +426,17 @@ impl Config {
                 return Err(invalid(field, "must be 0 or more".into()));
             }
         }
+        if let Some(token) = self.server.token.secret()
+            && token.expose().chars().count() < MIN_TOKEN_CHARS
+        {
+            return Err(invalid(
+                "server.token",
+                format!(
+                    "must be at least {MIN_TOKEN_CHARS} characters (make one with \
+                     `openssl rand -hex 32`)"
+                ),
+            ));
+        }
         if !(0.0..=2.0).contains(&self.models.temperature) {
             return Err(invalid(
                 "models.temperature",
@@ -533,6 +595,10 @@ impl LoadedConfig {
             config.providers.entry(name).or_insert(provider);
         }
         let (mut config, env_fields) = environment::apply(&config, &env)?;
+        // The API's token is a secret from here on, whichever way it was given.
+        if let Some(token) = config.server.token.secret() {
+            pitcrew_core::register_secret(token.expose());
+        }
         for provider in config.providers.values_mut() {
             if let Some(url) = (!provider.base_url_env.is_empty())
                 .then(|| env.get(&provider.base_url_env))

@@ -18,6 +18,7 @@ fn the_shipped_file_states_the_built_in_defaults() {
     assert_eq!(builtin.models, ModelsConfig::default());
     assert_eq!(builtin.budget, BudgetConfig::default());
     assert_eq!(builtin.context, ContextConfig::default());
+    assert_eq!(builtin.server, ServerConfig::default());
     assert_eq!(builtin.validation, ValidationSettings::default());
     let empty = load("", &[]).unwrap();
     assert_eq!(empty.config, builtin);
@@ -162,6 +163,42 @@ fn keys_come_from_the_environment_and_are_never_printed() {
             .iter()
             .all(|(name, e)| e.api_key.is_none() || name.is_empty())
     );
+}
+
+#[test]
+fn the_server_token_is_a_secret_from_the_file_or_the_environment() {
+    let from_file = load("[server]\ntoken = \"config-test-file-token-3b9e1f\"\n", &[]).unwrap();
+    let token = from_file.config.server.token.secret().unwrap();
+    assert_eq!(token.expose(), "config-test-file-token-3b9e1f");
+    assert!(!format!("{from_file:?}").contains("config-test-file-token"));
+    assert_eq!(
+        pitcrew_core::redact("Bearer config-test-file-token-3b9e1f"),
+        "Bearer [REDACTED]"
+    );
+    let from_env = load(
+        "",
+        &[
+            ("PITCREW_SERVER_TOKEN", "config-test-env-token-aa71c0"),
+            ("PITCREW_SERVER_BIND", "0.0.0.0:9000"),
+        ],
+    )
+    .unwrap();
+    let server = &from_env.config.server;
+    assert_eq!(
+        server.token.secret().unwrap().expose(),
+        "config-test-env-token-aa71c0"
+    );
+    assert_eq!(server.bind.to_string(), "0.0.0.0:9000");
+    assert_eq!(load("", &[]).unwrap().config.server.token.secret(), None);
+    let err = load("", &[("PITCREW_SERVER_TOKEN", "short")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("environment variable PITCREW_SERVER_TOKEN")
+            && err.contains("at least 16 characters"),
+        "{err}"
+    );
+    assert!(!err.contains("short`"), "{err}");
 }
 
 #[test]

@@ -24,6 +24,7 @@ named_enum! {
 
 /// Tokens and money one attempt spent, as the provider reported them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Usage {
     pub tokens_in: u64,
     pub tokens_out: u64,
@@ -70,6 +71,7 @@ impl AttemptReport {
 
 /// One recorded attempt.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Attempt {
     pub task_id: TaskId,
     pub number: u32,
@@ -87,5 +89,6 @@ pub struct Attempt {
     pub patch: Option<String>,
     pub run_id: Option<String>,
     pub quality: Option<f64>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub details: serde_json::Value,
 }

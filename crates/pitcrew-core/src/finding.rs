@@ -13,6 +13,7 @@ named_enum! {
 
 /// One observation a check made about produced output, specific enough to act on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Finding {
     /// The check that made it, e.g. `syntax`, `safe_path`.
     pub rule: String,

@@ -26,6 +26,12 @@ pub use redact::{
 };
 pub use secret::{Secret, is_secret_name};
 pub use task::{
-    ErrorClass, ErrorKind, Lease, NewTask, Priority, Task, TaskFilter, TaskId, TaskKind, TaskStatus,
+    ErrorClass, ErrorKind, Lease, NewTask, Priority, Task, TaskFilter, TaskId, TaskKind,
+    TaskStatus, handle,
 };
 pub use verified::{VerifiedFile, sha256_hex};
+
+/// What [`named_enum!`] expands to with the `openapi` feature refers to utoipa through here.
+#[cfg(feature = "openapi")]
+#[doc(hidden)]
+pub use utoipa as __utoipa;

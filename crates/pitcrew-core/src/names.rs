@@ -11,8 +11,9 @@ pub struct UnknownName {
 }
 
 /// Defines a `Copy` enum whose variants have one snake_case name each, with `as_str`, `ALL`,
-/// `Display`, `FromStr` (accepting `-` for `_`) and serde in the same spelling. Exported for
-/// pitcrew's other crates (they need `serde` as a dependency).
+/// `Display`, `FromStr` (accepting `-` for `_`) and serde in the same spelling; with the
+/// `openapi` feature, an OpenAPI schema listing the same names. Exported for pitcrew's other
+/// crates (they need `serde` as a dependency).
 #[macro_export]
 macro_rules! named_enum {
     ($(#[$meta:meta])* $vis:vis enum $name:ident ($what:literal) { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
@@ -62,5 +63,34 @@ macro_rules! named_enum {
                 s.parse().map_err(::serde::de::Error::custom)
             }
         }
+
+        $crate::__named_enum_schema!($name, $($text),+);
     };
+}
+
+/// The OpenAPI schema of a [`named_enum!`]: a string, one of its names. Chosen by this crate's
+/// `openapi` feature, so crates using `named_enum!` need no feature of their own.
+#[cfg(feature = "openapi")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __named_enum_schema {
+    ($name:ident, $($text:literal),+) => {
+        impl $crate::__utoipa::PartialSchema for $name {
+            fn schema() -> $crate::__utoipa::openapi::RefOr<$crate::__utoipa::openapi::schema::Schema> {
+                $crate::__utoipa::openapi::schema::ObjectBuilder::new()
+                    .schema_type($crate::__utoipa::openapi::schema::Type::String)
+                    .enum_values(Some([$($text),+]))
+                    .into()
+            }
+        }
+
+        impl $crate::__utoipa::ToSchema for $name {}
+    };
+}
+
+#[cfg(not(feature = "openapi"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __named_enum_schema {
+    ($($ignored:tt)*) => {};
 }

@@ -183,6 +183,7 @@ impl ErrorKind {
 
 /// A task's identity: a UUID v7, so ids sort by creation time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(transparent)]
 pub struct TaskId(pub Uuid);
 
@@ -240,8 +241,15 @@ pub struct NewTask {
     pub metadata: serde_json::Value,
 }
 
+/// A task's short handle, `#42`: its number in the store ([`Task::seq`]), accepted wherever
+/// an id is.
+pub fn handle(seq: u64) -> String {
+    format!("#{seq}")
+}
+
 /// A task as stored.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Task {
     pub id: TaskId,
     /// The task's number in its store: 1, 2, 3, … in order of submission, never reused. Shown
@@ -257,6 +265,7 @@ pub struct Task {
     pub model: Option<String>,
     pub max_attempts: u32,
     pub idempotency_key: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub metadata: serde_json::Value,
     pub status: TaskStatus,
     /// How many times the task has been claimed.
@@ -286,10 +295,13 @@ pub struct Lease {
     pub attempt: u32,
 }
 
-/// Which tasks `list` returns.
+/// Which tasks `list` returns: in the order they were submitted (by [`Task::seq`]).
 #[derive(Debug, Clone, Default)]
 pub struct TaskFilter {
     pub status: Option<TaskStatus>,
     pub kind: Option<TaskKind>,
     pub limit: Option<u32>,
+    /// Only tasks submitted after the one with this number: the next page of a listing that
+    /// ended there. Numbers are never reused, so pages neither skip nor repeat a task.
+    pub after_seq: Option<u64>,
 }

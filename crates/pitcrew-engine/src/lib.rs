@@ -4,9 +4,16 @@
 //! on `pitcrew/<task-id>` plus a stored patch. The router's health is shared through the
 //! store, and the run stops claiming when its budget is spent. Progress is reported as
 //! [`Event`]s; printing them is the caller's business.
+//!
+//! Around the pool, what the command line and the HTTP API both do with the queue it works:
+//! [`submission`] checks tasks before they are queued, [`results`] reads what became of them,
+//! [`models`] shows the models with their health and ranking.
 
 mod attempt;
 mod fleet;
+pub mod models;
+pub mod results;
+pub mod submission;
 mod tidy;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -109,6 +109,7 @@ impl Requirements {
 
 /// Why a model cannot take the call.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "exclusion", rename_all = "snake_case")]
 pub enum Exclusion {
     /// Neither in the fallback chain nor the preferred model.
@@ -192,6 +193,7 @@ impl fmt::Display for Exclusion {
 
 /// The score's components, each 0–1 (see the module documentation).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Components {
     pub quality: f64,
     pub success: f64,
@@ -210,6 +212,7 @@ impl Components {
 
 /// One model as selection sees it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Candidate {
     /// The registry name.
     pub model: String,

@@ -96,6 +96,11 @@ pub struct IterationRecord {
     pub findings: Vec<Finding>,
     /// accepted, possible_bug, rejected, unusable_reply, model_error.
     pub outcome: &'static str,
+    /// Why the agent's checks refused the round's reply: a content kind for its own checks
+    /// (paths, syntax, size, no files), `validation_failed` when validation did (a `rejected`
+    /// round, or a `possible_bug` one that is refined). `None` when the reply was accepted or
+    /// none came; a reply the router refused is told by its calls.
+    pub rejected_as: Option<ErrorKind>,
 }
 
 /// Everything recorded about an attempt besides its verdict.
@@ -340,6 +345,7 @@ impl BuiltinAgent {
                 usage: Usage::default(),
                 findings: Vec::new(),
                 outcome: "model_error",
+                rejected_as: None,
             };
             let request = RouteRequest {
                 messages: messages.clone(),
@@ -496,22 +502,21 @@ impl BuiltinAgent {
                 record.outcome = "rejected";
             }
 
-            record.findings = findings.clone();
-            run.details.iterations.push(record);
             let first_error = findings
                 .iter()
                 .find(|f| f.is_error())
                 .map(|f| f.rule.clone())
                 .unwrap_or_default();
             let static_failure = run.details.validation.is_none() || run.written.is_empty();
-            run.verdict = Verdict::failure(
-                if static_failure {
-                    kind_of_rule(&first_error)
-                } else {
-                    ErrorKind::ValidationFailed
-                },
-                summary(&findings),
-            );
+            let rejected_as = if static_failure {
+                kind_of_rule(&first_error)
+            } else {
+                ErrorKind::ValidationFailed
+            };
+            record.findings = findings.clone();
+            record.rejected_as = Some(rejected_as);
+            run.details.iterations.push(record);
+            run.verdict = Verdict::failure(rejected_as, summary(&findings));
             run.findings = findings.clone();
             if number < self.settings.max_iterations {
                 let errors: Vec<Finding> = findings.into_iter().filter(Finding::is_error).collect();
@@ -623,6 +628,7 @@ impl BuiltinAgent {
             usage: Usage::default(),
             findings: pruned.findings.clone(),
             outcome: "accepted_without_failing_tests",
+            rejected_as: None,
         });
         run.details.possible_bugs = report.failing_tests;
         run.verified = pruned.verified.clone();

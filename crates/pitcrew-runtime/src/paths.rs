@@ -45,8 +45,7 @@ pub fn normalize(path: &str) -> Result<String, RefusedPath> {
             ),
         ));
     }
-    let bytes = path.as_bytes();
-    if path.starts_with('/') || path.starts_with('~') || (bytes.len() > 1 && bytes[1] == b':') {
+    if path.starts_with('/') || path.starts_with('~') || looks_like_a_drive(path) {
         return Err(refuse(
             path,
             "the path is absolute; give it relative to the repository root",
@@ -72,7 +71,20 @@ pub fn normalize(path: &str) -> Result<String, RefusedPath> {
     if parts.is_empty() {
         return Err(refuse(path, "the path names no file"));
     }
-    Ok(parts.join("/"))
+    let normal = parts.join("/");
+    // Checked again once `./` is gone, so that checking the result gives the same answer.
+    if looks_like_a_drive(&normal) {
+        return Err(refuse(
+            path,
+            "the path is absolute; give it relative to the repository root",
+        ));
+    }
+    Ok(normal)
+}
+
+/// `C:…`: a Windows drive, which a model may write even on Linux.
+fn looks_like_a_drive(path: &str) -> bool {
+    path.as_bytes().get(1) == Some(&b':')
 }
 
 /// Checks `path` and resolves it inside `root`, refusing any path that would leave `root`
@@ -150,6 +162,8 @@ mod tests {
             assert!(err.reason.contains(reason), "{path}: {err}");
         }
         assert_eq!(normalize("./tests//test_a.py").unwrap(), "tests/test_a.py");
+        // Found by the `reply` fuzz target: `./n:.` passed, and its normal form did not.
+        assert!(normalize("./n:.").is_err());
     }
 
     #[test]

@@ -30,7 +30,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use pitcrew_core::{
     Attempt, AttemptReport, Lease, LimitDecision, ModelHealth, NewTask, Priority, SharedLimit,
-    Task, TaskFilter, TaskId, TaskStatus,
+    Task, TaskFilter, TaskId, TaskKind, TaskStatus,
 };
 use serde::Serialize;
 
@@ -45,6 +45,7 @@ pub use sqlite::SqliteStore;
 
 /// The result of submitting one task.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Submitted {
     pub id: TaskId,
     /// The task's number in the store, shown as its handle `#seq` (see [`Task::seq`]).
@@ -91,6 +92,65 @@ impl QueueStats {
             .map(|(_, _, n)| n)
             .sum()
     }
+
+    /// The counts as `pitcrew queue --json` and the HTTP API show them.
+    pub fn summary(&self) -> QueueSummary {
+        QueueSummary {
+            counts: self
+                .counts
+                .iter()
+                .map(|&(status, priority, count)| QueueCount {
+                    status,
+                    priority,
+                    count,
+                })
+                .collect(),
+            total: TaskStatus::ALL.iter().map(|s| self.count(*s)).sum(),
+            next_run_at: self.next_run_at,
+            next_lease_expiry: self.next_lease_expiry,
+        }
+    }
+}
+
+/// How many tasks sit in the queue, by status and priority, for people and programs to read.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct QueueSummary {
+    /// Every non-empty combination of status and priority.
+    pub counts: Vec<QueueCount>,
+    /// Tasks in the store, whatever their status.
+    pub total: u64,
+    /// The earliest time a queued task may be claimed.
+    pub next_run_at: Option<DateTime<Utc>>,
+    /// The earliest lease expiry of a running task.
+    pub next_lease_expiry: Option<DateTime<Utc>>,
+}
+
+/// The number of tasks with one status and priority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct QueueCount {
+    pub status: TaskStatus,
+    pub priority: Priority,
+    pub count: u64,
+}
+
+/// Which attempts [`Store::recorded_attempts`] returns.
+#[derive(Debug, Clone, Default)]
+pub struct AttemptFilter {
+    /// Only attempts started at or after this time.
+    pub started_since: Option<DateTime<Utc>>,
+    /// Only attempts at tasks of this kind.
+    pub kind: Option<TaskKind>,
+}
+
+/// A recorded attempt with what its task is and where the task stands now.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskAttempt {
+    pub kind: TaskKind,
+    /// The task's status now, not when the attempt ended.
+    pub task_status: TaskStatus,
+    pub attempt: Attempt,
 }
 
 /// A task whose lease expired and was taken back.
@@ -196,6 +256,14 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// `(model id, latency in ms)` of the most recent `limit` finished attempts that called a
     /// model, newest first (for latency percentiles).
     async fn recent_latencies(&self, limit: u32) -> Result<Vec<(String, u64)>, StoreError>;
+
+    /// The attempts `filter` selects, running ones included, in the order they started (then
+    /// by task number and attempt number), each with its task's kind and current status. One
+    /// query, whatever the number of tasks.
+    async fn recorded_attempts(
+        &self,
+        filter: &AttemptFilter,
+    ) -> Result<Vec<TaskAttempt>, StoreError>;
 
     /// Stores `health` for its model, replacing what was stored, with one exception: a stored
     /// `cooldown_until` or `circuit_open_until` that has not ended yet and ends later than the

@@ -22,7 +22,8 @@ use uuid::Uuid;
 
 use crate::schema::{self, MigrationStatus};
 use crate::{
-    Disposition, QueueStats, Rescued, Store, StoreError, Submitted, TaskRef, parse, rules,
+    AttemptFilter, Disposition, QueueStats, Rescued, Store, StoreError, Submitted, TaskAttempt,
+    TaskRef, parse, rules,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
@@ -184,6 +185,22 @@ async fn announce_work(tx: &mut Transaction<'static, Postgres>) -> Result<(), St
     Ok(())
 }
 
+/// Ends `tx` and answers `refusal`. Dropping a transaction is not enough: sqlx only queues its
+/// ROLLBACK, sent when the pool next tests the connection in a task that runs whenever the
+/// runtime gets to it. Until then what the transaction locked stays locked: claims pass over
+/// such a task (they skip locked rows), and writers of it wait.
+async fn refuse<T>(
+    tx: Transaction<'static, Postgres>,
+    refusal: StoreError,
+) -> Result<T, StoreError> {
+    if let Err(e) = tx.rollback().await {
+        // The connection is broken, and its session's locks end with it; the refusal is still
+        // the answer.
+        tracing::warn!("rolling back a refused write: {e}");
+    }
+    Err(refusal)
+}
+
 impl PgStore {
     /// Connects to the database at `url` (`postgres://…`) and migrates it. A schema other
     /// than `public` is chosen with `?options[search_path]=NAME`; it must exist.
@@ -252,16 +269,17 @@ impl PgStore {
         status
     }
 
-    /// The task `id`, locked until `tx` ends.
+    /// The task `id`, locked until `tx` ends; `None` when there is none.
     async fn lock_task(
         tx: &mut Transaction<'static, Postgres>,
         id: TaskId,
-    ) -> Result<PgRow, StoreError> {
-        sqlx::query("SELECT status, attempts, idempotency_key FROM tasks WHERE id = $1 FOR UPDATE")
-            .bind(id.0)
-            .fetch_optional(&mut **tx)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(id.to_string()))
+    ) -> Result<Option<PgRow>, StoreError> {
+        Ok(sqlx::query(
+            "SELECT status, attempts, idempotency_key FROM tasks WHERE id = $1 FOR UPDATE",
+        )
+        .bind(id.0)
+        .fetch_optional(&mut **tx)
+        .await?)
     }
 
     async fn unfinished_with_key<'e, E>(
@@ -284,23 +302,27 @@ impl PgStore {
     /// idempotency key between the check and the update, and the check must be redone.
     async fn try_requeue(&self, id: TaskId) -> Result<Option<Task>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let row = Self::lock_task(&mut tx, id).await?;
+        let Some(row) = Self::lock_task(&mut tx, id).await? else {
+            return refuse(tx, StoreError::NotFound(id.to_string())).await;
+        };
         let status: TaskStatus = parse("status", row.try_get("status")?)?;
         if !matches!(status, TaskStatus::Failed | TaskStatus::Cancelled) {
-            return Err(StoreError::InvalidState {
+            let refusal = StoreError::InvalidState {
                 task: id,
                 status,
                 action: "only failed or cancelled tasks can be retried".into(),
-            });
+            };
+            return refuse(tx, refusal).await;
         }
         let key: Option<String> = row.try_get("idempotency_key")?;
         if let Some(key) = &key
             && let Some(other) = Self::unfinished_with_key(&mut *tx, key).await?
         {
-            return Err(StoreError::IdempotencyConflict {
+            let refusal = StoreError::IdempotencyConflict {
                 key: key.clone(),
                 task: other,
-            });
+            };
+            return refuse(tx, refusal).await;
         }
         let updated = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE tasks SET status = 'queued', run_at = now(), updated_at = now(), \
@@ -312,7 +334,11 @@ impl PgStore {
         .fetch_one(&mut *tx)
         .await;
         let row = match updated {
-            Err(e) if is_unique_violation(&e) => return Ok(None),
+            Err(e) if is_unique_violation(&e) => {
+                // Unlocked before the next try, which locks the row again.
+                tx.rollback().await?;
+                return Ok(None);
+            }
             other => other?,
         };
         announce_work(&mut tx).await?;
@@ -481,10 +507,11 @@ impl Store for PgStore {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(held) = held else {
-            return Err(StoreError::LeaseLost {
+            let refusal = StoreError::LeaseLost {
                 task: lease.task_id,
                 attempt: lease.attempt,
-            });
+            };
+            return refuse(tx, refusal).await;
         };
         let next = rules::finished(
             disposition,
@@ -620,10 +647,11 @@ impl Store for PgStore {
         .await?
         .rows_affected();
         if released == 0 {
-            return Err(StoreError::LeaseLost {
+            let refusal = StoreError::LeaseLost {
                 task: lease.task_id,
                 attempt: lease.attempt,
-            });
+            };
+            return refuse(tx, refusal).await;
         }
         sqlx::query(
             "UPDATE attempts SET outcome = 'abandoned', finished_at = now(), \
@@ -643,7 +671,9 @@ impl Store for PgStore {
 
     async fn cancel(&self, id: TaskId) -> Result<Task, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let row = Self::lock_task(&mut tx, id).await?;
+        let Some(row) = Self::lock_task(&mut tx, id).await? else {
+            return refuse(tx, StoreError::NotFound(id.to_string())).await;
+        };
         match parse("status", row.try_get("status")?)? {
             TaskStatus::Queued => {}
             TaskStatus::Running => {
@@ -657,11 +687,12 @@ impl Store for PgStore {
                 .await?;
             }
             status => {
-                return Err(StoreError::InvalidState {
+                let refusal = StoreError::InvalidState {
                     task: id,
                     status,
                     action: "only queued or running tasks can be cancelled".into(),
-                });
+                };
+                return refuse(tx, refusal).await;
             }
         }
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -728,14 +759,17 @@ impl Store for PgStore {
     }
 
     async fn list(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError> {
+        let after_seq = (filter.after_seq).map(|seq| i64::try_from(seq).unwrap_or(i64::MAX));
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {TASK_COLUMNS} FROM tasks \
              WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR kind = $2) \
+             AND ($4::bigint IS NULL OR seq > $4) \
              ORDER BY seq LIMIT $3"
         )))
         .bind(filter.status.map(|s| s.as_str()))
         .bind(filter.kind.map(|k| k.as_str()))
         .bind(filter.limit.map(i64::from))
+        .bind(after_seq)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(task_from_row).collect()
@@ -791,6 +825,32 @@ impl Store for PgStore {
             .into_iter()
             .map(|(m, l)| (m, l.max(0) as u64))
             .collect())
+    }
+
+    async fn recorded_attempts(
+        &self,
+        filter: &AttemptFilter,
+    ) -> Result<Vec<TaskAttempt>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT a.*, t.kind AS task_kind, t.status AS task_status \
+             FROM attempts a JOIN tasks t ON t.id = a.task_id \
+             WHERE ($1::timestamptz IS NULL OR a.started_at >= $1) \
+             AND ($2::text IS NULL OR t.kind = $2) \
+             ORDER BY a.started_at, t.seq, a.number",
+        )
+        .bind(filter.started_since)
+        .bind(filter.kind.map(|k| k.as_str()))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(TaskAttempt {
+                    kind: parse("kind", row.try_get("task_kind")?)?,
+                    task_status: parse("status", row.try_get("task_status")?)?,
+                    attempt: attempt_from_row(row)?,
+                })
+            })
+            .collect()
     }
 
     async fn model_health(&self) -> Result<Vec<ModelHealth>, StoreError> {
@@ -884,6 +944,9 @@ impl Store for PgStore {
             counted.push((limit, rules::counted(minute, today)));
         }
         if let Some(refused) = rules::refusal(counted, tokens) {
+            // Now, not when the pool gets to it: until then the limits stay locked for every
+            // other worker (see `refuse`).
+            tx.rollback().await?;
             return Ok(refused);
         }
         for limit in limits {

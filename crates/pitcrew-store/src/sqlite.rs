@@ -18,7 +18,8 @@ use sqlx::{Row, Sqlite, Transaction};
 
 use crate::schema::{self, MigrationStatus};
 use crate::{
-    Disposition, QueueStats, Rescued, Store, StoreError, Submitted, TaskRef, parse, rules,
+    AttemptFilter, Disposition, QueueStats, Rescued, Store, StoreError, Submitted, TaskAttempt,
+    TaskRef, parse, rules,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -643,14 +644,17 @@ impl Store for SqliteStore {
     }
 
     async fn list(&self, filter: &TaskFilter) -> Result<Vec<Task>, StoreError> {
+        let after_seq = (filter.after_seq).map(|seq| i64::try_from(seq).unwrap_or(i64::MAX));
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {TASK_COLUMNS} FROM tasks \
              WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR kind = ?2) \
+             AND (?4 IS NULL OR seq > ?4) \
              ORDER BY seq LIMIT ?3"
         )))
         .bind(filter.status.map(|s| s.as_str()))
         .bind(filter.kind.map(|k| k.as_str()))
         .bind(filter.limit.map_or(-1, i64::from))
+        .bind(after_seq)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(task_from_row).collect()
@@ -705,6 +709,31 @@ impl Store for SqliteStore {
             .into_iter()
             .map(|(m, l)| (m, l.max(0) as u64))
             .collect())
+    }
+
+    async fn recorded_attempts(
+        &self,
+        filter: &AttemptFilter,
+    ) -> Result<Vec<TaskAttempt>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT a.*, t.kind AS task_kind, t.status AS task_status \
+             FROM attempts a JOIN tasks t ON t.id = a.task_id \
+             WHERE (?1 IS NULL OR a.started_at >= ?1) AND (?2 IS NULL OR t.kind = ?2) \
+             ORDER BY a.started_at, t.seq, a.number",
+        )
+        .bind(filter.started_since.map(|t| t.timestamp_millis()))
+        .bind(filter.kind.map(|k| k.as_str()))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(TaskAttempt {
+                    kind: parse("kind", row.try_get("task_kind")?)?,
+                    task_status: parse("status", row.try_get("task_status")?)?,
+                    attempt: attempt_from_row(row)?,
+                })
+            })
+            .collect()
     }
 
     async fn model_health(&self) -> Result<Vec<ModelHealth>, StoreError> {

@@ -3,6 +3,8 @@
 //! suite per backend. PostgreSQL runs when `PITCREW_TEST_POSTGRES_URL` is set, each test in a
 //! schema of its own.
 
+mod support;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,48 +14,10 @@ use pitcrew_core::{
     AttemptOutcome, AttemptReport, ErrorKind, LimitDecision, ModelHealth, NewTask, Priority,
     SharedLimit, TaskFilter, TaskKind, TaskStatus,
 };
-use pitcrew_store::{Disposition, MigrationStatus, Store, StoreError};
+use pitcrew_store::{AttemptFilter, Disposition, MigrationStatus, Store, StoreError};
+use support::{Fixture, PgFixture, SqliteFixture, open, report, task};
 
 const TTL: Duration = Duration::from_secs(60);
-
-/// An empty place for a store (a temporary file, a fresh schema), removed when dropped.
-trait Fixture: Sized + Send + Sync + 'static {
-    /// A new one, or `None` (having said why) when this backend cannot be tested here.
-    async fn new() -> Option<Self>;
-    /// The URL that [`pitcrew_store::open`] takes.
-    fn url(&self) -> String;
-    /// Runs `sql` on the database directly, to make states the API never makes.
-    async fn execute(&self, sql: &str);
-}
-
-async fn open(fx: &impl Fixture) -> Arc<dyn Store> {
-    pitcrew_store::open(&fx.url()).await.unwrap()
-}
-
-fn task(target: &str, priority: Priority) -> NewTask {
-    NewTask {
-        kind: TaskKind::UnitTest,
-        description: format!("write tests for {target}"),
-        targets: vec![target.to_string()],
-        repo: "/tmp/repo".into(),
-        repo_url: None,
-        base_commit: "0123456789abcdef0123456789abcdef01234567".into(),
-        priority,
-        model: None,
-        max_attempts: 3,
-        idempotency_key: None,
-        metadata: serde_json::json!({"source": "test"}),
-    }
-}
-
-fn report(error_kind: Option<ErrorKind>, error: Option<&str>) -> AttemptReport {
-    AttemptReport {
-        model: Some("test/model".into()),
-        error_kind,
-        error: error.map(String::from),
-        ..AttemptReport::default()
-    }
-}
 
 async fn submit_one(store: &dyn Store, t: NewTask) -> pitcrew_core::TaskId {
     store.submit(&[t]).await.unwrap()[0].id
@@ -1059,6 +1023,95 @@ async fn concurrent_workers_never_overrun_a_shared_limit_or_budget(fx: &impl Fix
     assert!(reserved >= 18, "{reserved} reservations");
 }
 
+/// `recorded_attempts` reads attempts as they were recorded, with their task's kind and
+/// current status, in the order they started; it selects by start time and by kind.
+async fn recorded_attempts_are_selected_by_start_and_kind(store: Arc<dyn Store>) {
+    let early = submit_one(&*store, task("src/a.py", Priority::Normal)).await;
+    let (_, lease) = store.claim("w1", 1, TTL).await.unwrap().remove(0);
+    let done = AttemptReport {
+        usage: pitcrew_core::Usage {
+            tokens_in: 120,
+            tokens_out: 30,
+            cost_usd: Some(0.25),
+        },
+        latency_ms: Some(850),
+        run_id: Some("run-1".into()),
+        quality: Some(0.75),
+        details: serde_json::json!({"iterations": [{"calls": [{"model_id": "test/model"}]}]}),
+        ..report(None, None)
+    };
+    store
+        .finish(&lease, Disposition::Complete, &done)
+        .await
+        .unwrap();
+    // Starts after `cut` are later than it on either clock (the store's, or this process's
+    // truncated to the millisecond SQLite keeps).
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let cut = Utc::now();
+    let mut docs = task("README.md", Priority::Normal);
+    docs.kind = TaskKind::Docs;
+    let late = submit_one(&*store, docs).await;
+    store.claim("w2", 1, TTL).await.unwrap();
+
+    let all = store
+        .recorded_attempts(&AttemptFilter::default())
+        .await
+        .unwrap();
+    let seen: Vec<_> = all
+        .iter()
+        .map(|a| (a.attempt.task_id, a.kind, a.task_status, a.attempt.outcome))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (
+                early,
+                TaskKind::UnitTest,
+                TaskStatus::Completed,
+                AttemptOutcome::Completed
+            ),
+            (
+                late,
+                TaskKind::Docs,
+                TaskStatus::Running,
+                AttemptOutcome::Running
+            ),
+        ]
+    );
+    let recorded = &all[0].attempt;
+    assert_eq!(recorded.model, done.model);
+    assert_eq!(recorded.usage, done.usage);
+    assert_eq!(recorded.latency_ms, done.latency_ms);
+    assert_eq!(recorded.run_id, done.run_id);
+    assert_eq!(recorded.quality, done.quality);
+    assert_eq!(recorded.details, done.details);
+
+    let ids = |filter: AttemptFilter| {
+        let store = Arc::clone(&store);
+        async move {
+            let found = store.recorded_attempts(&filter).await.unwrap();
+            found.iter().map(|a| a.attempt.task_id).collect::<Vec<_>>()
+        }
+    };
+    let since = |at| AttemptFilter {
+        started_since: Some(at),
+        ..AttemptFilter::default()
+    };
+    let of_kind = |kind| AttemptFilter {
+        kind: Some(kind),
+        ..AttemptFilter::default()
+    };
+    assert_eq!(ids(since(cut)).await, [late]);
+    assert_eq!(ids(of_kind(TaskKind::UnitTest)).await, [early]);
+    assert_eq!(ids(of_kind(TaskKind::Fix)).await, []);
+    let both = AttemptFilter {
+        started_since: Some(cut),
+        kind: Some(TaskKind::UnitTest),
+    };
+    assert_eq!(ids(both).await, []);
+    assert_eq!(ids(since(Utc::now() + chrono::TimeDelta::hours(1))).await, []);
+}
+
 /// Instantiates every test above for one backend, whose [`Fixture`] is `$fixture`.
 macro_rules! conformance {
     ($backend:ident, $fixture:ty) => {
@@ -1107,6 +1160,7 @@ macro_rules! conformance {
             case!(a_possible_bug_is_its_own_end_state_and_keeps_its_commit);
             case!(requeue_refuses_a_taken_idempotency_key);
             case!(list_filters_and_stats);
+            case!(recorded_attempts_are_selected_by_start_and_kind);
             case!(model_health_round_trips);
             case!(model_health_keeps_the_later_cooldown);
             case!(wait_for_work_returns_by_max);
@@ -1124,34 +1178,7 @@ macro_rules! conformance {
 }
 
 mod sqlite_backend {
-    use sqlx::Connection;
-
     use super::*;
-
-    /// A database file in a temporary directory.
-    pub struct SqliteFixture(tempfile::TempDir);
-
-    impl Fixture for SqliteFixture {
-        async fn new() -> Option<Self> {
-            Some(SqliteFixture(tempfile::tempdir().unwrap()))
-        }
-
-        fn url(&self) -> String {
-            format!("sqlite://{}", self.0.path().join("queue.db").display())
-        }
-
-        async fn execute(&self, sql: &str) {
-            let options =
-                sqlx::sqlite::SqliteConnectOptions::new().filename(self.0.path().join("queue.db"));
-            let mut conn = sqlx::SqliteConnection::connect_with(&options)
-                .await
-                .unwrap();
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-        }
-    }
 
     #[tokio::test]
     async fn wait_for_work_sleeps_max() {
@@ -1164,88 +1191,10 @@ mod sqlite_backend {
     }
 }
 
-conformance!(sqlite, sqlite_backend::SqliteFixture);
+conformance!(sqlite, SqliteFixture);
 
 mod postgres_backend {
-    use std::io::Write;
-
-    use sqlx::{Connection, PgConnection};
-
     use super::*;
-
-    /// A fresh schema, dropped afterwards, in the database at `PITCREW_TEST_POSTGRES_URL`.
-    pub struct PgFixture {
-        base: String,
-        schema: String,
-    }
-
-    impl Fixture for PgFixture {
-        async fn new() -> Option<Self> {
-            let Ok(base) = std::env::var("PITCREW_TEST_POSTGRES_URL") else {
-                // Straight to stderr: the test harness swallows `eprintln!` of a passing test,
-                // and a skip must not look like a pass.
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "skipped: PITCREW_TEST_POSTGRES_URL is not set, so a PostgreSQL test did \
-                     not run (set it to e.g. postgres://postgres@127.0.0.1:5432/test)"
-                );
-                return None;
-            };
-            let schema = format!("pitcrew_t_{}", uuid::Uuid::now_v7().simple());
-            let mut conn = PgConnection::connect(&base).await.unwrap();
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            Some(PgFixture { base, schema })
-        }
-
-        fn url(&self) -> String {
-            let separator = if self.base.contains('?') { '&' } else { '?' };
-            // The application name lets a test find the store's connections.
-            format!(
-                "{}{separator}options[search_path]={}&application_name={}",
-                self.base, self.schema, self.schema
-            )
-        }
-
-        async fn execute(&self, sql: &str) {
-            let mut conn = PgConnection::connect(&self.url()).await.unwrap();
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-        }
-    }
-
-    impl Drop for PgFixture {
-        #[allow(clippy::print_stderr)]
-        fn drop(&mut self) {
-            let (base, schema) = (self.base.clone(), self.schema.clone());
-            // On a thread and runtime of its own: this may run while the test's runtime is
-            // unwinding from a failure, where it cannot be blocked on.
-            let dropped = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                runtime.block_on(async {
-                    let mut conn = PgConnection::connect(&base).await?;
-                    // A connection the test left in a transaction would block the drop forever.
-                    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                        "SET lock_timeout = '10s'; DROP SCHEMA {schema} CASCADE"
-                    )))
-                    .execute(&mut conn)
-                    .await
-                    .map(drop)
-                })
-            })
-            .join();
-            if !matches!(dropped, Ok(Ok(()))) {
-                eprintln!("could not drop test schema {}: {dropped:?}", self.schema);
-            }
-        }
-    }
 
     /// How long `wait` took.
     async fn timed(wait: impl Future<Output = ()>) -> Duration {
@@ -1374,4 +1323,4 @@ mod postgres_backend {
     }
 }
 
-conformance!(postgres, postgres_backend::PgFixture);
+conformance!(postgres, PgFixture);

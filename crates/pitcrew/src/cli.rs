@@ -112,6 +112,22 @@ pub enum Command {
     /// Serve the queue until stopped (SIGTERM or Ctrl-C finish running tasks first); for
     /// long-running workers sharing a queue, e.g. on PostgreSQL.
     Worker(WorkerArgs),
+    /// Serve the HTTP API — tasks, results, models and live events under /api/v1, its
+    /// OpenAPI document at /api/v1/openapi.json — until stopped; with --workers, work the
+    /// queue in this process too.
+    #[command(
+        long_about = "Serve the HTTP API until Ctrl-C or SIGTERM: REST under /api/v1 (submit \
+            one task or a batch, list, show, cancel, retry, diff, queue counts, models, \
+            select-model), Server-Sent Events at /api/v1/events, the OpenAPI document at \
+            /api/v1/openapi.json, and /healthz and /readyz (no token needed).\n\n\
+            Every /api/v1 request needs `Authorization: Bearer TOKEN` when a token is \
+            configured (`[server] token` in pitcrew.toml, or PITCREW_SERVER_TOKEN); without \
+            one, only a loopback address may be bound.\n\n\
+            With --workers N the queue is worked in this process, like `pitcrew worker`, and \
+            the events of those tasks stream at /api/v1/events; tasks worked by other \
+            processes are not streamed (poll /api/v1/tasks for them)."
+    )]
+    Serve(ServeArgs),
     /// Apply pending store migrations (workers also apply them on start; a store migrated by
     /// a newer pitcrew is refused).
     Migrate {
@@ -173,6 +189,9 @@ pub enum Command {
         #[arg(long, conflicts_with = "format")]
         json: bool,
     },
+    /// Figures from the recorded attempts: per model, task kind and run, and in total.
+    #[command(long_about = METRICS_HELP)]
+    Metrics(MetricsArgs),
     /// Plan a batch of tasks from what the repository lacks.
     Plan {
         #[command(subcommand)]
@@ -253,6 +272,51 @@ pub struct SimArgs {
     /// anyone who can reach it can use it.
     #[arg(long)]
     pub allow_remote: bool,
+}
+
+const METRICS_HELP: &str = "Figures from the recorded attempts: per model, per task kind, \
+    per run, and in total. An attempt counts for the model that gave its last reply; every call \
+    to a model (failed ones included, as the router records them) counts for that model. A \
+    figure without data is shown as \"—\" (null in JSON), never as 0.\n\n\
+    --json prints an object with stable fields: window {since, until} (RFC 3339; since is \
+    --since, else the first counted attempt's start; until is now with --since or while an \
+    attempt runs, else the last one's end), model and kind (the filters given, or null), \
+    totals, models (each with model, the provider's id), kinds (each with kind) and runs \
+    (each with run and started_at). Totals, models, kinds and runs all carry: attempts, \
+    completed, success_rate (completed over completed + failed + possible bug), calls, \
+    latency_p50_ms, latency_p95_ms and time_to_first_token_p50_ms (of the calls that brought a \
+    usable reply), tokens_in, tokens_out, cost_usd, mean_quality (0-1), rate_limited (calls \
+    refused for a rate limit or quota) and content_failures (replies refused as unusable by \
+    the router or the agent's checks). Totals add tasks (the counted attempts' tasks by status \
+    now), throughput_per_hour (completed attempts per hour of the window) and \
+    accepted_results_per_usd.\n\n\
+    --prometheus prints the same figures in the Prometheus text format, as gauges: \
+    pitcrew_<figure> for the totals, pitcrew_model_<figure>{model}, pitcrew_kind_<figure>{kind} \
+    and pitcrew_run_<figure>{run}; times in seconds, a figure without data without a sample.";
+
+/// The flags of `pitcrew metrics`.
+#[derive(Debug, Args)]
+pub struct MetricsArgs {
+    /// Only attempts started in this window: a duration back from now (30m, 24h, 7d) or an
+    /// RFC 3339 timestamp.
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<pitcrew_metrics::Since>,
+
+    /// Only this model (its id or registry name): the attempts whose last reply it gave and
+    /// the calls made to it.
+    #[arg(long, value_name = "MODEL")]
+    pub model: Option<String>,
+
+    /// Only attempts at tasks of this kind.
+    #[arg(long)]
+    pub kind: Option<TaskKind>,
+
+    #[command(flatten)]
+    pub format: Format,
+
+    /// Print the Prometheus text exposition format instead of a table.
+    #[arg(long, conflicts_with = "json")]
+    pub prometheus: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -393,6 +457,26 @@ pub struct WorkerArgs {
     /// Tasks processed at once (default: workers.count).
     #[arg(long, short = 'w', value_name = "N")]
     pub workers: Option<u32>,
+
+    /// Name of this worker process in leases (default: host:pid).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    #[command(flatten)]
+    pub engine: EngineFlags,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (default: server.bind, 127.0.0.1:8420); port 0 picks a free one.
+    /// Anything but a loopback address needs a token.
+    #[arg(long, value_name = "IP:PORT")]
+    pub bind: Option<std::net::SocketAddr>,
+
+    /// Work the queue in this process with N workers, streaming their events (default 0:
+    /// serve the API only).
+    #[arg(long, short = 'w', value_name = "N", default_value_t = 0)]
+    pub workers: u32,
 
     /// Name of this worker process in leases (default: host:pid).
     #[arg(long, value_name = "NAME")]

@@ -58,10 +58,7 @@ pub fn stderr_colours() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
-/// A task's short handle, `#42`: its number in the store, accepted wherever an id is.
-pub fn handle(seq: u64) -> String {
-    format!("#{seq}")
-}
+pub use pitcrew_core::handle;
 
 /// `text` cut to at most `max` characters (its first line only), ending in `…` when cut.
 pub fn truncate(text: &str, max: usize) -> String {

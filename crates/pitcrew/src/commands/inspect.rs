@@ -1,9 +1,9 @@
 //! Read-only commands: `status`, `list`, `queue`, `show`.
 
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use pitcrew_core::{Attempt, Finding, Priority, Task, TaskFilter, TaskKind, TaskStatus};
+use pitcrew_engine::results::{TaskDetail, TaskView, possible_bug_label, result_patch};
 use pitcrew_validate::FailingTest;
 use serde::Deserialize;
 
@@ -87,18 +87,6 @@ pub async fn status(ctx: &Context, id: &str, json: bool) -> anyhow::Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
-/// `task` as JSON with `applied`: the commit `apply` made of its result, or null.
-fn with_applied(task: &Task, applied: &BTreeMap<String, String>) -> serde_json::Value {
-    let mut value = serde_json::to_value(task).unwrap_or_default();
-    if let Some(fields) = value.as_object_mut() {
-        fields.insert(
-            "applied".into(),
-            applied.get(&task.id.to_string()).cloned().into(),
-        );
-    }
-    value
-}
-
 pub async fn list(
     ctx: &Context,
     status: Option<TaskStatus>,
@@ -113,13 +101,16 @@ pub async fn list(
             status,
             kind,
             limit,
+            after_seq: None,
         })
         .await?;
     // Which tasks `apply` committed here (refs/pitcrew/applied/<id>), in one git call.
     let applied = ctx.repo.applied().await?;
     if json {
-        let tasks: Vec<serde_json::Value> =
-            tasks.iter().map(|t| with_applied(t, &applied)).collect();
+        let tasks: Vec<TaskView> = tasks
+            .into_iter()
+            .map(|t| TaskView::new(t, &applied))
+            .collect();
         output::json(&tasks);
         return Ok(ExitCode::SUCCESS);
     }
@@ -173,17 +164,7 @@ pub async fn list(
 pub async fn queue(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
     let stats = ctx.store().await?.stats().await?;
     if json {
-        let counts: Vec<_> = stats
-            .counts
-            .iter()
-            .map(|(s, p, n)| serde_json::json!({"status": s, "priority": p, "count": n}))
-            .collect();
-        output::json(&serde_json::json!({
-            "counts": counts,
-            "total": TaskStatus::ALL.iter().map(|s| stats.count(*s)).sum::<u64>(),
-            "next_run_at": stats.next_run_at,
-            "next_lease_expiry": stats.next_lease_expiry,
-        }));
+        output::json(&stats.summary());
         return Ok(ExitCode::SUCCESS);
     }
     let mut header = vec!["status"];
@@ -269,16 +250,16 @@ pub async fn show(ctx: &Context, id: &str, diff: bool, json: bool) -> anyhow::Re
     let store = ctx.store().await?;
     let task = store.find(id).await?;
     let mut attempts = store.attempts(task.id).await?;
-    let patch = super::results::result_patch(&*store, &task).await.ok();
+    let patch = result_patch(&*store, &task).await.ok();
     let applied = ctx.repo.applied().await?;
     if json {
         if !diff {
             attempts.iter_mut().for_each(|a| a.patch = None);
         }
-        output::json(&serde_json::json!({
-            "task": with_applied(&task, &applied),
-            "attempts": attempts,
-        }));
+        output::json(&TaskDetail {
+            task: TaskView::new(task, &applied),
+            attempts,
+        });
         return Ok(ExitCode::SUCCESS);
     }
     let mut lines = task_lines(&task, &ctx.config.config.models.default);
@@ -308,12 +289,12 @@ pub async fn show(ctx: &Context, id: &str, diff: bool, json: bool) -> anyhow::Re
     }
     if diff {
         match patch {
-            Some((patch, possible_bug)) => {
+            Some(result) => {
                 output::line("");
-                if possible_bug {
-                    output::line(&format!("# {}", super::results::possible_bug_label(&task)));
+                if result.possible_bug {
+                    output::line(&format!("# {}", possible_bug_label(&task)));
                 }
-                output::line(patch.trim_end());
+                output::line(result.patch.trim_end());
             }
             None => output::message("no result yet, so no patch to show"),
         }

@@ -4,12 +4,14 @@ mod demo;
 mod init;
 mod inspect;
 mod manage;
+mod metrics;
 mod models;
 mod plan;
 mod prompts;
 mod report;
 mod results;
 mod run;
+mod serve;
 mod sim;
 mod submit;
 mod validate;
@@ -52,6 +54,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Retry { id, format } => manage::retry(&ctx, &id, format.json).await,
         Command::Run(args) => run::run(&ctx, args).await,
         Command::Worker(args) => run::worker(&ctx, args).await,
+        Command::Serve(args) => serve::serve(&ctx, args).await,
         Command::Prompts { action, format } => prompts::prompts(&ctx, action, format.json),
         Command::Diff { id, format } => results::diff(&ctx, &id, format.json).await,
         Command::Migrate { format } => manage::migrate(&ctx, format.json).await,
@@ -81,6 +84,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             kind,
             format,
         } => validate::validate(&ctx, &paths, &targets, kind, format.json).await,
+        Command::Metrics(args) => metrics::metrics(&ctx, args).await,
         Command::Report { run, format, json } => {
             let format = if json { ReportFormat::Json } else { format };
             report::report(&ctx, run.as_deref(), format).await

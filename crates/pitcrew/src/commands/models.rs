@@ -1,12 +1,11 @@
 //! `pitcrew models` (the registry with live health), `models sync` and `select-model`.
 
-use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use pitcrew_config::{SYNCED_MODELS, SyncedModels};
 use pitcrew_core::TaskKind;
-use pitcrew_llm::{ChatClient, CircuitState, Complexity, Requirements, circuit_state, sync};
-use serde::Serialize;
+use pitcrew_engine::models::{RankError, Selection, model_rows, rank_models};
+use pitcrew_llm::{ChatClient, Complexity, sync};
 
 use crate::cli::ModelsAction;
 use crate::context::Context;
@@ -14,34 +13,6 @@ use crate::output::{self, usage};
 
 /// The context window of a model a keyless server lists without one: a preset's default.
 const ASSUMED_CONTEXT: u64 = 32_768;
-
-#[derive(Debug, Serialize)]
-struct ModelRow {
-    name: String,
-    provider: String,
-    id: String,
-    presets: Vec<String>,
-    in_fallback: bool,
-    free: bool,
-    context: u64,
-    /// USD per million tokens.
-    price_in_per_mtok: f64,
-    price_out_per_mtok: f64,
-    circuit: String,
-    cooldown_until: Option<chrono::DateTime<chrono::Utc>>,
-    cooldown_reason: Option<String>,
-    success_rate: Option<f64>,
-    p50_latency_ms: Option<u64>,
-    calls_seen: u64,
-}
-
-fn p50(mut samples: Vec<u64>) -> Option<u64> {
-    if samples.is_empty() {
-        return None;
-    }
-    samples.sort_unstable();
-    Some(samples[samples.len() / 2])
-}
 
 pub async fn models(
     ctx: &Context,
@@ -56,60 +27,7 @@ pub async fn models(
     {
         return sync_models(ctx, file, &provider, format.json).await;
     }
-    let store = ctx.store().await?;
-    let health: BTreeMap<String, _> = store
-        .model_health()
-        .await?
-        .into_iter()
-        .map(|h| (h.model.clone(), h))
-        .collect();
-    let mut latencies: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for (model, latency) in store.recent_latencies(5000).await? {
-        latencies.entry(model).or_default().push(latency);
-    }
-    let registry = &ctx.config.registry;
-    let now = chrono::Utc::now();
-    let rows: Vec<ModelRow> = registry
-        .models()
-        .iter()
-        .map(|m| {
-            let h = health.get(&m.name);
-            let circuit = match h.map(|h| circuit_state(h, now)) {
-                None | Some(CircuitState::Closed) => "closed".to_string(),
-                Some(CircuitState::HalfOpen) => "half-open".to_string(),
-                Some(CircuitState::Open { until }) => {
-                    format!("open until {}", until.format("%H:%M:%S"))
-                }
-            };
-            let cooling = h.and_then(|h| {
-                h.cooldown_until
-                    .filter(|t| *t > now)
-                    .map(|t| (t, h.cooldown_reason.clone()))
-            });
-            ModelRow {
-                name: m.name.clone(),
-                provider: m.provider.clone(),
-                id: m.id.clone(),
-                presets: registry
-                    .presets()
-                    .iter()
-                    .filter(|(_, target)| **target == m.name)
-                    .map(|(preset, _)| preset.clone())
-                    .collect(),
-                in_fallback: registry.fallback().contains(&m.name),
-                free: m.free,
-                context: m.context,
-                price_in_per_mtok: m.price_in * 1e6,
-                price_out_per_mtok: m.price_out * 1e6,
-                circuit,
-                cooldown_until: cooling.as_ref().map(|(t, _)| *t),
-                cooldown_reason: cooling.and_then(|(_, r)| r),
-                success_rate: h.filter(|h| h.samples > 0).map(|h| h.success_rate),
-                p50_latency_ms: p50(latencies.get(&m.id).cloned().unwrap_or_default()),
-                calls_seen: h.map_or(0, |h| h.samples),
-            }
-        })
-        .collect();
+    let rows = model_rows(&*ctx.store().await?, &ctx.config.registry).await?;
     if json {
         output::json(&rows);
         return Ok(ExitCode::SUCCESS);
@@ -265,22 +183,17 @@ pub async fn select_model(
     model: Option<String>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    if let Some(name) = &model {
-        ctx.config
-            .resolve(Some(name))
-            .map_err(|e| usage(e.to_string()))?;
-    }
-    let router = pitcrew_engine::router(&ctx.config)?;
-    router.merge_health(&ctx.store().await?.model_health().await?);
-    let candidates = router.select(&Requirements {
-        kind: Some(kind),
+    let selection = Selection {
+        kind,
         complexity,
         min_quality,
-        free_only: free_only || ctx.config.config.models.free_only,
-        max_output_tokens: ctx.config.config.models.max_tokens,
+        free_only,
         prefer: model,
-        ..Requirements::default()
-    });
+    };
+    let candidates = match rank_models(&ctx.config, &*ctx.store().await?, selection).await {
+        Err(RankError::UnknownModel(e)) => return Err(usage(e.to_string())),
+        ranked => ranked?,
+    };
     if json {
         output::json(&candidates);
         return Ok(ExitCode::SUCCESS);

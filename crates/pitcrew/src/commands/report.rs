@@ -88,12 +88,9 @@ fn lines_covered(attempt: &Attempt) -> usize {
         .sum()
 }
 
-/// What `attempts` cost; never negative zero (an empty `f64` sum is `-0.0`).
+/// What `attempts` cost, 0 when none reported a cost.
 fn cost_of(attempts: &[Attempt]) -> f64 {
-    attempts
-        .iter()
-        .filter_map(|a| a.usage.cost_usd)
-        .fold(0.0, |total, cost| total + cost)
+    pitcrew_metrics::total_cost(attempts.iter().map(|a| a.usage.cost_usd)).unwrap_or(0.0)
 }
 
 /// Lines newly covered across tasks: per target the union of every task's new lines (tasks

@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use pitcrew_core::{Task, TaskFilter, TaskStatus};
+use pitcrew_engine::results::{accepted_patch, possible_bug_label, result_patch};
 use pitcrew_runtime::Applied;
 use pitcrew_store::Store;
 use serde::Serialize;
@@ -11,64 +12,18 @@ use serde::Serialize;
 use crate::context::Context;
 use crate::output::{self, usage};
 
-/// The stored patch of a completed task's accepted attempt.
-pub async fn accepted_patch(store: &dyn Store, task: &Task) -> anyhow::Result<String> {
-    if task.status != TaskStatus::Completed {
-        anyhow::bail!(
-            "task {} is {}; only completed tasks have an accepted result",
-            output::handle(task.seq),
-            task.status
-        );
-    }
-    stored_patch(store, task).await
-}
-
-/// The patch stored with the attempt that made the task's result commit.
-async fn stored_patch(store: &dyn Store, task: &Task) -> anyhow::Result<String> {
-    let attempts = store.attempts(task.id).await?;
-    attempts
-        .into_iter()
-        .rev()
-        .find(|a| a.commit.is_some() && a.commit == task.result_commit)
-        .and_then(|a| a.patch)
-        .ok_or_else(|| anyhow::anyhow!("task {} has no stored patch", task.id))
-}
-
-/// The patch a task's result branch holds: the accepted result of a completed task, or the
-/// failing tests of a possible bug (kept for a human to judge). The flag says which.
-pub async fn result_patch(store: &dyn Store, task: &Task) -> anyhow::Result<(String, bool)> {
-    if task.status != TaskStatus::PossibleBug {
-        return Ok((accepted_patch(store, task).await?, false));
-    }
-    Ok((stored_patch(store, task).await?, true))
-}
-
-/// The label of a possible bug's patch.
-pub fn possible_bug_label(task: &Task) -> String {
-    format!(
-        "possible bug: task {} is not an accepted result; its tests fail against the code \
-         (a bug in the code, or a wrong expectation). Judge them before applying this patch.",
-        output::handle(task.seq)
-    )
-}
-
 pub async fn diff(ctx: &Context, id: &str, json: bool) -> anyhow::Result<ExitCode> {
     let store = ctx.store().await?;
     let task = store.find(id).await?;
-    let (patch, possible_bug) = result_patch(&*store, &task).await?;
+    let result = result_patch(&*store, &task).await?;
     if json {
-        output::json(&serde_json::json!({
-            "task": task.id,
-            "seq": task.seq,
-            "possible_bug": possible_bug,
-            "patch": patch,
-        }));
+        output::json(&result);
         return Ok(ExitCode::SUCCESS);
     }
-    if possible_bug {
+    if result.possible_bug {
         output::message(&possible_bug_label(&task));
     }
-    output::line(patch.trim_end());
+    output::line(result.patch.trim_end());
     Ok(ExitCode::SUCCESS)
 }
 

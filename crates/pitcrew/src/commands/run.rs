@@ -129,7 +129,7 @@ async fn preflight(ctx: &Context, store: &dyn pitcrew_store::Store) -> anyhow::R
 /// First SIGINT/SIGTERM: stop claiming and let running tasks finish. Second: abort the
 /// running tasks (their sandboxed commands are killed and their scratch directories removed;
 /// their leases expire and the next run takes them back).
-fn handle_signals(stop: watch::Sender<Stop>) {
+pub(super) fn handle_signals(stop: watch::Sender<Stop>) {
     tokio::spawn(async move {
         signals::first().await;
         output::message(
@@ -199,15 +199,23 @@ async fn handles(store: &dyn pitcrew_store::Store) -> anyhow::Result<HashMap<Tas
     Ok(handles)
 }
 
-/// Runs the engine until it stops; shows its events as they come.
-pub(super) async fn drive(
+/// What `run`, `worker` and `serve --workers` run: the store, the configuration with the
+/// command line's budget, and the engine's settings, all checked before anything is claimed.
+pub(super) struct EngineSetup {
+    pub(super) store: Arc<dyn pitcrew_store::Store>,
+    pub(super) config: pitcrew_config::LoadedConfig,
+    pub(super) settings: EngineSettings,
+}
+
+/// Checks what an engine of `workers` (default: workers.count) needs — the sandbox, a model
+/// for every queued task, the flags — and opens the store.
+pub(super) async fn engine_setup(
     ctx: &Context,
     workers: Option<u32>,
     name: Option<String>,
     forever: bool,
     flags: &EngineFlags,
-    follow: Option<String>,
-) -> anyhow::Result<Driven> {
+) -> anyhow::Result<EngineSetup> {
     let workers = workers.unwrap_or(ctx.config.config.workers.count);
     if workers == 0 {
         return Err(usage("--workers must be at least 1"));
@@ -226,10 +234,6 @@ pub(super) async fn drive(
         .map_err(|e| usage(e.to_string()))?;
     let store = ctx.store().await?;
     preflight(ctx, &*store).await?;
-    let follow = match follow {
-        Some(given) => Some(followed(&*store, &given).await?),
-        None => None,
-    };
     let settings = EngineSettings {
         workers,
         worker_name: name.unwrap_or_else(default_worker_name),
@@ -242,9 +246,34 @@ pub(super) async fn drive(
         cache: flags.cache,
         keep_worktrees: flags.keep_worktrees,
         wait_deadline: Duration::from_secs(config.workers.wait_deadline_secs),
-        follow: follow.map(|f| f.to_ascii_lowercase()),
+        follow: None,
         run_name: run_name(flags)?,
     };
+    Ok(EngineSetup {
+        store,
+        config: loaded,
+        settings,
+    })
+}
+
+/// Runs the engine until it stops; shows its events as they come.
+pub(super) async fn drive(
+    ctx: &Context,
+    workers: Option<u32>,
+    name: Option<String>,
+    forever: bool,
+    flags: &EngineFlags,
+    follow: Option<String>,
+) -> anyhow::Result<Driven> {
+    let EngineSetup {
+        store,
+        config: loaded,
+        mut settings,
+    } = engine_setup(ctx, workers, name, forever, flags).await?;
+    if let Some(given) = follow {
+        settings.follow = Some(followed(&*store, &given).await?.to_ascii_lowercase());
+    }
+    let workers = settings.workers;
     let stats = store.stats().await?;
     let pending = stats.count(TaskStatus::Queued) + stats.count(TaskStatus::Running);
     let known = handles(&*store).await?;

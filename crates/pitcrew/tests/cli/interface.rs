@@ -197,6 +197,7 @@ fn every_command_in_the_readme_exists_and_every_read_command_takes_json() {
         "show",
         "diff",
         "report",
+        "metrics",
         "models",
         "select-model",
         "prompts",
@@ -220,6 +221,7 @@ fn every_command_in_the_readme_exists_and_every_read_command_takes_json() {
         "queue-stats",
         "demo",
         "sim",
+        "serve",
     ];
     let mut readme = readme_commands();
     readme.sort();
