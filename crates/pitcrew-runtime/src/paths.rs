@@ -73,7 +73,7 @@ pub fn normalize(path: &str) -> Result<String, RefusedPath> {
     }
     let normal = parts.join("/");
     // Checked again once `./` is gone, so that checking the result gives the same answer.
-    if looks_like_a_drive(&normal) {
+    if normal.starts_with('~') || looks_like_a_drive(&normal) {
         return Err(refuse(
             path,
             "the path is absolute; give it relative to the repository root",
@@ -164,6 +164,7 @@ mod tests {
         assert_eq!(normalize("./tests//test_a.py").unwrap(), "tests/test_a.py");
         // Found by the `reply` fuzz target: `./n:.` passed, and its normal form did not.
         assert!(normalize("./n:.").is_err());
+        assert!(normalize(".//~x/a.py").is_err());
     }
 
     #[test]
