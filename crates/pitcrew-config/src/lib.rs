@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use pitcrew_core::Secret;
+use pitcrew_core::{Secret, WebhookEventType, WebhookSubscription};
 use pitcrew_llm::{Endpoint, ModelSpec, Registry, RegistryError, RouterSettings};
 use pitcrew_validate::ValidationSettings;
 use serde::{Deserialize, Serialize};
@@ -70,6 +70,163 @@ pub struct Config {
     pub repos: BTreeMap<String, PathBuf>,
     #[serde(default)]
     pub server: ServerConfig,
+    /// `[[webhooks]]`: endpoints told when a task or a run ends.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// One `[[webhooks]]` entry: where pitcrew POSTs a signed event when a task or a run ends.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// The http(s) URL events are POSTed to.
+    pub url: String,
+    /// The environment variable (or `.env` entry) holding the secret that signs the events;
+    /// the secret itself never goes in the file.
+    pub secret_env: String,
+    /// The event types sent (`task.completed`, …); every type when not given.
+    #[serde(default = "all_webhook_events")]
+    pub events: Vec<String>,
+    /// How long one attempt may take, connecting to reading the answer.
+    #[serde(default = "default_webhook_timeout_secs")]
+    pub timeout_secs: u64,
+    /// Attempts before a delivery is given up (retried with exponential backoff between).
+    #[serde(default = "default_webhook_max_attempts")]
+    pub max_attempts: u32,
+}
+
+fn all_webhook_events() -> Vec<String> {
+    WebhookEventType::ALL
+        .iter()
+        .map(|event| event.as_str().to_string())
+        .collect()
+}
+
+fn default_webhook_timeout_secs() -> u64 {
+    10
+}
+
+fn default_webhook_max_attempts() -> u32 {
+    12
+}
+
+/// The longest a webhook attempt may be given.
+pub const MAX_WEBHOOK_TIMEOUT_SECS: u64 = 300;
+/// The most attempts a webhook delivery may be given.
+pub const MAX_WEBHOOK_ATTEMPTS: u32 = 100;
+/// The fewest characters a webhook secret may have, as a server token.
+pub const MIN_WEBHOOK_SECRET_CHARS: usize = MIN_TOKEN_CHARS;
+
+impl WebhookConfig {
+    /// The event types sent (checked when the configuration was loaded).
+    pub fn event_types(&self) -> Vec<WebhookEventType> {
+        self.events
+            .iter()
+            .filter_map(|name| name.parse().ok())
+            .collect()
+    }
+
+    /// What the store needs to enqueue this endpoint's deliveries.
+    pub fn subscription(&self) -> WebhookSubscription {
+        WebhookSubscription {
+            url: self.url.clone(),
+            events: self.event_types(),
+        }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs)
+    }
+
+    /// What is wrong with this entry, as `(field under webhooks[i], message)`.
+    fn problem(&self) -> Option<(&'static str, String)> {
+        if let Err(message) = check_webhook_url(&self.url) {
+            return Some(("url", message));
+        }
+        let name = self.secret_env.trim();
+        let valid_name = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid_name {
+            return Some((
+                "secret_env",
+                format!(
+                    "`{}` is not an environment variable's name; name the variable that holds \
+                     the signing secret, e.g. `WEBHOOK_SECRET` (the secret never goes in this \
+                     file)",
+                    self.secret_env
+                ),
+            ));
+        }
+        if name
+            .to_ascii_uppercase()
+            .starts_with(environment::ENV_PREFIX)
+        {
+            return Some((
+                "secret_env",
+                format!(
+                    "`{name}`: PITCREW_* variables are settings; keep the secret in another, \
+                     e.g. `WEBHOOK_SECRET`"
+                ),
+            ));
+        }
+        if self.events.is_empty() {
+            return Some((
+                "events",
+                "names no event; leave it out to send every event".into(),
+            ));
+        }
+        let valid = all_webhook_events();
+        for event in &self.events {
+            if event.parse::<WebhookEventType>().is_err() {
+                return Some((
+                    "events",
+                    with_suggestion(
+                        &format!(
+                            "unknown event `{event}`; valid values: {}",
+                            valid.join(", ")
+                        ),
+                        event,
+                        &valid,
+                    ),
+                ));
+            }
+        }
+        if !(1..=MAX_WEBHOOK_TIMEOUT_SECS).contains(&self.timeout_secs) {
+            return Some((
+                "timeout_secs",
+                format!("must be between 1 and {MAX_WEBHOOK_TIMEOUT_SECS}"),
+            ));
+        }
+        if !(1..=MAX_WEBHOOK_ATTEMPTS).contains(&self.max_attempts) {
+            return Some((
+                "max_attempts",
+                format!("must be between 1 and {MAX_WEBHOOK_ATTEMPTS}"),
+            ));
+        }
+        None
+    }
+}
+
+/// Whether `url` is somewhere events can be POSTed: http or https, a host, and no password
+/// (the URL is stored with every delivery and shown by `pitcrew webhooks`).
+fn check_webhook_url(url: &str) -> Result<(), String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("`{url}` is not a URL ({e})"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!(
+            "`{url}`: only http and https URLs can receive webhooks"
+        ));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(format!("`{url}` names no host"));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(format!(
+            "`{}`: credentials do not belong in the URL (it is stored and shown); receivers \
+             authenticate pitcrew by the signature",
+            pitcrew_core::redact(url)
+        ));
+    }
+    Ok(())
 }
 
 /// `pitcrew serve`: the HTTP API.
@@ -437,6 +594,21 @@ impl Config {
                 ),
             ));
         }
+        for (i, hook) in self.webhooks.iter().enumerate() {
+            if let Some((field, message)) = hook.problem() {
+                return Err(invalid(&format!("webhooks[{i}].{field}"), message));
+            }
+            if let Some(first) = self.webhooks[..i].iter().position(|h| h.url == hook.url) {
+                return Err(invalid(
+                    &format!("webhooks[{i}].url"),
+                    format!(
+                        "`{}` is configured twice (webhooks[{first}] too); give one entry \
+                         every event it should get",
+                        hook.url
+                    ),
+                ));
+            }
+        }
         if !(0.0..=2.0).contains(&self.models.temperature) {
             return Err(invalid(
                 "models.temperature",
@@ -661,11 +833,44 @@ impl LoadedConfig {
             env,
             registry,
         };
-        // Every configured key is a secret, whatever its variable is called.
+        // Every configured key is a secret, whatever its variable is called; so is every
+        // webhook's signing secret.
         for name in loaded.config.providers.keys() {
             let _ = loaded.api_key(name);
         }
+        for hook in &loaded.config.webhooks {
+            let _ = loaded.webhook_secret(hook);
+        }
         Ok(loaded)
+    }
+
+    /// The secret that signs `hook`'s events, read from its `secret_env`: an error naming
+    /// the variable when it is not set or too short to be one. A secret found is registered
+    /// with the process-wide redactor, which [`LoadedConfig::load`] does for every webhook.
+    pub fn webhook_secret(&self, hook: &WebhookConfig) -> Result<Secret, ConfigError> {
+        let var = hook.secret_env.trim();
+        let Some(secret) = self.env.get(var) else {
+            return Err(ConfigError::Env {
+                var: var.to_string(),
+                message: format!(
+                    "not set; the webhook to {} signs its events with it (set it in the \
+                     environment or in .env; make one with `openssl rand -hex 32`)",
+                    hook.url
+                ),
+            });
+        };
+        pitcrew_core::register_secret(secret);
+        let secret = secret.trim();
+        if secret.chars().count() < MIN_WEBHOOK_SECRET_CHARS {
+            return Err(ConfigError::Env {
+                var: var.to_string(),
+                message: format!(
+                    "the webhook secret must be at least {MIN_WEBHOOK_SECRET_CHARS} characters \
+                     (make one with `openssl rand -hex 32`)"
+                ),
+            });
+        }
+        Ok(Secret::new(secret))
     }
 
     /// `[repos]`, each clone's path made absolute (relative ones are from the configuration

@@ -72,16 +72,29 @@ fn line_at(text: &str, offset: usize) -> usize {
 }
 
 /// The line in `text` (a TOML document) that sets the dotted `field`, e.g.
-/// `presets.local.provider`. When `value` is given and `field` is a table or an array, the
-/// line of the string (or key) inside it equal to `value` is preferred: the bad entry of
-/// `fallback = [...]` rather than the array's first line.
+/// `presets.local.provider`, or `webhooks[1].url` for a field of an array's entry. When
+/// `value` is given and `field` is a table or an array, the line of the string (or key) inside
+/// it equal to `value` is preferred: the bad entry of `fallback = [...]` rather than the
+/// array's first line.
 pub fn line_of(text: &str, field: &str, value: Option<&str>) -> Option<usize> {
     let document = DeTable::parse(text).ok()?;
     let mut table: &DeTable<'_> = document.get_ref();
     let mut found: Option<(usize, &Spanned<DeValue<'_>>)> = None;
     for segment in field.split('.') {
-        let (key, item) = table.iter().find(|(k, _)| k.get_ref() == segment)?;
-        found = Some((key.span().start, item));
+        let (name, index) = match segment.split_once('[') {
+            Some((name, index)) => (name, Some(index.strip_suffix(']')?.parse::<usize>().ok()?)),
+            None => (segment, None),
+        };
+        let (key, mut item) = table.iter().find(|(k, _)| k.get_ref() == name)?;
+        let mut start = key.span().start;
+        if let Some(index) = index {
+            let DeValue::Array(items) = item.get_ref() else {
+                return None;
+            };
+            item = items.get(index)?;
+            start = item.span().start;
+        }
+        found = Some((start, item));
         match item.get_ref() {
             DeValue::Table(inner) => table = inner,
             _ => break,
@@ -154,5 +167,15 @@ mod tests {
         assert_eq!(line_of(text, "workers.count", None), None);
         assert_eq!(line_of("not = toml = at all", "a", None), None);
         assert_eq!(quoted("unknown model `b/c`; valid"), Some("b/c"));
+        let hooks = "[store]\nurl = \"sqlite:q.db\"\n\n[[webhooks]]\nurl = \"https://a\"\n\
+                     \n[[webhooks]]\nurl = \"https://b\"\nevents = [\"task.done\"]\n";
+        assert_eq!(line_of(hooks, "webhooks[0].url", None), Some(5));
+        assert_eq!(line_of(hooks, "webhooks[1].url", None), Some(8));
+        assert_eq!(
+            line_of(hooks, "webhooks[1].events", Some("task.done")),
+            Some(9)
+        );
+        assert_eq!(line_of(hooks, "webhooks[2].url", None), None);
+        assert_eq!(line_of(hooks, "webhooks[x].url", None), None);
     }
 }

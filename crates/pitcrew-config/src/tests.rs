@@ -272,3 +272,142 @@ fn references_between_sections_are_checked() {
         .to_string();
     assert!(err.contains("line 2") && err.contains("reruns"), "{err}");
 }
+
+#[test]
+fn webhooks_default_to_every_event_and_their_secrets_are_redacted() {
+    let loaded = load(
+        "[[webhooks]]\nurl = \"https://ci.example.com/hooks/pitcrew\"\n\
+         secret_env = \"CONFIG_TEST_HOOK\"\n\n\
+         [[webhooks]]\nurl = \"http://127.0.0.1:9/hook\"\nsecret_env = \"OTHER_HOOK\"\n\
+         events = [\"task.failed\", \"run.finished\"]\ntimeout_secs = 3\nmax_attempts = 2\n",
+        &[
+            ("CONFIG_TEST_HOOK", "config-test-webhook-secret-4e8a1b"),
+            ("OTHER_HOOK", "config-test-other-hook-secret-90f2"),
+        ],
+    )
+    .unwrap();
+    let [all, some] = loaded.config.webhooks.as_slice() else {
+        panic!("two webhooks expected: {:?}", loaded.config.webhooks);
+    };
+    assert_eq!(all.event_types(), WebhookEventType::ALL);
+    assert_eq!((all.timeout_secs, all.max_attempts), (10, 12));
+    assert_eq!(
+        some.subscription(),
+        WebhookSubscription {
+            url: "http://127.0.0.1:9/hook".into(),
+            events: vec![WebhookEventType::TaskFailed, WebhookEventType::RunFinished],
+        }
+    );
+    assert_eq!((some.timeout_secs, some.max_attempts), (3, 2));
+    let secret = loaded.webhook_secret(all).unwrap();
+    assert_eq!(secret.expose(), "config-test-webhook-secret-4e8a1b");
+    // Registered at load, whatever the variable is called.
+    assert_eq!(
+        pitcrew_core::redact(
+            "x config-test-webhook-secret-4e8a1b config-test-other-hook-secret-90f2"
+        ),
+        "x [REDACTED] [REDACTED]"
+    );
+    assert!(!format!("{loaded:?}").contains("config-test-webhook-secret"));
+    // No webhooks: nothing in the effective configuration either.
+    assert!(load("", &[]).unwrap().config.webhooks.is_empty());
+}
+
+#[test]
+fn a_webhook_secret_must_be_set_and_long_enough() {
+    let toml = "[[webhooks]]\nurl = \"https://h.example/x\"\nsecret_env = \"HOOK_KEY\"\n";
+    let unset = load(toml, &[]).unwrap();
+    let err = unset
+        .webhook_secret(&unset.config.webhooks[0])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("environment variable HOOK_KEY: not set")
+            && err.contains("https://h.example/x"),
+        "{err}"
+    );
+    let short = load(toml, &[("HOOK_KEY", "tiny-secret")]).unwrap();
+    let err = short
+        .webhook_secret(&short.config.webhooks[0])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("at least 16 characters"), "{err}");
+    assert!(!err.contains("tiny-secret"), "{err}");
+}
+
+#[test]
+fn webhook_mistakes_name_the_line_the_field_and_the_valid_values() {
+    let cases = [
+        (
+            "url = \"ftp://h/x\"\nsecret_env = \"S\"\n",
+            "webhooks[1].url",
+            "only http and https",
+        ),
+        (
+            "url = \"https://user:pw@h/x\"\nsecret_env = \"S\"\n",
+            "webhooks[1].url",
+            "credentials do not belong in the URL",
+        ),
+        (
+            "url = \"not a url\"\nsecret_env = \"S\"\n",
+            "webhooks[1].url",
+            "is not a URL",
+        ),
+        (
+            "url = \"https://h/y\"\nsecret_env = \"my secret\"\n",
+            "webhooks[1].secret_env",
+            "not an environment variable's name",
+        ),
+        (
+            "url = \"https://h/y\"\nsecret_env = \"PITCREW_HOOK_SECRET\"\n",
+            "webhooks[1].secret_env",
+            "PITCREW_* variables are settings",
+        ),
+        (
+            "url = \"https://h/y\"\nsecret_env = \"S\"\nevents = [\"task.complete\"]\n",
+            "webhooks[1].events",
+            "unknown event `task.complete`; valid values: task.completed, task.failed, \
+             task.possible_bug, task.cancelled, run.finished; did you mean `task.completed`?",
+        ),
+        (
+            "url = \"https://h/y\"\nsecret_env = \"S\"\nevents = []\n",
+            "webhooks[1].events",
+            "names no event",
+        ),
+        (
+            "url = \"https://h/y\"\nsecret_env = \"S\"\ntimeout_secs = 0\n",
+            "webhooks[1].timeout_secs",
+            "between 1 and 300",
+        ),
+        (
+            "url = \"https://h/y\"\nsecret_env = \"S\"\nmax_attempts = 0\n",
+            "webhooks[1].max_attempts",
+            "between 1 and 100",
+        ),
+        (
+            "url = \"https://h/x\"\nsecret_env = \"S\"\n",
+            "webhooks[1].url",
+            "configured twice (webhooks[0] too)",
+        ),
+    ];
+    for (second, field, message) in cases {
+        let toml = format!(
+            "[[webhooks]]\nurl = \"https://h/x\"\nsecret_env = \"S\"\n\n[[webhooks]]\n{second}"
+        );
+        let err = load(&toml, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("pitcrew.toml:6: field `{field}`"))
+                || err.contains(&format!("pitcrew.toml:7: field `{field}`"))
+                || err.contains(&format!("pitcrew.toml:8: field `{field}`")),
+            "{field}: {err}"
+        );
+        assert!(err.contains(message), "{field}: {err}");
+    }
+    let err = load(
+        "[[webhooks]]\nurl = \"https://h/x\"\nsecret_env = \"S\"\nsecret = \"inline\"\n",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("unknown field `secret`"), "{err}");
+}

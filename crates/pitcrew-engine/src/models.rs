@@ -49,14 +49,6 @@ pub struct ModelRow {
     pub calls_seen: u64,
 }
 
-fn p50(mut samples: Vec<u64>) -> Option<u64> {
-    if samples.is_empty() {
-        return None;
-    }
-    samples.sort_unstable();
-    Some(samples[samples.len() / 2])
-}
-
 /// Every model of `registry`, in its order, with the health stored in `store`.
 pub async fn model_rows(
     store: &dyn Store,
@@ -109,7 +101,9 @@ pub async fn model_rows(
                 cooldown_until: cooling.as_ref().map(|(t, _)| *t),
                 cooldown_reason: cooling.and_then(|(_, r)| r),
                 success_rate: h.filter(|h| h.samples > 0).map(|h| h.success_rate),
-                p50_latency_ms: p50(latencies.get(&m.id).cloned().unwrap_or_default()),
+                p50_latency_ms: latencies
+                    .get(&m.id)
+                    .and_then(|samples| pitcrew_core::percentile(samples, 0.5)),
                 calls_seen: h.map_or(0, |h| h.samples),
             }
         })

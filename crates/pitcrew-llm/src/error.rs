@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use pitcrew_core::ErrorKind;
+use pitcrew_core::{ErrorKind, parse_retry_after};
 use reqwest::header::HeaderMap;
 
 /// A failed call, classified.
@@ -129,16 +129,6 @@ fn longer(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
 
 fn secs(s: f64) -> Duration {
     Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX)
-}
-
-/// `Retry-After` is either delta-seconds or an HTTP date (RFC 9110).
-fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(s) = value.parse::<f64>() {
-        return Some(secs(s));
-    }
-    let at = DateTime::parse_from_rfc2822(value).ok()?;
-    Some((at.with_timezone(&Utc) - now).to_std().unwrap_or_default())
 }
 
 /// A reset is, depending on the provider, an epoch in milliseconds (OpenRouter), an epoch in

@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::MetricsError;
 use crate::figures::{Figures, Tally};
 use crate::recorded::{RecordedCall, RecordedDetails};
+use crate::webhooks::{WebhookFigures, webhook_figures};
 
 /// Which attempts and calls the figures are about.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -100,6 +101,9 @@ pub struct Metrics {
     pub kinds: Vec<KindFigures>,
     /// Oldest first.
     pub runs: Vec<RunFigures>,
+    /// The webhook deliveries of the window. [`compute`] sees attempts only and leaves
+    /// them at none; [`crate::gather`] counts them in the store.
+    pub webhooks: WebhookFigures,
 }
 
 /// The tallies being filled, one per group.
@@ -291,5 +295,6 @@ pub fn compute(
             })
             .collect(),
         runs,
+        webhooks: webhook_figures(&[]),
     })
 }

@@ -110,17 +110,7 @@ impl Tally {
     }
 }
 
-/// The `p` quantile (0–1) of `samples` by the nearest-rank method: the smallest sample that
-/// at least `p` of the samples are at or below. `None` for no samples.
-pub fn percentile(samples: &[u64], p: f64) -> Option<u64> {
-    if samples.is_empty() {
-        return None;
-    }
-    let mut sorted = samples.to_vec();
-    sorted.sort_unstable();
-    let rank = (p.clamp(0.0, 1.0) * sorted.len() as f64).ceil() as usize;
-    Some(sorted[rank.saturating_sub(1)])
-}
+pub use pitcrew_core::percentile;
 
 /// The sum of the costs that are known; `None` when none is. Never `-0.0` (what an empty
 /// `f64` sum is), which would print as `$-0.0000`.
@@ -138,24 +128,6 @@ fn mean(values: &[f64]) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percentiles_are_nearest_rank_and_none_without_samples() {
-        assert_eq!(percentile(&[], 0.5), None);
-        assert_eq!(percentile(&[], 0.95), None);
-        assert_eq!(percentile(&[7], 0.5), Some(7));
-        assert_eq!(percentile(&[7], 0.95), Some(7));
-        // Unsorted input; the median of an even count is the lower middle.
-        assert_eq!(percentile(&[40, 10, 30, 20], 0.5), Some(20));
-        let hundred: Vec<u64> = (1..=100).rev().collect();
-        assert_eq!(percentile(&hundred, 0.5), Some(50));
-        assert_eq!(percentile(&hundred, 0.95), Some(95));
-        assert_eq!(percentile(&hundred, 1.0), Some(100));
-        assert_eq!(percentile(&hundred, 0.0), Some(1));
-        // 20 samples: the 95th percentile is the 19th, not the largest.
-        let twenty: Vec<u64> = (1..=20).collect();
-        assert_eq!(percentile(&twenty, 0.95), Some(19));
-    }
 
     #[test]
     fn costs_sum_what_is_known_and_nothing_is_unknown() {

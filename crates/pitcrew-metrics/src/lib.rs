@@ -12,6 +12,9 @@
 //!
 //! A figure without data is `None`, never a stand-in (see [`Figures`]); counts of nothing
 //! are 0.
+//!
+//! Beside them, the webhook deliveries of the window by state, in total and per endpoint
+//! ([`WebhookFigures`]): how many were delivered, wait for a retry, or were given up.
 
 mod compute;
 mod figures;
@@ -20,6 +23,7 @@ mod recorded;
 mod since;
 #[cfg(test)]
 mod tests;
+mod webhooks;
 
 use chrono::{DateTime, Utc};
 use pitcrew_core::TaskId;
@@ -31,6 +35,7 @@ pub use compute::{
 pub use figures::{Figures, percentile, total_cost};
 pub use prometheus::{escape_label_value, render_prometheus};
 pub use since::{InvalidSince, SINCE_FORMS, Since};
+pub use webhooks::{EndpointFigures, WebhookFigures, webhook_figures};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
@@ -44,8 +49,9 @@ pub enum MetricsError {
     },
 }
 
-/// The figures of `selection` in `store`, as of `now` (the end of a `since` window). One
-/// query: the store selects by start and kind, [`compute`] does the rest.
+/// The figures of `selection` in `store`, as of `now` (the end of a `since` window). Two
+/// queries: the store selects attempts by start and kind, [`compute`] does the rest; and it
+/// counts the webhook deliveries of the window, which [`webhook_figures`] sums up.
 pub async fn gather(
     store: &dyn Store,
     selection: &Selection,
@@ -57,5 +63,8 @@ pub async fn gather(
             kind: selection.kind,
         })
         .await?;
-    compute(&recorded, selection, now)
+    let deliveries = store.webhook_delivery_counts(selection.since).await?;
+    let mut metrics = compute(&recorded, selection, now)?;
+    metrics.webhooks = webhook_figures(&deliveries);
+    Ok(metrics)
 }

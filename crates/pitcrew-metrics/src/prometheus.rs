@@ -104,12 +104,28 @@ impl Exposition {
         help: &str,
         samples: impl IntoIterator<Item = (Option<(&'a str, &'a str)>, Option<f64>)>,
     ) {
+        let samples = (samples.into_iter()).map(|(label, value)| (Vec::from_iter(label), value));
+        self.gauge_labelled(name, help, samples);
+    }
+
+    /// [`Exposition::gauge`] with any number of labels per sample.
+    fn gauge_labelled<'a>(
+        &mut self,
+        name: &str,
+        help: &str,
+        samples: impl IntoIterator<Item = (Vec<(&'a str, &'a str)>, Option<f64>)>,
+    ) {
         let mut lines = String::new();
-        for (label, value) in samples {
+        for (labels, value) in samples {
             let Some(value) = value else { continue };
-            let labels = label.map_or_else(String::new, |(name, value)| {
-                format!("{{{name}=\"{}\"}}", escape_label_value(value))
-            });
+            let labels = if labels.is_empty() {
+                String::new()
+            } else {
+                let pairs: Vec<String> = (labels.iter())
+                    .map(|(name, value)| format!("{name}=\"{}\"", escape_label_value(value)))
+                    .collect();
+                format!("{{{}}}", pairs.join(","))
+            };
             let _ = writeln!(lines, "{name}{labels} {value}");
         }
         if lines.is_empty() {
@@ -138,7 +154,9 @@ fn escape_help(text: &str) -> String {
 
 /// `metrics` in the Prometheus text format: families named `pitcrew_…` for the totals,
 /// `pitcrew_model_…{model}`, `pitcrew_kind_…{kind}` and `pitcrew_run_…{run}` for the groups,
-/// with the same figures as [`Metrics`]' JSON.
+/// and `pitcrew_webhook_deliveries{state}`, `pitcrew_webhook_delivered_ratio` and
+/// `pitcrew_webhook_endpoint_deliveries{url,state}` for the webhooks, with the same figures
+/// as [`Metrics`]' JSON.
 pub fn render_prometheus(metrics: &Metrics) -> String {
     let mut out = Exposition::default();
     let totals = &metrics.totals;
@@ -207,5 +225,29 @@ pub fn render_prometheus(metrics: &Metrics) -> String {
             );
         }
     }
+    let webhooks = &metrics.webhooks;
+    out.gauge(
+        "pitcrew_webhook_deliveries",
+        "Webhook deliveries by state (pending, retrying, delivered, failed)",
+        (webhooks.deliveries.iter())
+            .map(|(state, count)| (Some(("state", state.as_str())), Some(*count as f64))),
+    );
+    out.gauge(
+        "pitcrew_webhook_delivered_ratio",
+        "Webhook deliveries delivered over those delivered or given up",
+        [(None, webhooks.delivered_ratio)],
+    );
+    out.gauge_labelled(
+        "pitcrew_webhook_endpoint_deliveries",
+        "Webhook deliveries per endpoint URL, by state",
+        webhooks.endpoints.iter().flat_map(|endpoint| {
+            (endpoint.deliveries.iter()).map(|(state, count)| {
+                (
+                    vec![("url", endpoint.url.as_str()), ("state", state.as_str())],
+                    Some(*count as f64),
+                )
+            })
+        }),
+    );
     out.0
 }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use pitcrew_core::{Attempt, AttemptOutcome, ErrorKind, TaskId, TaskKind, TaskStatus, Usage};
-use pitcrew_store::TaskAttempt;
+use pitcrew_store::{DeliveryCount, DeliveryState, TaskAttempt};
 use serde_json::{Value, json};
 
 use super::*;
@@ -189,6 +189,11 @@ fn nothing_recorded_gives_counts_of_zero_and_no_other_figure() {
     for group in ["models", "kinds", "runs"] {
         assert_eq!(json[group], json!([]), "{group}");
     }
+    assert_eq!(
+        json["webhooks"],
+        json!({"deliveries": {"pending": 0, "retrying": 0, "delivered": 0, "failed": 0},
+               "delivered_ratio": null, "endpoints": []})
+    );
     // Nothing to sample: counts of zero, and no family of a figure without data.
     let text = render_prometheus(&metrics);
     let samples = parse(&text);
@@ -196,7 +201,13 @@ fn nothing_recorded_gives_counts_of_zero_and_no_other_figure() {
         samples.get(&("pitcrew_attempts".into(), vec![])),
         Some(&0.0)
     );
+    assert_eq!(
+        samples.get(&("pitcrew_webhook_deliveries".into(), vec!["failed".into()])),
+        Some(&0.0)
+    );
     for absent in [
+        "pitcrew_webhook_delivered_ratio",
+        "pitcrew_webhook_endpoint_",
         "success_ratio",
         "latency",
         "first_token",
@@ -522,4 +533,71 @@ fn the_parser_used_above_refuses_what_is_not_the_format() {
             "{broken}"
         );
     }
+}
+
+fn deliveries(url: &str, state: DeliveryState, count: u64) -> DeliveryCount {
+    DeliveryCount {
+        url: url.to_string(),
+        state,
+        count,
+    }
+}
+
+#[test]
+fn webhook_deliveries_are_counted_by_state_in_total_and_per_endpoint() {
+    let counts = [
+        deliveries("https://a.example/hook", DeliveryState::Delivered, 3),
+        deliveries("https://a.example/hook", DeliveryState::Failed, 1),
+        deliveries("https://b.example/x?\"q\"", DeliveryState::Retrying, 2),
+        deliveries("https://b.example/x?\"q\"", DeliveryState::Delivered, 1),
+    ];
+    let mut metrics = compute(&fleet(), &Selection::default(), at(60)).unwrap();
+    metrics.webhooks = webhook_figures(&counts);
+    let json = serde_json::to_value(&metrics).unwrap();
+    let webhooks = &json["webhooks"];
+    assert_eq!(
+        webhooks["deliveries"],
+        json!({"pending": 0, "retrying": 2, "delivered": 4, "failed": 1})
+    );
+    assert_eq!(webhooks["delivered_ratio"], json!(0.8));
+    assert_eq!(
+        webhooks["endpoints"],
+        json!([
+            {"url": "https://a.example/hook",
+             "deliveries": {"pending": 0, "retrying": 0, "delivered": 3, "failed": 1}},
+            {"url": "https://b.example/x?\"q\"",
+             "deliveries": {"pending": 0, "retrying": 2, "delivered": 1, "failed": 0}},
+        ])
+    );
+    let samples = parse(&render_prometheus(&metrics));
+    let get = |name: &str, labels: &[&str]| {
+        let labels = labels.iter().map(|l| l.to_string()).collect::<Vec<_>>();
+        samples.get(&(name.to_string(), labels)).copied()
+    };
+    assert_eq!(get("pitcrew_webhook_deliveries", &["delivered"]), Some(4.0));
+    assert_eq!(get("pitcrew_webhook_deliveries", &["pending"]), Some(0.0));
+    assert_eq!(get("pitcrew_webhook_delivered_ratio", &[]), Some(0.8));
+    // The parser gives label values in the order of their names: state, then url.
+    assert_eq!(
+        get(
+            "pitcrew_webhook_endpoint_deliveries",
+            &["failed", "https://a.example/hook"]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        get(
+            "pitcrew_webhook_endpoint_deliveries",
+            &["retrying", "https://b.example/x?\"q\""]
+        ),
+        Some(2.0)
+    );
+}
+
+#[test]
+fn only_pending_deliveries_give_no_delivered_ratio() {
+    let figures = webhook_figures(&[deliveries("https://a/", DeliveryState::Pending, 2)]);
+    assert_eq!(figures.delivered_ratio, None);
+    assert_eq!(figures.deliveries[&DeliveryState::Pending], 2);
+    assert_eq!(figures.endpoints.len(), 1);
 }

@@ -1,14 +1,16 @@
 //! `gather` over real stores: attempts written the way workers write them, read back through
 //! each backend. PostgreSQL runs when `PITCREW_TEST_POSTGRES_URL` is set.
 
-use std::io::Write;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use pitcrew_core::{AttemptReport, NewTask, Priority, TaskKind, Usage};
+use pitcrew_core::{
+    AttemptReport, NewTask, Priority, TaskKind, Usage, WebhookEventType, WebhookSubscription,
+};
 use pitcrew_metrics::{Selection, gather};
-use pitcrew_store::{Disposition, Store};
+use pitcrew_store::{DeliveryOutcome, DeliveryState, Disposition, Store};
+use pitcrew_testkit::{PgSchema, postgres_or_skip};
 use serde_json::json;
 
 fn task(kind: TaskKind) -> NewTask {
@@ -94,10 +96,36 @@ async fn figures_agree_on(store: Arc<dyn Store>) {
     assert_eq!(empty.totals.figures.attempts, 0);
     assert_eq!(empty.totals.figures.success_rate, None);
 
+    // Every task's end is a delivery to the endpoint, counted by state.
+    let hook = "https://hooks.example/pitcrew";
+    store.subscribe_webhooks(vec![WebhookSubscription {
+        url: hook.into(),
+        events: WebhookEventType::ALL.to_vec(),
+    }]);
     record_a_run(&*store).await;
+    let claimed = store
+        .claim_webhook_deliveries("d", &[hook.to_string()], 1, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let given_up = DeliveryOutcome::Failed {
+        status_code: Some(500),
+        error: "HTTP 500".into(),
+    };
+    assert!(
+        store
+            .record_webhook_attempt(&claimed[0], &given_up)
+            .await
+            .unwrap()
+    );
     let metrics = gather(&*store, &Selection::default(), Utc::now())
         .await
         .unwrap();
+    let webhooks = &metrics.webhooks;
+    assert_eq!(webhooks.deliveries[&DeliveryState::Pending], 1);
+    assert_eq!(webhooks.deliveries[&DeliveryState::Failed], 1);
+    assert_eq!(webhooks.delivered_ratio, Some(0.0));
+    assert_eq!(webhooks.endpoints.len(), 1);
+    assert_eq!(webhooks.endpoints[0].url, hook);
     let totals = &metrics.totals.figures;
     assert_eq!((totals.attempts, totals.completed, totals.calls), (2, 1, 3));
     assert_eq!((totals.rate_limited, totals.content_failures), (1, 1));
@@ -129,6 +157,8 @@ async fn figures_agree_on(store: Arc<dyn Store>) {
     };
     let metrics = gather(&*store, &later, Utc::now()).await.unwrap();
     assert_eq!(metrics.totals.figures.attempts, 0);
+    assert_eq!(metrics.webhooks.deliveries[&DeliveryState::Failed], 0);
+    assert!(metrics.webhooks.endpoints.is_empty());
 }
 
 #[tokio::test]
@@ -138,63 +168,11 @@ async fn figures_from_a_sqlite_store() {
     figures_agree_on(pitcrew_store::open(&url).await.unwrap()).await;
 }
 
-/// A schema of its own on the test PostgreSQL server, dropped when the test ends.
-struct Schema {
-    base: String,
-    name: String,
-}
-
-impl Schema {
-    async fn create(base: &str) -> Schema {
-        let name = format!("pitcrew_metrics_{}", pitcrew_core::TaskId::new().0.simple());
-        let pool = sqlx::PgPool::connect(base).await.unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}")))
-            .execute(&pool)
-            .await
-            .unwrap();
-        Schema {
-            base: base.to_string(),
-            name,
-        }
-    }
-
-    fn store_url(&self) -> String {
-        let separator = if self.base.contains('?') { '&' } else { '?' };
-        format!("{}{separator}options[search_path]={}", self.base, self.name)
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        let (base, name) = (self.base.clone(), self.name.clone());
-        // On a thread and runtime of its own: the test's runtime may be unwinding.
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(async {
-                if let Ok(pool) = sqlx::PgPool::connect(&base).await {
-                    let drop = format!("DROP SCHEMA {name} CASCADE");
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(drop)).execute(&pool).await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
 #[tokio::test]
 async fn figures_from_a_postgres_store() {
-    let Ok(base) = std::env::var("PITCREW_TEST_POSTGRES_URL") else {
-        // Straight to stderr: the harness swallows a passing test's eprintln!.
-        let _ = writeln!(
-            std::io::stderr(),
-            "skipped: PITCREW_TEST_POSTGRES_URL is not set, so the PostgreSQL metrics test did \
-             not run"
-        );
+    let Some(base) = postgres_or_skip("the PostgreSQL metrics test") else {
         return;
     };
-    let schema = Schema::create(&base).await;
+    let schema = PgSchema::create(&base, "metrics");
     figures_agree_on(pitcrew_store::open(&schema.store_url()).await.unwrap()).await;
 }

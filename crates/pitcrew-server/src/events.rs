@@ -18,6 +18,7 @@ use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::error::ErrorBody;
+use crate::process_metrics::{self, EventStreamClient};
 
 /// Events kept for a subscriber that reads slowly; one further behind is told how many it
 /// missed.
@@ -97,6 +98,25 @@ pub enum ApiEvent {
     Lagged {
         missed: u64,
     },
+}
+
+impl ApiEvent {
+    /// The event's `type`, as it is named on the stream.
+    pub(crate) fn type_name(&self) -> &'static str {
+        match self {
+            ApiEvent::Started { .. } => "started",
+            ApiEvent::Progress { .. } => "progress",
+            ApiEvent::Output { .. } => "output",
+            ApiEvent::Finished { .. } => "finished",
+            ApiEvent::RetryScheduled { .. } => "retry_scheduled",
+            ApiEvent::LeaseLost { .. } => "lease_lost",
+            ApiEvent::Released { .. } => "released",
+            ApiEvent::Rescued { .. } => "rescued",
+            ApiEvent::BudgetSpent { .. } => "budget_spent",
+            ApiEvent::Warning { .. } => "warning",
+            ApiEvent::Lagged { .. } => "lagged",
+        }
+    }
 }
 
 impl From<&Event> for ApiEvent {
@@ -179,9 +199,12 @@ impl Default for EventHub {
 }
 
 impl EventHub {
-    /// Sends `event` to every subscriber (none listening is fine).
+    /// Sends `event` to every subscriber (none listening is fine), and counts it for
+    /// `/metrics`.
     pub fn publish(&self, event: &Event) {
-        let _ = self.sender.send(ApiEvent::from(event));
+        let event = ApiEvent::from(event);
+        process_metrics::record_engine_event(&event);
+        let _ = self.sender.send(event);
     }
 
     /// Publishes the engine's events until it stops sending them; warnings are logged too.
@@ -211,8 +234,9 @@ impl EventHub {
 fn sse_event(event: &ApiEvent) -> sse::Event {
     let mut json = serde_json::to_value(event).unwrap_or_default();
     pitcrew_core::redact_json(&mut json);
-    let name = json["type"].as_str().unwrap_or("event").to_string();
-    sse::Event::default().event(name).data(json.to_string())
+    sse::Event::default()
+        .event(event.type_name())
+        .data(json.to_string())
 }
 
 /// Stream the changes of the tasks this server works.
@@ -233,9 +257,11 @@ pub(crate) async fn events(
     State(state): State<AppState>,
 ) -> Sse<impl Stream<Item = Result<sse::Event, Infallible>>> {
     let (receiver, closed) = state.events.subscribe();
+    // Counted as connected for as long as the stream (which owns it) lives.
+    let client = EventStreamClient::connect();
     let stream = futures::stream::unfold(
-        (receiver, closed),
-        |(mut receiver, mut closed)| async move {
+        (receiver, closed, client),
+        |(mut receiver, mut closed, client)| async move {
             loop {
                 if *closed.borrow_and_update() {
                     return None;
@@ -253,7 +279,7 @@ pub(crate) async fn events(
                         continue;
                     }
                 };
-                return Some((Ok(sse_event(&event)), (receiver, closed)));
+                return Some((Ok(sse_event(&event)), (receiver, closed, client)));
             }
         },
     );
@@ -290,10 +316,65 @@ mod tests {
                 error: Some("rate limited".into()),
             }
         );
+        assert_eq!(retry.type_name(), "retry_scheduled");
         let failed = ApiEvent::from(&finished(TaskStatus::Failed, None));
         let json = serde_json::to_value(&failed).unwrap();
         assert_eq!(json["type"], "finished");
+        assert_eq!(failed.type_name(), "finished");
         assert_eq!(json["status"], "failed");
         assert_eq!(json["task"], task.to_string());
+    }
+
+    #[test]
+    fn each_event_is_named_on_the_stream_by_its_json_type() {
+        let task = TaskId::new();
+        let every = [
+            ApiEvent::Started {
+                task,
+                attempt: 1,
+                worker: "w".into(),
+                what: "x".into(),
+            },
+            ApiEvent::Progress {
+                task,
+                message: "m".into(),
+            },
+            ApiEvent::Output {
+                task,
+                text: "t".into(),
+            },
+            ApiEvent::Finished {
+                task,
+                attempt: 1,
+                status: TaskStatus::Completed,
+                model: None,
+                error: None,
+                branch: None,
+                usage: Usage::default(),
+                iterations: 1,
+            },
+            ApiEvent::RetryScheduled {
+                task,
+                attempt: 1,
+                retry_in_secs: 1.0,
+                error: None,
+            },
+            ApiEvent::LeaseLost { task, attempt: 1 },
+            ApiEvent::Released { task, attempt: 1 },
+            ApiEvent::Rescued {
+                task,
+                owner: "w".into(),
+                status: TaskStatus::Queued,
+            },
+            ApiEvent::BudgetSpent { spent_usd: 1.0 },
+            ApiEvent::Warning {
+                message: "w".into(),
+            },
+            ApiEvent::Lagged { missed: 1 },
+        ];
+        for event in every {
+            let json = serde_json::to_value(&event).unwrap();
+            assert_eq!(json["type"], event.type_name(), "{json}");
+        }
     }
 }

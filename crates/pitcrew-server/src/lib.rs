@@ -2,20 +2,25 @@
 //! `/api/v1` — submit (one task, or a batch stored whole or not at all), list, read, cancel,
 //! retry, a result's patch, the queue's counts, the models with their health and ranking, the
 //! figures of `pitcrew metrics` — live events as Server-Sent Events, the OpenAPI document
-//! generated from the routes, and `/healthz` and `/readyz` for supervisors.
+//! generated from the routes, `/healthz` and `/readyz` for supervisors, `/metrics` for a
+//! Prometheus scraper (the store's figures and this process's own), and a dashboard at `/`.
 //!
 //! Every operation is the CLI's own (the checks of [`pitcrew_engine::submission`], the reads of
 //! [`pitcrew_engine::results`] and [`pitcrew_engine::models`]), so the two never disagree.
-//! Every `/api/v1` route needs the configured bearer token (`[server] token`); without one the
-//! server listens only on loopback ([`bind`]). Errors are JSON with a stable code
-//! ([`ApiError`]); every JSON answer and event is redacted like the CLI's output.
+//! Every `/api/v1` route and `/metrics` need the configured bearer token (`[server] token`);
+//! without one the server listens only on loopback ([`bind`]). The dashboard's page, script
+//! and style hold no data and need none: the script asks for the token and calls the API with
+//! it. Errors are JSON with a stable code ([`ApiError`]); every JSON answer and event is
+//! redacted like the CLI's output.
 
 mod auth;
 mod body;
+mod dashboard;
 mod error;
 mod events;
 mod metrics;
 mod openapi;
+mod process_metrics;
 mod status;
 mod tasks;
 
@@ -24,8 +29,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
 use axum::Router;
-use axum::http::StatusCode;
-use axum::middleware;
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use metrics_exporter_prometheus::PrometheusHandle;
 use pitcrew_config::LoadedConfig;
 use pitcrew_core::Secret;
 use pitcrew_runtime::Repo;
@@ -62,6 +70,8 @@ pub(crate) struct ServerState {
     events: EventHub,
     /// The OpenAPI document of the routes as served, known once they are all registered.
     openapi: OnceLock<serde_json::Value>,
+    /// This process's own figures, for `/metrics`; `None` when they are recorded elsewhere.
+    process_metrics: Option<PrometheusHandle>,
 }
 
 pub(crate) type AppState = Arc<ServerState>;
@@ -111,6 +121,7 @@ impl Server {
             repo_url: settings.repo_url,
             events: EventHub::default(),
             openapi: OnceLock::new(),
+            process_metrics: process_metrics::recorder(),
         });
         let (router, document) = routes(&state).split_for_parts();
         let document = serde_json::to_value(&document).expect("the document serializes");
@@ -118,9 +129,13 @@ impl Server {
             .openapi
             .set(document)
             .expect("the document is set once, here");
+        // The dashboard's files are a page, not the API: they are not in its document.
         let router = router
+            .merge(dashboard::page_routes())
             .fallback(no_route)
             .method_not_allowed_fallback(method_not_allowed)
+            .layer(middleware::from_fn(process_metrics::record_request))
+            .layer(middleware::from_fn(security_headers))
             .with_state(Arc::clone(&state));
         Server { router, state }
     }
@@ -147,17 +162,30 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let events = self.state.events.clone();
-        axum::serve(listener, self.router)
+        let upkeep = self.state.process_metrics.clone().map(|handle| {
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(process_metrics::UPKEEP_INTERVAL);
+                loop {
+                    every.tick().await;
+                    handle.run_upkeep();
+                }
+            })
+        });
+        let served = axum::serve(listener, self.router)
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 events.close();
             })
-            .await
+            .await;
+        if let Some(upkeep) = upkeep {
+            upkeep.abort();
+        }
+        served
     }
 }
 
-/// Every route, each registered with its documentation (so the document cannot miss one):
-/// `/api/v1` behind the token, the health checks without it.
+/// Every route of the API, each registered with its documentation (so the document cannot
+/// miss one): `/api/v1` and `/metrics` behind the token, the health checks without it.
 fn routes(state: &AppState) -> OpenApiRouter<AppState> {
     let api = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(tasks::list_tasks, tasks::submit_task))
@@ -170,8 +198,10 @@ fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(status::models))
         .routes(routes!(status::select_model))
         .routes(routes!(metrics::metrics))
+        .routes(routes!(dashboard::dashboard))
         .routes(routes!(events::events))
         .routes(routes!(openapi::document))
+        .routes(routes!(metrics::scrape))
         .layer(middleware::from_fn_with_state(
             Arc::clone(state),
             auth::require_token,
@@ -180,6 +210,31 @@ fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(status::healthz))
         .routes(routes!(status::readyz));
     api.merge(open)
+}
+
+/// What every answer carries: the dashboard's page may load scripts, styles, images and data
+/// from this server only, and no script inline (so text that slipped into the page as markup
+/// could still not run); no answer is sniffed into another type, nor names the page it was
+/// asked from in a `Referer`.
+async fn security_headers(request: Request, next: Next) -> Response {
+    const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
+        style-src 'self'; img-src 'self'; connect-src 'self'; object-src 'none'; \
+        base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
 }
 
 async fn no_route() -> ApiError {

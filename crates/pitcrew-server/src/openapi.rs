@@ -14,9 +14,10 @@ use crate::error::ErrorBody;
     info(
         title = "pitcrew",
         description = "Queue LLM coding tasks against a git repository, follow them as they \
-            run, and read their verified results. Every /api/v1 route needs \
+            run, and read their verified results. Every /api/v1 route and /metrics need \
             `Authorization: Bearer TOKEN` when a token is configured (`[server] token` or \
-            PITCREW_SERVER_TOKEN). Errors are `{\"error\": {\"code\": …, \"message\": …}}`."
+            PITCREW_SERVER_TOKEN). Errors are `{\"error\": {\"code\": …, \"message\": …}}`. \
+            The dashboard at / is a page, not part of this API."
     ),
     modifiers(&BearerToken),
     security(("bearer" = [])),
@@ -24,7 +25,8 @@ use crate::error::ErrorBody;
         (name = "tasks", description = "Submit, list, read, cancel and retry tasks; their results' patches"),
         (name = "queue", description = "The queue's counts"),
         (name = "models", description = "The model registry with live health, and the router's ranking"),
-        (name = "metrics", description = "Figures from the recorded attempts, as JSON or Prometheus text"),
+        (name = "metrics", description = "Figures from the recorded attempts, as JSON or Prometheus text; /metrics for a scraper"),
+        (name = "dashboard", description = "What the dashboard at / shows beyond the other routes"),
         (name = "events", description = "Live events of the tasks this server works"),
         (name = "health", description = "Whether the server is up and ready (no token needed)"),
         (name = "meta", description = "This document"),

@@ -21,6 +21,11 @@
 //!   they are stored. The patch is stored as verified; task descriptions are the user's input.
 //!   A store URL's password is registered when the store is opened and shown as `***`
 //!   ([`redact_url`]).
+//! - Webhooks: a task's end (written by `finish`, `cancel` or `rescue_expired`) enqueues one
+//!   delivery per subscribed endpoint ([`Store::subscribe_webhooks`]) in the same
+//!   transaction, so a task never ends without its deliveries. Deliveries are leased like
+//!   tasks: a dispatcher claims due ones for the URLs it can sign for, and only the lease's
+//!   holder records an attempt's outcome.
 
 use std::fmt;
 use std::sync::Arc;
@@ -30,7 +35,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use pitcrew_core::{
     Attempt, AttemptReport, Lease, LimitDecision, ModelHealth, NewTask, Priority, SharedLimit,
-    Task, TaskFilter, TaskId, TaskKind, TaskStatus,
+    Task, TaskFilter, TaskId, TaskKind, TaskStatus, WebhookEvent, WebhookSubscription,
 };
 use serde::Serialize;
 
@@ -38,10 +43,15 @@ mod postgres;
 mod rules;
 mod schema;
 mod sqlite;
+mod webhooks;
 
 pub use postgres::PgStore;
 pub use schema::MigrationStatus;
 pub use sqlite::SqliteStore;
+pub use webhooks::{
+    ClaimedDelivery, DeliveryCount, DeliveryOutcome, DeliveryState, MAX_DELIVERY_ERROR_CHARS,
+    WebhookDelivery,
+};
 
 /// The result of submitting one task.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -309,6 +319,48 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// claimable (submitted, requeued, retried or rescued) and sleeps `max` while its listening
     /// connection is down.
     async fn wait_for_work(&self, max: Duration);
+
+    /// The endpoints that get a delivery of every event recorded from now on: a task's end
+    /// (enqueued by the write that ends it) and [`Store::enqueue_webhook_event`]. Replaces
+    /// what was set; none at first.
+    fn subscribe_webhooks(&self, subscriptions: Vec<WebhookSubscription>);
+
+    /// Enqueues a delivery of `event` to every subscribed endpoint that wants its type;
+    /// returns how many. Enqueuing an event again adds nothing for an endpoint that has it.
+    async fn enqueue_webhook_event(&self, event: &WebhookEvent) -> Result<u32, StoreError>;
+
+    /// Leases up to `limit` due deliveries to `urls` (pending, their next attempt due, not
+    /// leased or their lease expired) to `owner` for `ttl`, oldest due first, counting an
+    /// attempt for each.
+    async fn claim_webhook_deliveries(
+        &self,
+        owner: &str,
+        urls: &[String],
+        limit: u32,
+        ttl: Duration,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError>;
+
+    /// Records how the attempt `delivery` was claimed for ended; `false`, writing nothing,
+    /// when its lease is no longer held (it expired and another dispatcher took it).
+    async fn record_webhook_attempt(
+        &self,
+        delivery: &ClaimedDelivery,
+        outcome: &DeliveryOutcome,
+    ) -> Result<bool, StoreError>;
+
+    /// The `limit` most recent deliveries, newest first.
+    async fn webhook_deliveries(&self, limit: u32) -> Result<Vec<WebhookDelivery>, StoreError>;
+
+    /// Deliveries by URL and state, of the events recorded at or after `created_since` (all
+    /// when `None`), by URL then state.
+    async fn webhook_delivery_counts(
+        &self,
+        created_since: Option<DateTime<Utc>>,
+    ) -> Result<Vec<DeliveryCount>, StoreError>;
+
+    /// When the next pending delivery to `urls` may be claimed (its attempt due and any
+    /// lease on it expired); `None` when none is pending.
+    async fn next_webhook_due(&self, urls: &[String]) -> Result<Option<DateTime<Utc>>, StoreError>;
 }
 
 /// A store URL, split by scheme.

@@ -9,9 +9,11 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use pitcrew_core::{
     Attempt, AttemptReport, Lease, LimitDecision, ModelHealth, NewTask, Priority, SharedLimit,
-    Task, TaskFilter, TaskId, TaskStatus, Usage, utc_day_start_ms,
+    Task, TaskFilter, TaskId, TaskStatus, Usage, WebhookEvent, WebhookEventType,
+    WebhookSubscription, utc_day_start_ms,
 };
 use sqlx::migrate::{Migrate, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow};
@@ -21,9 +23,11 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::schema::{self, MigrationStatus};
+use crate::webhooks::{self, Subscriptions};
 use crate::{
-    AttemptFilter, Disposition, QueueStats, Rescued, Store, StoreError, Submitted, TaskAttempt,
-    TaskRef, parse, rules,
+    AttemptFilter, ClaimedDelivery, DeliveryCount, DeliveryOutcome, DeliveryState, Disposition,
+    QueueStats, Rescued, Store, StoreError, Submitted, TaskAttempt, TaskRef, WebhookDelivery,
+    parse, rules,
 };
 
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
@@ -51,6 +55,7 @@ pub struct PgStore {
     /// Where the store is, without a password, for messages.
     url: String,
     wakeups: Arc<Wakeups>,
+    webhooks: Subscriptions,
 }
 
 impl fmt::Debug for PgStore {
@@ -250,6 +255,7 @@ impl PgStore {
                 notify: Arc::new(Notify::new()),
                 listener: OnceLock::new(),
             }),
+            webhooks: Subscriptions::default(),
         }
     }
 
@@ -296,6 +302,61 @@ impl PgStore {
         .fetch_optional(executor)
         .await?;
         Ok(id.map(TaskId))
+    }
+
+    /// Enqueues the deliveries of task `id` having ended as `status`, in the transaction that
+    /// ends it; nothing when no endpoint wants the event.
+    async fn enqueue_task_end(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        id: TaskId,
+        status: TaskStatus,
+    ) -> Result<(), StoreError> {
+        let Some(event_type) = WebhookEventType::of_task_status(status) else {
+            return Ok(());
+        };
+        let urls = self.webhooks.urls_wanting(event_type);
+        if urls.is_empty() {
+            return Ok(());
+        }
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {TASK_COLUMNS} FROM tasks WHERE id = $1"
+        )))
+        .bind(id.0)
+        .fetch_one(&mut **tx)
+        .await?;
+        if let Some(event) = WebhookEvent::task_ended(&task_from_row(&row)?) {
+            Self::insert_deliveries(tx, &event, &urls).await?;
+        }
+        Ok(())
+    }
+
+    /// One pending delivery of `event` per URL, due now; a URL that has the event already
+    /// keeps the one it has.
+    async fn insert_deliveries(
+        tx: &mut Transaction<'static, Postgres>,
+        event: &WebhookEvent,
+        urls: &[String],
+    ) -> Result<u32, StoreError> {
+        let task_id = event
+            .task_id()
+            .map(|id| parse::<TaskId>("task_id", id))
+            .transpose()?;
+        let inserted = sqlx::query(
+            "INSERT INTO webhook_deliveries (event_id, event_type, task_id, url, body, status, \
+             next_attempt_at, created_at, updated_at) \
+             SELECT $1, $2, $3, url, $5, 'pending', now(), now(), now() FROM unnest($4::text[]) AS url \
+             ON CONFLICT (event_id, url) DO NOTHING",
+        )
+        .bind(event.id)
+        .bind(event.event_type.as_str())
+        .bind(task_id.map(|id| id.0))
+        .bind(urls)
+        .bind(webhooks::stored_body(event))
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        Ok(u32::try_from(inserted).unwrap_or(u32::MAX))
     }
 
     /// One try at [`Store::requeue`]; `None` when a concurrent submit took the task's
@@ -563,6 +624,8 @@ impl Store for PgStore {
         .bind(lease.token)
         .execute(&mut *tx)
         .await?;
+        self.enqueue_task_end(&mut tx, lease.task_id, next.status)
+            .await?;
         if next.status == TaskStatus::Queued {
             announce_work(&mut tx).await?;
         }
@@ -616,6 +679,8 @@ impl Store for PgStore {
             .bind(token)
             .execute(&mut *tx)
             .await?;
+            self.enqueue_task_end(&mut tx, TaskId(id), next.status)
+                .await?;
             rescued.push(Rescued {
                 id: TaskId(id),
                 owner,
@@ -704,6 +769,8 @@ impl Store for PgStore {
         .bind(rules::CANCELLED_BY_USER)
         .fetch_one(&mut *tx)
         .await?;
+        self.enqueue_task_end(&mut tx, id, TaskStatus::Cancelled)
+            .await?;
         tx.commit().await?;
         task_from_row(&row)
     }
@@ -1018,6 +1085,156 @@ impl Store for PgStore {
     async fn wait_for_work(&self, max: Duration) {
         self.wakeups.wait(max).await;
     }
+
+    fn subscribe_webhooks(&self, subscriptions: Vec<WebhookSubscription>) {
+        self.webhooks.set(subscriptions);
+    }
+
+    async fn enqueue_webhook_event(&self, event: &WebhookEvent) -> Result<u32, StoreError> {
+        let urls = self.webhooks.urls_wanting(event.event_type);
+        if urls.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.pool.begin().await?;
+        let inserted = Self::insert_deliveries(&mut tx, event, &urls).await?;
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    async fn claim_webhook_deliveries(
+        &self,
+        owner: &str,
+        urls: &[String],
+        limit: u32,
+        ttl: Duration,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        if urls.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        // As a task claim: one statement, candidates chosen once and locked, SKIP LOCKED so
+        // dispatchers of other processes pass over what one is taking.
+        let rows = sqlx::query(
+            "WITH picked AS MATERIALIZED ( \
+                 SELECT seq FROM webhook_deliveries \
+                 WHERE status = 'pending' AND next_attempt_at <= now() \
+                 AND (lease_expires_at IS NULL OR lease_expires_at < now()) \
+                 AND url = ANY($2) \
+                 ORDER BY next_attempt_at, seq LIMIT $3 FOR UPDATE SKIP LOCKED \
+             ) \
+             UPDATE webhook_deliveries d SET attempts = d.attempts + 1, lease_owner = $1, \
+             lease_token = gen_random_uuid(), \
+             lease_expires_at = now() + make_interval(secs => $4), updated_at = now() \
+             FROM picked WHERE d.seq = picked.seq \
+             RETURNING d.seq, d.event_id, d.event_type, d.url, d.body, d.attempts, d.lease_token",
+        )
+        .bind(owner)
+        .bind(urls)
+        .bind(i64::from(limit))
+        .bind(ttl.as_secs_f64())
+        .fetch_all(&self.pool)
+        .await?;
+        let mut claimed = rows
+            .iter()
+            .map(|row| {
+                Ok(ClaimedDelivery {
+                    seq: row.try_get::<i64, _>("seq")? as u64,
+                    token: row.try_get("lease_token")?,
+                    attempt: row.try_get::<i32, _>("attempts")? as u32,
+                    event_id: row.try_get("event_id")?,
+                    event_type: parse("event_type", row.try_get("event_type")?)?,
+                    url: row.try_get("url")?,
+                    body: row.try_get("body")?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        claimed.sort_by_key(|d| d.seq);
+        Ok(claimed)
+    }
+
+    async fn record_webhook_attempt(
+        &self,
+        delivery: &ClaimedDelivery,
+        outcome: &DeliveryOutcome,
+    ) -> Result<bool, StoreError> {
+        let recorded = outcome.recorded();
+        let updated = sqlx::query(
+            "UPDATE webhook_deliveries SET status = $1, \
+             next_attempt_at = now() + make_interval(secs => $2), last_status_code = $3, \
+             last_error = $4, finished_at = CASE WHEN $5 THEN now() END, updated_at = now(), \
+             lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL \
+             WHERE seq = $6 AND lease_token = $7 AND status = 'pending'",
+        )
+        .bind(recorded.status)
+        .bind(recorded.delay.as_secs_f64())
+        .bind(recorded.status_code.map(|code| code as i32))
+        .bind(&recorded.error)
+        .bind(recorded.finished)
+        .bind(i64::try_from(delivery.seq).unwrap_or(i64::MAX))
+        .bind(delivery.token)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(updated == 1)
+    }
+
+    async fn webhook_deliveries(&self, limit: u32) -> Result<Vec<WebhookDelivery>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, event_id, event_type, task_id, url, status, attempts, \
+             next_attempt_at, last_status_code, last_error, created_at, updated_at, finished_at \
+             FROM webhook_deliveries ORDER BY seq DESC LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(delivery_from_row).collect()
+    }
+
+    async fn webhook_delivery_counts(
+        &self,
+        created_since: Option<DateTime<Utc>>,
+    ) -> Result<Vec<DeliveryCount>, StoreError> {
+        let rows: Vec<(String, String, bool, i64)> = sqlx::query_as(
+            "SELECT url, status, last_error IS NOT NULL AS failed_before, count(*) \
+             FROM webhook_deliveries \
+             WHERE ($1::timestamptz IS NULL OR created_at >= $1) \
+             GROUP BY url, status, failed_before",
+        )
+        .bind(created_since)
+        .fetch_all(&self.pool)
+        .await?;
+        webhooks::counts(rows)
+    }
+
+    async fn next_webhook_due(&self, urls: &[String]) -> Result<Option<DateTime<Utc>>, StoreError> {
+        // GREATEST skips NULLs: an unleased delivery is due at its next attempt.
+        Ok(sqlx::query_scalar(
+            "SELECT min(GREATEST(next_attempt_at, lease_expires_at)) FROM webhook_deliveries \
+             WHERE status = 'pending' AND url = ANY($1)",
+        )
+        .bind(urls)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+}
+
+fn delivery_from_row(row: &PgRow) -> Result<WebhookDelivery, StoreError> {
+    let last_error: Option<String> = row.try_get("last_error")?;
+    Ok(WebhookDelivery {
+        seq: row.try_get::<i64, _>("seq")? as u64,
+        event_id: row.try_get("event_id")?,
+        event_type: parse("event_type", row.try_get("event_type")?)?,
+        task_id: row.try_get::<Option<Uuid>, _>("task_id")?.map(TaskId),
+        url: row.try_get("url")?,
+        state: DeliveryState::of(row.try_get("status")?, last_error.as_deref())?,
+        attempts: row.try_get::<i32, _>("attempts")? as u32,
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        last_status_code: (row.try_get::<Option<i32>, _>("last_status_code")?)
+            .and_then(|code| u16::try_from(code).ok()),
+        last_error,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
 }
 
 /// Wakes a store's idle workers when work arrives. The first waiter starts a task that LISTENs

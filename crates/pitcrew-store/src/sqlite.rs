@@ -8,7 +8,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use pitcrew_core::{
     Attempt, AttemptReport, Finding, Lease, LimitDecision, ModelHealth, NewTask, Priority,
-    SharedLimit, Task, TaskFilter, TaskId, TaskStatus, Usage, utc_day_start_ms,
+    SharedLimit, Task, TaskFilter, TaskId, TaskStatus, Usage, WebhookEvent, WebhookEventType,
+    WebhookSubscription, utc_day_start_ms,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -17,9 +18,11 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 
 use crate::schema::{self, MigrationStatus};
+use crate::webhooks::{self, Subscriptions};
 use crate::{
-    AttemptFilter, Disposition, QueueStats, Rescued, Store, StoreError, Submitted, TaskAttempt,
-    TaskRef, parse, rules,
+    AttemptFilter, ClaimedDelivery, DeliveryCount, DeliveryOutcome, DeliveryState, Disposition,
+    QueueStats, Rescued, Store, StoreError, Submitted, TaskAttempt, TaskRef, WebhookDelivery,
+    parse, rules,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -40,6 +43,7 @@ pub(crate) fn path_from_url(url: &str) -> Option<PathBuf> {
 pub struct SqliteStore {
     pool: SqlitePool,
     url: String,
+    webhooks: Subscriptions,
 }
 
 fn now_ms() -> i64 {
@@ -177,6 +181,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             pool,
             url: format!("sqlite://{}", path.display()),
+            webhooks: Subscriptions::default(),
         })
     }
 
@@ -224,6 +229,85 @@ impl SqliteStore {
         .await?;
         id.map(|id| parse("id", &id)).transpose()
     }
+
+    /// Enqueues the deliveries of task `id` having ended as `status`, in the transaction that
+    /// ends it; nothing when no endpoint wants the event.
+    async fn enqueue_task_end(
+        &self,
+        tx: &mut Transaction<'static, Sqlite>,
+        id: TaskId,
+        status: TaskStatus,
+    ) -> Result<(), StoreError> {
+        let Some(event_type) = WebhookEventType::of_task_status(status) else {
+            return Ok(());
+        };
+        let urls = self.webhooks.urls_wanting(event_type);
+        if urls.is_empty() {
+            return Ok(());
+        }
+        let task = Self::task_in(tx, id).await?;
+        if let Some(event) = WebhookEvent::task_ended(&task) {
+            Self::insert_deliveries(tx, &event, &urls).await?;
+        }
+        Ok(())
+    }
+
+    /// One pending delivery of `event` per URL, due now; a URL that has the event already
+    /// keeps the one it has.
+    async fn insert_deliveries(
+        tx: &mut Transaction<'static, Sqlite>,
+        event: &WebhookEvent,
+        urls: &[String],
+    ) -> Result<u32, StoreError> {
+        let now = now_ms();
+        let body = webhooks::stored_body(event);
+        let mut inserted = 0;
+        for url in urls {
+            inserted += sqlx::query(
+                "INSERT INTO webhook_deliveries (event_id, event_type, task_id, url, body, \
+                 status, next_attempt_at, created_at, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?) \
+                 ON CONFLICT (event_id, url) DO NOTHING",
+            )
+            .bind(event.id.to_string())
+            .bind(event.event_type.as_str())
+            .bind(event.task_id())
+            .bind(url)
+            .bind(&body)
+            .bind(now)
+            .bind(now)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+        }
+        Ok(u32::try_from(inserted).unwrap_or(u32::MAX))
+    }
+}
+
+fn delivery_from_row(row: &SqliteRow) -> Result<WebhookDelivery, StoreError> {
+    let opt_time = |col: &str| -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(row.try_get::<Option<i64>, _>(col)?.map(to_time))
+    };
+    let last_error: Option<String> = row.try_get("last_error")?;
+    Ok(WebhookDelivery {
+        seq: row.try_get::<i64, _>("seq")? as u64,
+        event_id: parse("event_id", row.try_get("event_id")?)?,
+        event_type: parse("event_type", row.try_get("event_type")?)?,
+        task_id: (row.try_get::<Option<&str>, _>("task_id")?)
+            .map(|id| parse("task_id", id))
+            .transpose()?,
+        url: row.try_get("url")?,
+        state: DeliveryState::of(row.try_get("status")?, last_error.as_deref())?,
+        attempts: row.try_get::<i64, _>("attempts")? as u32,
+        next_attempt_at: to_time(row.try_get("next_attempt_at")?),
+        last_status_code: (row.try_get::<Option<i64>, _>("last_status_code")?)
+            .and_then(|code| u16::try_from(code).ok()),
+        last_error,
+        created_at: to_time(row.try_get("created_at")?),
+        updated_at: to_time(row.try_get("updated_at")?),
+        finished_at: opt_time("finished_at")?,
+    })
 }
 
 #[async_trait]
@@ -429,6 +513,8 @@ impl Store for SqliteStore {
         .bind(&token)
         .execute(&mut *tx)
         .await?;
+        self.enqueue_task_end(&mut tx, lease.task_id, next.status)
+            .await?;
         tx.commit().await?;
         Ok(next.status)
     }
@@ -478,8 +564,10 @@ impl Store for SqliteStore {
             .bind(&token)
             .execute(&mut *tx)
             .await?;
+            let id = parse("id", &id)?;
+            self.enqueue_task_end(&mut tx, id, next.status).await?;
             rescued.push(Rescued {
-                id: parse("id", &id)?,
+                id,
                 owner,
                 status: next.status,
             });
@@ -567,6 +655,8 @@ impl Store for SqliteStore {
         .bind(id.to_string())
         .execute(&mut *tx)
         .await?;
+        self.enqueue_task_end(&mut tx, id, TaskStatus::Cancelled)
+            .await?;
         let task = Self::task_in(&mut tx, id).await?;
         tx.commit().await?;
         Ok(task)
@@ -888,5 +978,133 @@ impl Store for SqliteStore {
     async fn wait_for_work(&self, max: Duration) {
         // SQLite has no notifications across processes; polling is the only signal.
         tokio::time::sleep(max).await;
+    }
+
+    fn subscribe_webhooks(&self, subscriptions: Vec<WebhookSubscription>) {
+        self.webhooks.set(subscriptions);
+    }
+
+    async fn enqueue_webhook_event(&self, event: &WebhookEvent) -> Result<u32, StoreError> {
+        let urls = self.webhooks.urls_wanting(event.event_type);
+        if urls.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.begin().await?;
+        let inserted = Self::insert_deliveries(&mut tx, event, &urls).await?;
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    async fn claim_webhook_deliveries(
+        &self,
+        owner: &str,
+        urls: &[String],
+        limit: u32,
+        ttl: Duration,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        if urls.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let now = now_ms();
+        let rows = sqlx::query(
+            "UPDATE webhook_deliveries SET attempts = attempts + 1, lease_owner = ?1, \
+             lease_token = lower(hex(randomblob(16))), lease_expires_at = ?2, updated_at = ?3 \
+             WHERE seq IN (SELECT seq FROM webhook_deliveries \
+                           WHERE status = 'pending' AND next_attempt_at <= ?3 \
+                           AND (lease_expires_at IS NULL OR lease_expires_at < ?3) \
+                           AND url IN (SELECT value FROM json_each(?4)) \
+                           ORDER BY next_attempt_at, seq LIMIT ?5) \
+             RETURNING seq, event_id, event_type, url, body, attempts, lease_token",
+        )
+        .bind(owner)
+        .bind(now + ms(ttl))
+        .bind(now)
+        .bind(to_json(&urls))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut claimed = rows
+            .iter()
+            .map(|row| {
+                Ok(ClaimedDelivery {
+                    seq: row.try_get::<i64, _>("seq")? as u64,
+                    token: parse("lease_token", row.try_get("lease_token")?)?,
+                    attempt: row.try_get::<i64, _>("attempts")? as u32,
+                    event_id: parse("event_id", row.try_get("event_id")?)?,
+                    event_type: parse("event_type", row.try_get("event_type")?)?,
+                    url: row.try_get("url")?,
+                    body: row.try_get("body")?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        // RETURNING does not follow the subquery's order.
+        claimed.sort_by_key(|d| d.seq);
+        Ok(claimed)
+    }
+
+    async fn record_webhook_attempt(
+        &self,
+        delivery: &ClaimedDelivery,
+        outcome: &DeliveryOutcome,
+    ) -> Result<bool, StoreError> {
+        let now = now_ms();
+        let recorded = outcome.recorded();
+        let updated = sqlx::query(
+            "UPDATE webhook_deliveries SET status = ?, next_attempt_at = ?, \
+             last_status_code = ?, last_error = ?, finished_at = ?, updated_at = ?, \
+             lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL \
+             WHERE seq = ? AND lease_token = ? AND status = 'pending'",
+        )
+        .bind(recorded.status)
+        .bind(now + ms(recorded.delay))
+        .bind(recorded.status_code)
+        .bind(&recorded.error)
+        .bind(recorded.finished.then_some(now))
+        .bind(now)
+        .bind(i64::try_from(delivery.seq).unwrap_or(i64::MAX))
+        .bind(delivery.token.simple().to_string())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(updated == 1)
+    }
+
+    async fn webhook_deliveries(&self, limit: u32) -> Result<Vec<WebhookDelivery>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, event_id, event_type, task_id, url, status, attempts, \
+             next_attempt_at, last_status_code, last_error, created_at, updated_at, finished_at \
+             FROM webhook_deliveries ORDER BY seq DESC LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(delivery_from_row).collect()
+    }
+
+    async fn webhook_delivery_counts(
+        &self,
+        created_since: Option<DateTime<Utc>>,
+    ) -> Result<Vec<DeliveryCount>, StoreError> {
+        let rows: Vec<(String, String, bool, i64)> = sqlx::query_as(
+            "SELECT url, status, last_error IS NOT NULL AS failed_before, COUNT(*) \
+             FROM webhook_deliveries WHERE (?1 IS NULL OR created_at >= ?1) \
+             GROUP BY url, status, failed_before",
+        )
+        .bind(created_since.map(|t| t.timestamp_millis()))
+        .fetch_all(&self.pool)
+        .await?;
+        webhooks::counts(rows)
+    }
+
+    async fn next_webhook_due(&self, urls: &[String]) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let due: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(max(next_attempt_at, coalesce(lease_expires_at, 0))) \
+             FROM webhook_deliveries WHERE status = 'pending' \
+             AND url IN (SELECT value FROM json_each(?))",
+        )
+        .bind(to_json(&urls))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(due.map(to_time))
     }
 }

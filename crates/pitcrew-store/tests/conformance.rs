@@ -12,9 +12,13 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use pitcrew_core::{
     AttemptOutcome, AttemptReport, ErrorKind, LimitDecision, ModelHealth, NewTask, Priority,
-    SharedLimit, TaskFilter, TaskKind, TaskStatus,
+    SharedLimit, TaskFilter, TaskKind, TaskStatus, WebhookEvent, WebhookEventType,
+    WebhookSubscription,
 };
-use pitcrew_store::{AttemptFilter, Disposition, MigrationStatus, Store, StoreError};
+use pitcrew_store::{
+    AttemptFilter, DeliveryCount, DeliveryOutcome, DeliveryState, Disposition, MigrationStatus,
+    Store, StoreError,
+};
 use support::{Fixture, PgFixture, SqliteFixture, open, report, task};
 
 const TTL: Duration = Duration::from_secs(60);
@@ -760,8 +764,11 @@ async fn a_schema_from_a_newer_pitcrew_is_refused(fx: &impl Fixture) {
 async fn registered_secrets_are_never_stored_except_in_the_patch(store: Arc<dyn Store>) {
     const SECRET: &str = "store-conformance-secret-2e7f4c";
     pitcrew_core::register_secret(SECRET);
+    subscribe_two(&*store);
     let mut t = task("src/a.py", Priority::Normal);
     t.max_attempts = 3;
+    // A description is the user's input, stored as given; a webhook's body is not.
+    t.description = format!("write tests; the key is \"{SECRET}\"");
     let id = submit_one(&*store, t).await;
     let (_, lease) = store.claim("w", 1, TTL).await.unwrap().pop().unwrap();
     store
@@ -813,6 +820,32 @@ async fn registered_secrets_are_never_stored_except_in_the_patch(store: Arc<dyn 
     assert_eq!(
         stored[0].cooldown_reason.as_deref(),
         Some("auth: rejected [REDACTED]")
+    );
+
+    let delivery = store
+        .claim_webhook_deliveries("d", &every_url(), 1, TTL)
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(!delivery.body.contains(SECRET), "{}", delivery.body);
+    let body: serde_json::Value = serde_json::from_str(&delivery.body).unwrap();
+    assert_eq!(
+        body["data"]["task"]["description"],
+        "write tests; the key is \"[REDACTED]\""
+    );
+    let refused = DeliveryOutcome::Retry {
+        delay: Duration::ZERO,
+        status_code: Some(401),
+        error: format!("HTTP 401: bad signature for {SECRET}"),
+    };
+    store
+        .record_webhook_attempt(&delivery, &refused)
+        .await
+        .unwrap();
+    let listed = store.webhook_deliveries(1).await.unwrap().remove(0);
+    assert_eq!(
+        listed.last_error.as_deref(),
+        Some("HTTP 401: bad signature for [REDACTED]")
     );
 }
 
@@ -1109,7 +1142,379 @@ async fn recorded_attempts_are_selected_by_start_and_kind(store: Arc<dyn Store>)
         kind: Some(TaskKind::UnitTest),
     };
     assert_eq!(ids(both).await, []);
-    assert_eq!(ids(since(Utc::now() + chrono::TimeDelta::hours(1))).await, []);
+    assert_eq!(
+        ids(since(Utc::now() + chrono::TimeDelta::hours(1))).await,
+        []
+    );
+}
+
+const EVERYTHING: &str = "https://all.example/hook";
+const FAILURES: &str = "http://127.0.0.1:9/failures";
+
+/// Two endpoints: one wants every event, the other only failed tasks.
+fn subscribe_two(store: &dyn Store) {
+    store.subscribe_webhooks(vec![
+        WebhookSubscription {
+            url: EVERYTHING.into(),
+            events: WebhookEventType::ALL.to_vec(),
+        },
+        WebhookSubscription {
+            url: FAILURES.into(),
+            events: vec![WebhookEventType::TaskFailed],
+        },
+    ]);
+}
+
+/// `(url, event type, task id)` of every delivery, oldest first.
+async fn deliveries(store: &dyn Store) -> Vec<(String, String, Option<pitcrew_core::TaskId>)> {
+    let mut all = store.webhook_deliveries(100).await.unwrap();
+    all.reverse();
+    all.into_iter()
+        .map(|d| (d.url, d.event_type.to_string(), d.task_id))
+        .collect()
+}
+
+fn every_url() -> Vec<String> {
+    vec![EVERYTHING.to_string(), FAILURES.to_string()]
+}
+
+/// Every way a task ends — finished, cancelled, failed by a rescue — enqueues one delivery per
+/// endpoint that wants the event, in the same write; a task that goes back to the queue, or a
+/// store nobody subscribed, enqueues nothing.
+async fn a_task_end_enqueues_a_delivery_per_endpoint_that_wants_it(store: Arc<dyn Store>) {
+    let unsubscribed = submit_one(&*store, task("src/u.py", Priority::Critical)).await;
+    let (_, lease) = store.claim("w", 1, TTL).await.unwrap().pop().unwrap();
+    assert_eq!(lease.task_id, unsubscribed);
+    store
+        .finish(&lease, Disposition::Complete, &report(None, None))
+        .await
+        .unwrap();
+    assert_eq!(deliveries(&*store).await, []);
+
+    subscribe_two(&*store);
+    let completed = submit_one(&*store, task("src/a.py", Priority::High)).await;
+    let mut t = task("src/b.py", Priority::Normal);
+    t.max_attempts = 1;
+    let failed = submit_one(&*store, t).await;
+    let retried = submit_one(&*store, task("src/c.py", Priority::Low)).await;
+    let claimed = store.claim("w", 3, TTL).await.unwrap();
+    let mut done = report(None, None);
+    done.commit = Some("c0ffee".into());
+    store
+        .finish(&claimed[0].1, Disposition::Complete, &done)
+        .await
+        .unwrap();
+    let broken = report(Some(ErrorKind::SyntaxError), Some("does not parse"));
+    store
+        .finish(&claimed[1].1, Disposition::Fail, &broken)
+        .await
+        .unwrap();
+    let again = Disposition::Retry {
+        delay: Duration::ZERO,
+    };
+    let status = store.finish(&claimed[2].1, again, &broken).await.unwrap();
+    assert_eq!(status, TaskStatus::Queued);
+    store.cancel(retried).await.unwrap();
+    let mut expiring = task("src/d.py", Priority::Normal);
+    expiring.max_attempts = 1;
+    let rescued = submit_one(&*store, expiring).await;
+    store
+        .claim("w", 1, Duration::from_millis(10))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(store.rescue_expired().await.unwrap().len(), 1);
+
+    assert_eq!(
+        deliveries(&*store).await,
+        [
+            (EVERYTHING.into(), "task.completed".into(), Some(completed)),
+            (EVERYTHING.into(), "task.failed".into(), Some(failed)),
+            (FAILURES.into(), "task.failed".into(), Some(failed)),
+            (EVERYTHING.into(), "task.cancelled".into(), Some(retried)),
+            (EVERYTHING.into(), "task.failed".into(), Some(rescued)),
+            (FAILURES.into(), "task.failed".into(), Some(rescued)),
+        ]
+    );
+    // The body is the event as recorded with the task's end; one event per end, the same
+    // body and id for each endpoint.
+    let claimed = store
+        .claim_webhook_deliveries("d", &every_url(), 10, TTL)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 6);
+    let bodies: Vec<serde_json::Value> = (claimed.iter())
+        .map(|d| serde_json::from_str(&d.body).unwrap())
+        .collect();
+    assert_eq!(bodies[0]["type"], "task.completed");
+    assert_eq!(bodies[0]["id"], claimed[0].event_id.to_string());
+    assert_eq!(bodies[0]["data"]["task"]["id"], completed.to_string());
+    assert_eq!(bodies[0]["data"]["task"]["status"], "completed");
+    assert_eq!(bodies[0]["data"]["task"]["result_commit"], "c0ffee");
+    assert_eq!(bodies[1]["data"]["task"]["error"], "does not parse");
+    assert_eq!(bodies[1]["data"]["task"]["error_kind"], "syntax_error");
+    assert_eq!(claimed[1].event_id, claimed[2].event_id);
+    assert_eq!(claimed[1].body, claimed[2].body);
+    assert_ne!(claimed[0].event_id, claimed[1].event_id);
+    assert_eq!(bodies[3]["data"]["task"]["status"], "cancelled");
+    assert_eq!(bodies[4]["data"]["task"]["error_kind"], "lease_expired");
+    assert!(claimed.iter().all(|d| d.attempt == 1));
+}
+
+/// A delivery is leased to one dispatcher at a time; only the lease's holder records its
+/// outcome; a retry waits for its time; an expired lease is taken over with the next attempt.
+async fn deliveries_are_leased_fenced_and_retried_when_due(store: Arc<dyn Store>) {
+    subscribe_two(&*store);
+    let run = pitcrew_core::RunEnded {
+        id: "nightly".into(),
+        started_at: Utc::now(),
+        finished_at: Utc::now(),
+        completed: 1,
+        failed: 0,
+        possible_bugs: 0,
+        retried: 0,
+        queued: 0,
+        cost_usd: 0.25,
+        budget_spent: false,
+        stopped: false,
+    };
+    let event = WebhookEvent::run_finished(&run);
+    assert_eq!(store.enqueue_webhook_event(&event).await.unwrap(), 1);
+    // The same event again adds nothing.
+    assert_eq!(store.enqueue_webhook_event(&event).await.unwrap(), 0);
+    let urls = every_url();
+    assert!(store.next_webhook_due(&urls).await.unwrap().unwrap() <= Utc::now());
+    // Not a URL this dispatcher knows: nothing for it.
+    let other = vec!["https://elsewhere.example/".to_string()];
+    assert!(
+        store
+            .claim_webhook_deliveries("d", &other, 10, TTL)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.next_webhook_due(&other).await.unwrap(), None);
+
+    let first = store
+        .claim_webhook_deliveries("d1", &urls, 10, TTL)
+        .await
+        .unwrap();
+    let [first] = first.as_slice() else {
+        panic!("one delivery expected: {first:?}");
+    };
+    assert_eq!(
+        (first.attempt, first.event_id, first.url.as_str()),
+        (1, event.id, EVERYTHING)
+    );
+    assert_eq!(first.body, event.body());
+    // Leased: nobody else gets it, and it is due when the lease ends.
+    assert!(
+        store
+            .claim_webhook_deliveries("d2", &urls, 10, TTL)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.next_webhook_due(&urls).await.unwrap().unwrap() > Utc::now());
+    let mut forged = first.clone();
+    forged.token = uuid::Uuid::now_v7();
+    let delivered = DeliveryOutcome::Delivered { status_code: 204 };
+    assert!(
+        !store
+            .record_webhook_attempt(&forged, &delivered)
+            .await
+            .unwrap()
+    );
+    let retry = DeliveryOutcome::Retry {
+        delay: Duration::from_millis(300),
+        status_code: Some(503),
+        error: "HTTP 503: busy".into(),
+    };
+    assert!(store.record_webhook_attempt(first, &retry).await.unwrap());
+    // The same lease cannot write twice.
+    assert!(
+        !store
+            .record_webhook_attempt(first, &delivered)
+            .await
+            .unwrap()
+    );
+    let listed = &store.webhook_deliveries(10).await.unwrap()[0];
+    assert_eq!(listed.state, DeliveryState::Retrying);
+    assert_eq!(listed.attempts, 1);
+    assert_eq!(listed.last_status_code, Some(503));
+    assert_eq!(listed.last_error.as_deref(), Some("HTTP 503: busy"));
+    assert_eq!(listed.event_type, WebhookEventType::RunFinished);
+    assert_eq!((listed.task_id, listed.finished_at), (None, None));
+    // Not before its time.
+    assert!(
+        store
+            .claim_webhook_deliveries("d1", &urls, 10, TTL)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    // A dispatcher that dies holding the lease: once it expires, another takes over.
+    let second = store
+        .claim_webhook_deliveries("d1", &urls, 10, Duration::from_millis(10))
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(second.attempt, 2);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let third = store
+        .claim_webhook_deliveries("d2", &urls, 10, TTL)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!((third.attempt, third.event_id), (3, event.id));
+    assert!(
+        !store
+            .record_webhook_attempt(&second, &delivered)
+            .await
+            .unwrap(),
+        "an expired lease recorded an outcome"
+    );
+    assert!(
+        store
+            .record_webhook_attempt(&third, &delivered)
+            .await
+            .unwrap()
+    );
+    let listed = &store.webhook_deliveries(10).await.unwrap()[0];
+    assert_eq!(listed.state, DeliveryState::Delivered);
+    assert_eq!((listed.attempts, listed.last_status_code), (3, Some(204)));
+    assert_eq!(listed.last_error, None);
+    assert!(listed.finished_at.is_some());
+    assert_eq!(store.next_webhook_due(&urls).await.unwrap(), None);
+    assert!(
+        store
+            .claim_webhook_deliveries("d1", &urls, 10, TTL)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// Deliveries given up stay failed with their last error; counts go by URL and state, and
+/// by when their events were recorded.
+async fn delivery_counts_by_url_and_state(store: Arc<dyn Store>) {
+    subscribe_two(&*store);
+    let mut batch = Vec::new();
+    for i in 0..3 {
+        let mut t = task(&format!("src/{i}.py"), Priority::Normal);
+        t.max_attempts = 1;
+        batch.push(t);
+    }
+    store.submit(&batch).await.unwrap();
+    for (_, lease) in store.claim("w", 3, TTL).await.unwrap() {
+        store
+            .finish(&lease, Disposition::Fail, &report(None, Some("no")))
+            .await
+            .unwrap();
+    }
+    let claimed = store
+        .claim_webhook_deliveries("d", &[FAILURES.to_string()], 2, TTL)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2);
+    let given_up = DeliveryOutcome::Failed {
+        status_code: None,
+        error: "cannot connect: connection refused".into(),
+    };
+    store
+        .record_webhook_attempt(&claimed[0], &given_up)
+        .await
+        .unwrap();
+    let counts: Vec<(String, DeliveryState, u64)> = (store.webhook_delivery_counts(None))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.url, c.state, c.count))
+        .collect();
+    // The second claimed delivery is under way: still pending.
+    assert_eq!(
+        counts,
+        [
+            (FAILURES.into(), DeliveryState::Pending, 2),
+            (FAILURES.into(), DeliveryState::Failed, 1),
+            (EVERYTHING.into(), DeliveryState::Pending, 3),
+        ]
+    );
+    let failed = (store.webhook_deliveries(10).await.unwrap())
+        .into_iter()
+        .find(|d| d.state == DeliveryState::Failed)
+        .unwrap();
+    assert_eq!(failed.last_status_code, None);
+    assert_eq!(
+        failed.last_error.as_deref(),
+        Some("cannot connect: connection refused")
+    );
+    let later = Some(Utc::now() + chrono::TimeDelta::minutes(1));
+    assert_eq!(store.webhook_delivery_counts(later).await.unwrap(), []);
+    assert_eq!(store.webhook_deliveries(2).await.unwrap().len(), 2);
+}
+
+/// Dispatchers of several processes sharing the store never hold one delivery at once.
+async fn concurrent_dispatchers_never_share_a_delivery(fx: &impl Fixture) {
+    let (store, other) = (open(fx).await, open(fx).await);
+    subscribe_two(&*store);
+    let batch: Vec<NewTask> = (0..30)
+        .map(|i| task(&format!("t{i}.py"), Priority::Normal))
+        .collect();
+    store.submit(&batch).await.unwrap();
+    for (_, lease) in store.claim("w", 30, TTL).await.unwrap() {
+        store
+            .finish(&lease, Disposition::Complete, &report(None, None))
+            .await
+            .unwrap();
+    }
+    let mut handles = Vec::new();
+    for d in 0..6 {
+        let s = if d % 2 == 0 {
+            store.clone()
+        } else {
+            other.clone()
+        };
+        handles.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let claimed = (s.claim_webhook_deliveries(&format!("d{d}"), &every_url(), 2, TTL))
+                    .await
+                    .unwrap();
+                if claimed.is_empty() {
+                    break;
+                }
+                for delivery in claimed {
+                    let delivered = DeliveryOutcome::Delivered { status_code: 200 };
+                    assert!(
+                        s.record_webhook_attempt(&delivery, &delivered)
+                            .await
+                            .unwrap()
+                    );
+                    mine.push(delivery.seq);
+                }
+            }
+            mine
+        }));
+    }
+    let mut seen = HashSet::new();
+    for h in handles {
+        for seq in h.await.unwrap() {
+            assert!(seen.insert(seq), "delivery {seq} claimed twice");
+        }
+    }
+    assert_eq!(seen.len(), 30);
+    let counts = store.webhook_delivery_counts(None).await.unwrap();
+    assert_eq!(
+        counts,
+        [DeliveryCount {
+            url: EVERYTHING.into(),
+            state: DeliveryState::Delivered,
+            count: 30
+        }]
+    );
 }
 
 /// Instantiates every test above for one backend, whose [`Fixture`] is `$fixture`.
@@ -1173,6 +1578,10 @@ macro_rules! conformance {
             fixture_case!(migrate_applies_pending_migrations_once);
             fixture_case!(concurrent_opens_of_a_fresh_store_all_succeed);
             fixture_case!(a_schema_from_a_newer_pitcrew_is_refused);
+            case!(a_task_end_enqueues_a_delivery_per_endpoint_that_wants_it);
+            case!(deliveries_are_leased_fenced_and_retried_when_due);
+            case!(delivery_counts_by_url_and_state);
+            fixture_case!(concurrent_dispatchers_never_share_a_delivery);
         }
     };
 }

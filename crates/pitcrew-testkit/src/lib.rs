@@ -7,6 +7,11 @@
 //!   any status, raw bodies, hand-written SSE streams, delays, and replies held behind a
 //!   [`Gate`].
 //! - [`TempRepo`]: a throwaway git repository with a hermetic, local-only git configuration.
+//! - [`WebhookReceiver`]: a webhook endpoint on `127.0.0.1` that verifies each delivery's
+//!   signature as a user's receiver would, records it, and answers from a script of
+//!   [`Answer`]s (statuses, `Retry-After`, answers held behind a [`Gate`]).
+//! - [`PgSchema`] and [`postgres_or_skip`]: a schema of its own on the test PostgreSQL server
+//!   (`PITCREW_TEST_POSTGRES_URL`), or a printed skip without it.
 //!
 //! The server runs on its own thread with its own tokio runtime, so it works the same from
 //! plain `#[test]` functions (e.g. driving the CLI with `assert_cmd`) and from
@@ -26,10 +31,15 @@
 //! assert!(server.requests().is_empty());
 //! ```
 
+mod postgres;
+mod receiver;
 mod reply;
 mod repo;
 mod server;
+mod serving;
 
+pub use postgres::{PgSchema, postgres_or_skip};
+pub use receiver::{Answer, ReceivedDelivery, WebhookReceiver, signature_is_valid};
 pub use reply::{Gate, Reply, SseEvent, sse_text_chunks};
 pub use repo::TempRepo;
 pub use server::{RecordedRequest, ScriptedServer};

@@ -120,46 +120,15 @@ impl ScriptedServer {
             arrived: Condvar::new(),
             next_id: AtomicU64::new(1),
         });
-        // Bound here, not on the server thread, so the port is known before `start` returns.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("scripted server: cannot bind 127.0.0.1:0");
-        let addr = listener
-            .local_addr()
-            .expect("scripted server: no local address");
-        listener
-            .set_nonblocking(true)
-            .expect("scripted server: cannot make the listener non-blocking");
         let app = Router::new()
             .fallback(handle)
             .with_state(Arc::clone(&shared));
-        let (shutdown, stop) = oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name(format!("scripted-server-{}", addr.port()))
-            .spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("scripted server: cannot build a tokio runtime");
-                runtime.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener)
-                        .expect("scripted server: cannot adopt the listener");
-                    // Not a graceful shutdown: that would wait for held replies forever.
-                    tokio::select! {
-                        served = axum::serve(listener, app).into_future() => {
-                            served.expect("scripted server: serving failed");
-                        }
-                        _ = stop => {}
-                    }
-                });
-                // Dropping the runtime cancels the connection tasks still answering.
-                drop(runtime);
-            })
-            .expect("scripted server: cannot spawn its thread");
+        let serving = crate::serving::serve("scripted server", app);
         ScriptedServer {
             shared,
-            addr,
-            shutdown: Some(shutdown),
-            thread: Some(thread),
+            addr: serving.addr,
+            shutdown: Some(serving.shutdown),
+            thread: Some(serving.thread),
         }
     }
 

@@ -192,6 +192,16 @@ pub enum Command {
     /// Figures from the recorded attempts: per model, task kind and run, and in total.
     #[command(long_about = METRICS_HELP)]
     Metrics(MetricsArgs),
+    /// List recent webhook deliveries, newest first: event, task, URL, state (pending,
+    /// retrying, delivered, failed), attempts and the last answer.
+    #[command(long_about = WEBHOOKS_HELP)]
+    Webhooks {
+        /// At most this many deliveries.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[command(flatten)]
+        format: Format,
+    },
     /// Plan a batch of tasks from what the repository lacks.
     Plan {
         #[command(subcommand)]
@@ -289,10 +299,26 @@ const METRICS_HELP: &str = "Figures from the recorded attempts: per model, per t
     refused for a rate limit or quota) and content_failures (replies refused as unusable by \
     the router or the agent's checks). Totals add tasks (the counted attempts' tasks by status \
     now), throughput_per_hour (completed attempts per hour of the window) and \
-    accepted_results_per_usd.\n\n\
+    accepted_results_per_usd. webhooks counts the webhook deliveries of the events recorded \
+    in the window (--since only; --model and --kind do not narrow them): deliveries by state \
+    (pending, retrying, delivered, failed), delivered_ratio (delivered over delivered + \
+    failed) and endpoints (each with url and its deliveries by state).\n\n\
     --prometheus prints the same figures in the Prometheus text format, as gauges: \
     pitcrew_<figure> for the totals, pitcrew_model_<figure>{model}, pitcrew_kind_<figure>{kind} \
-    and pitcrew_run_<figure>{run}; times in seconds, a figure without data without a sample.";
+    and pitcrew_run_<figure>{run}, pitcrew_webhook_deliveries{state}, \
+    pitcrew_webhook_delivered_ratio and pitcrew_webhook_endpoint_deliveries{url,state}; times \
+    in seconds, a figure without data without a sample.";
+
+const WEBHOOKS_HELP: &str = "List recent webhook deliveries, newest first. A delivery is made \
+    for each [[webhooks]] endpoint of pitcrew.toml when a task ends (task.completed, task.failed, \
+    task.possible_bug, task.cancelled) or `pitcrew run` ends (run.finished), in the same write \
+    that records the end; the dispatcher of `run`, `worker` and `serve` POSTs it, signed, and \
+    retries a failure with exponential backoff until the endpoint's max_attempts are used.\n\n\
+    States: pending (not attempted yet, or under way), retrying (an attempt failed; another is \
+    due), delivered (the endpoint answered 2xx), failed (given up). --json prints each with \
+    seq, event_id, event_type, task_id, url, state, attempts, next_attempt_at, \
+    last_status_code, last_error, created_at, updated_at and finished_at. How receivers verify \
+    a delivery: docs/integrations.md.";
 
 /// The flags of `pitcrew metrics`.
 #[derive(Debug, Args)]

@@ -79,16 +79,23 @@ impl Context {
         self.store_url.starts_with("postgres")
     }
 
+    /// The store, enqueuing a delivery to every `[[webhooks]]` endpoint of the configuration
+    /// whenever a task it is told of ends (whichever command ends it).
     pub async fn store(&self) -> anyhow::Result<Arc<dyn Store>> {
         if self.store_url.starts_with("sqlite:") {
             self.repo.state_dir()?;
         }
-        pitcrew_store::open(&self.store_url).await.with_context(|| {
-            format!(
-                "cannot open the store at {}",
-                pitcrew_store::redact_url(&self.store_url)
-            )
-        })
+        let store = pitcrew_store::open(&self.store_url)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot open the store at {}",
+                    pitcrew_store::redact_url(&self.store_url)
+                )
+            })?;
+        let webhooks = &self.config.config.webhooks;
+        store.subscribe_webhooks(webhooks.iter().map(|hook| hook.subscription()).collect());
+        Ok(store)
     }
 }
 

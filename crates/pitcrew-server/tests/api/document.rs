@@ -1,5 +1,6 @@
 //! The OpenAPI document and the router agree: every route served is documented with exactly
-//! the methods it takes, and every documented route is served.
+//! the methods it takes, and every documented route is served — but the dashboard's files,
+//! which are a page for people, not the API.
 
 use std::collections::BTreeSet;
 
@@ -7,6 +8,9 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use crate::support::{Api, Backend, answer, assert_error};
+
+/// The dashboard's page and the files it loads: served, and not in the API's document.
+pub const PAGE_ROUTES: [&str; 4] = ["/", "/dashboard.css", "/dashboard.js", "/favicon.svg"];
 
 /// The paths the router holds, read from its `Debug` form: axum lists each route's path in
 /// its `path_router`, before the `fallback_router` (which serves what no route matches). A
@@ -73,7 +77,21 @@ async fn every_served_route_is_documented_and_every_documented_route_served() {
 
     let documented = served_document["paths"].as_object().unwrap();
     let documented_paths: BTreeSet<String> = documented.keys().cloned().collect();
-    assert_eq!(served_paths(&api.router_debug), documented_paths);
+    let pages: BTreeSet<String> = PAGE_ROUTES.iter().map(|p| p.to_string()).collect();
+    let served = served_paths(&api.router_debug);
+    assert!(pages.is_subset(&served), "{served:?}");
+    assert!(pages.is_disjoint(&documented_paths), "{documented_paths:?}");
+    assert_eq!(
+        served.difference(&pages).cloned().collect::<BTreeSet<_>>(),
+        documented_paths
+    );
+    for page in PAGE_ROUTES {
+        assert_eq!(
+            allowed_methods(&api, page).await,
+            BTreeSet::from(["get".to_string()]),
+            "{page}"
+        );
+    }
     for (path, item) in documented {
         let documented_methods: BTreeSet<String> = item
             .as_object()
@@ -89,6 +107,8 @@ async fn every_served_route_is_documented_and_every_documented_route_served() {
         );
     }
     assert!(documented.contains_key("/api/v1/events"));
+    assert!(documented.contains_key("/api/v1/dashboard"));
+    assert!(documented.contains_key("/metrics"));
     assert!(documented.contains_key("/healthz"));
 
     // What is not a route is a JSON 404.
@@ -115,6 +135,11 @@ async fn the_document_describes_auth_bodies_and_errors() {
         document["paths"]["/healthz"]["get"]["security"],
         serde_json::json!([{}])
     );
+    // /metrics needs it, as the API does.
+    assert_eq!(
+        document["paths"]["/metrics"]["get"]["security"],
+        Value::Null
+    );
     let schemas = document["components"]["schemas"].as_object().unwrap();
     for name in [
         "TaskSpec",
@@ -129,6 +154,7 @@ async fn the_document_describes_auth_bodies_and_errors() {
         "ModelRow",
         "Candidate",
         "ApiEvent",
+        "DashboardView",
         "ErrorBody",
         "TaskKind",
     ] {

@@ -4,6 +4,8 @@
 mod support;
 
 mod auth;
+mod dashboard;
 mod document;
+mod prometheus;
 mod submit;
 mod tasks;

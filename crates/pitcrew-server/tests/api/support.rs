@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use pitcrew_config::{Environment, LoadedConfig};
 use pitcrew_runtime::Repo;
-use pitcrew_server::{ApiSettings, Server};
+use pitcrew_server::{ApiSettings, EventHub, Server};
 use pitcrew_store::Store;
-use pitcrew_testkit::TempRepo;
+use pitcrew_testkit::{PgSchema, TempRepo};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -40,50 +40,6 @@ pub fn backends(what: &str) -> Vec<Backend> {
     }
 }
 
-/// A fresh schema on the PostgreSQL test server, dropped with the value.
-struct Schema {
-    base_url: String,
-    name: String,
-}
-
-impl Schema {
-    async fn create(base_url: &str) -> Schema {
-        let name = format!("pitcrew_api_{}", pitcrew_core::TaskId::new().0.simple());
-        let pool = sqlx::PgPool::connect(base_url).await.unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}")))
-            .execute(&pool)
-            .await
-            .unwrap();
-        Schema {
-            base_url: base_url.to_string(),
-            name,
-        }
-    }
-
-    fn store_url(&self) -> String {
-        let separator = if self.base_url.contains('?') {
-            '&'
-        } else {
-            '?'
-        };
-        format!(
-            "{}{separator}options[search_path]={}",
-            self.base_url, self.name
-        )
-    }
-
-    async fn drop_schema(&self) {
-        if let Ok(pool) = sqlx::PgPool::connect(&self.base_url).await {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "DROP SCHEMA {} CASCADE",
-                self.name
-            )))
-            .execute(&pool)
-            .await;
-        }
-    }
-}
-
 /// A served API and what it serves.
 pub struct Api {
     pub url: String,
@@ -92,8 +48,10 @@ pub struct Api {
     pub store: Arc<dyn Store>,
     pub server_openapi: Value,
     pub router_debug: String,
+    /// Where the events of an engine in the server's process would go.
+    pub events: EventHub,
     stop: Option<oneshot::Sender<()>>,
-    schema: Option<Schema>,
+    schema: Option<PgSchema>,
     _scratch: tempfile::TempDir,
 }
 
@@ -117,8 +75,8 @@ impl Api {
                 None,
             ),
             Backend::Postgres => {
-                let schema =
-                    Schema::create(&std::env::var("PITCREW_TEST_POSTGRES_URL").unwrap()).await;
+                let url = std::env::var("PITCREW_TEST_POSTGRES_URL").unwrap();
+                let schema = PgSchema::create(&url, "api");
                 (schema.store_url(), Some(schema))
             }
         };
@@ -133,6 +91,7 @@ impl Api {
         });
         let server_openapi = server.openapi().clone();
         let router_debug = format!("{:?}", server.router());
+        let events = server.events().clone();
         let listener = pitcrew_server::bind("127.0.0.1:0".parse().unwrap(), true)
             .await
             .unwrap();
@@ -148,6 +107,7 @@ impl Api {
             store,
             server_openapi,
             router_debug,
+            events,
             stop: Some(stop),
             schema,
             _scratch: scratch,
@@ -191,8 +151,8 @@ impl Api {
     /// on SQLite.
     pub async fn lose_the_store(&mut self) -> bool {
         match self.schema.take() {
-            Some(schema) => {
-                schema.drop_schema().await;
+            Some(mut schema) => {
+                schema.drop_now();
                 true
             }
             None => false,
@@ -204,9 +164,8 @@ impl Api {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        if let Some(schema) = self.schema.take() {
-            schema.drop_schema().await;
-        }
+        // Dropping the schema drops it on the server.
+        self.schema.take();
     }
 }
 
@@ -291,4 +250,97 @@ pub async fn post_large(
     let status: u16 = head.split(' ').nth(1).unwrap().parse().unwrap();
     let body = serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
     (StatusCode::from_u16(status).unwrap(), body)
+}
+
+/// A run recorded through the store as workers record it: a unit test completed after a rate
+/// limit on another model (with its validation's evidence), then a docs task failed on a
+/// prose reply with a finding quoting the reply. Returns the two tasks' ids, in that order.
+pub async fn record_a_run(api: &Api) -> (String, String) {
+    use pitcrew_core::{AttemptReport, ErrorKind, Finding, Usage};
+    use pitcrew_store::Disposition;
+
+    let mut ids = Vec::new();
+    for (kind, description) in [("unit_test", "test double"), ("docs", "document double")] {
+        let task = serde_json::json!({
+            "kind": kind, "target": "src/calc.py", "description": description,
+        });
+        let (status, submitted) = api.post("/api/v1/tasks", &task).await;
+        assert_eq!(status, StatusCode::CREATED, "{submitted}");
+        ids.push(submitted["id"].as_str().unwrap().to_string());
+    }
+    let call = |model: &str, error: Option<&str>, tokens: (u64, u64), cost: f64, ms: u64| {
+        serde_json::json!({
+            "model": model, "model_id": format!("vendor/{model}"), "error_kind": error,
+            "usage": {"tokens_in": tokens.0, "tokens_out": tokens.1, "cost_usd": cost},
+            "cost_usd": cost, "time_to_first_token_ms": error.is_none().then_some(150),
+            "latency_ms": ms,
+        })
+    };
+    let validation = serde_json::json!({
+        "outcome": "accepted", "findings": [], "rules": [], "quality": 0.9,
+        "coverage": [{"target": "src/calc.py", "covered_before": 0, "covered_after": 2,
+                      "statements": 2, "newly_covered": [1, 2], "still_uncovered": []}],
+        "verified": [], "confined": true,
+        "evidence": {"tests_collected": 1, "tests_passed": 1, "reruns": ["reverse order"],
+                     "mutation": [], "stages": []},
+    });
+    for id in &ids {
+        let (task, lease) = api
+            .store
+            .claim("api-test/0", 1, std::time::Duration::from_secs(60))
+            .await
+            .unwrap()
+            .remove(0);
+        assert_eq!(&task.id.to_string(), id);
+        let (disposition, report) = if task.kind == pitcrew_core::TaskKind::UnitTest {
+            let calls = [
+                call("a", Some("rate_limit"), (0, 0), 0.0, 40),
+                call("b", None, (500, 120), 0.004, 800),
+            ];
+            let report = AttemptReport {
+                model: Some("vendor/b".into()),
+                usage: Usage {
+                    tokens_in: 500,
+                    tokens_out: 120,
+                    cost_usd: Some(0.004),
+                },
+                latency_ms: Some(800),
+                run_id: Some("r1".into()),
+                quality: Some(0.9),
+                commit: Some("0123456789abcdef0123456789abcdef01234567".into()),
+                patch: Some("+def test_double(): assert double(2) == 4\n".into()),
+                details: serde_json::json!({"validation": validation, "iterations": [
+                    {"number": 1, "calls": calls, "outcome": "accepted", "rejected_as": null}
+                ]}),
+                ..AttemptReport::default()
+            };
+            (Disposition::Complete, report)
+        } else {
+            let calls = [call("b", Some("prose_only"), (300, 60), 0.002, 600)];
+            let report = AttemptReport {
+                error_kind: Some(ErrorKind::ProseOnly),
+                error: Some("the reply is prose with no code block".into()),
+                findings: vec![Finding::error(
+                    "no_code",
+                    "the reply began: <script>window.pwned = 1</script>",
+                )],
+                usage: Usage {
+                    tokens_in: 300,
+                    tokens_out: 60,
+                    cost_usd: Some(0.002),
+                },
+                run_id: Some("r1".into()),
+                details: serde_json::json!({"iterations": [
+                    {"number": 1, "calls": calls, "outcome": "unusable_reply", "rejected_as": null}
+                ]}),
+                ..AttemptReport::default()
+            };
+            (Disposition::Fail, report)
+        };
+        api.store
+            .finish(&lease, disposition, &report)
+            .await
+            .unwrap();
+    }
+    (ids[0].clone(), ids[1].clone())
 }

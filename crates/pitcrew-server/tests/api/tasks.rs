@@ -221,7 +221,7 @@ async fn the_diff_is_the_results_patch_once_there_is_one() {
             .unwrap();
         assert_eq!(
             prometheus.headers()["content-type"],
-            "text/plain; version=0.0.4"
+            "text/plain; version=0.0.4; charset=utf-8"
         );
         let text = prometheus.text().await.unwrap();
         assert!(text.contains("pitcrew_attempts 1"), "{text}");

@@ -3,8 +3,11 @@
 
 use std::process::ExitCode;
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
-use pitcrew_metrics::{Figures, Metrics, Selection, Window, render_prometheus};
+use pitcrew_metrics::{Figures, Metrics, Selection, WebhookFigures, Window, render_prometheus};
+use pitcrew_store::DeliveryState;
 
 use crate::cli::MetricsArgs;
 use crate::context::Context;
@@ -151,10 +154,21 @@ fn print_tables(metrics: &Metrics) {
             }),
         ),
     ]);
+    let webhooks = &metrics.webhooks;
+    if !webhooks.endpoints.is_empty() {
+        lines.push(("webhooks", deliveries_text(&webhooks.deliveries)));
+        lines.push((
+            "delivered",
+            or_no_data(webhooks.delivered_ratio, |r| {
+                format!("{:.0}% of the deliveries decided", r * 100.0)
+            }),
+        ));
+    }
     let width = lines.iter().map(|(key, _)| key.len()).max().unwrap_or(0);
     for (key, value) in &lines {
         output::line(&format!("{key:<width$}  {value}"));
     }
+    print_webhook_endpoints(webhooks);
     if totals.figures.attempts == 0 && totals.figures.calls == 0 {
         output::message(
             "no recorded attempt matches: figures appear once tasks have run (`pitcrew run`)",
@@ -175,4 +189,40 @@ fn print_tables(metrics: &Metrics) {
         "run",
         (metrics.runs.iter()).map(|r| (r.run.clone(), &r.figures)),
     );
+}
+
+/// `3 delivered, 1 retrying, 0 pending, 2 failed`.
+fn deliveries_text(deliveries: &BTreeMap<DeliveryState, u64>) -> String {
+    [
+        DeliveryState::Delivered,
+        DeliveryState::Retrying,
+        DeliveryState::Pending,
+        DeliveryState::Failed,
+    ]
+    .iter()
+    .map(|state| format!("{} {state}", deliveries.get(state).copied().unwrap_or(0)))
+    .collect::<Vec<_>>()
+    .join(", ")
+}
+
+/// Each endpoint's deliveries by state, when there are any.
+fn print_webhook_endpoints(webhooks: &WebhookFigures) {
+    if webhooks.endpoints.is_empty() {
+        return;
+    }
+    output::line("");
+    let header = ["webhook", "delivered", "retrying", "pending", "failed"];
+    let mut table = output::table(&header);
+    for endpoint in &webhooks.endpoints {
+        let count = |state| endpoint.deliveries.get(&state).copied().unwrap_or(0);
+        table.add_row(vec![
+            endpoint.url.clone(),
+            count(DeliveryState::Delivered).to_string(),
+            count(DeliveryState::Retrying).to_string(),
+            count(DeliveryState::Pending).to_string(),
+            count(DeliveryState::Failed).to_string(),
+        ]);
+    }
+    output::keep_whole(&mut table, &[1, 2, 3, 4]);
+    output::print_table(&table);
 }

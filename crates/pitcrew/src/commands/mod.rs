@@ -15,6 +15,7 @@ mod serve;
 mod sim;
 mod submit;
 mod validate;
+mod webhooks;
 
 use std::process::ExitCode;
 
@@ -85,6 +86,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             format,
         } => validate::validate(&ctx, &paths, &targets, kind, format.json).await,
         Command::Metrics(args) => metrics::metrics(&ctx, args).await,
+        Command::Webhooks { limit, format } => webhooks::list(&ctx, limit, format.json).await,
         Command::Report { run, format, json } => {
             let format = if json { ReportFormat::Json } else { format };
             report::report(&ctx, run.as_deref(), format).await

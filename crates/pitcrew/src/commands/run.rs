@@ -6,19 +6,21 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use pitcrew_config::ModelsConfig;
-use pitcrew_core::{TaskFilter, TaskId, TaskStatus};
+use pitcrew_core::{RunEnded, TaskFilter, TaskId, TaskStatus, WebhookEvent};
 use pitcrew_engine::{Engine, EngineSettings, RunSummary, Stop};
 use pitcrew_llm::{Complexity, Exclusion, Requirements};
 use tokio::sync::{mpsc, watch};
 
+use super::webhooks::{self, Webhooks};
 use crate::cli::{EngineFlags, RunArgs, WorkerArgs};
 use crate::context::Context;
 use crate::output::{self, usage};
 use crate::progress::Progress;
 use crate::signals;
 
-fn default_worker_name() -> String {
+pub(super) fn default_worker_name() -> String {
     let host = std::fs::read_to_string("/etc/hostname")
         .ok()
         .map(|h| h.trim().to_string())
@@ -153,6 +155,11 @@ pub(super) struct Driven {
     pub(super) queued: u64,
     /// Whether a signal stopped the run.
     pub(super) stopped: bool,
+    pub(super) started_at: DateTime<Utc>,
+    /// The webhook dispatcher, still delivering: the caller says when it is to finish.
+    pub(super) webhooks: Option<Webhooks>,
+    /// How far signals have told the process to stop.
+    pub(super) stop: watch::Receiver<Stop>,
 }
 
 /// The id of the task `--follow` names (its handle, id or prefix); a prefix no task has yet
@@ -273,6 +280,9 @@ pub(super) async fn drive(
     if let Some(given) = follow {
         settings.follow = Some(followed(&*store, &given).await?.to_ascii_lowercase());
     }
+    let started_at = Utc::now();
+    // Beside the workers, never in their way: deliveries wait in the store, not for them.
+    let webhooks = webhooks::start(ctx, &store, &settings.worker_name)?;
     let workers = settings.workers;
     let stats = store.stats().await?;
     let pending = stats.count(TaskStatus::Queued) + stats.count(TaskStatus::Running);
@@ -318,6 +328,9 @@ pub(super) async fn drive(
         run_id,
         queued,
         stopped,
+        started_at,
+        webhooks,
+        stop: stop_seen,
     })
 }
 
@@ -342,6 +355,9 @@ pub async fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
         run_id,
         queued,
         stopped,
+        started_at,
+        webhooks,
+        stop,
     } = drive(
         ctx,
         args.workers,
@@ -361,7 +377,7 @@ pub async fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
         == 0;
     if args.format.json {
         let mut json = serde_json::to_value(summary)?;
-        json["run_id"] = run_id.into();
+        json["run_id"] = run_id.clone().into();
         json["queued"] = queued.into();
         json["stopped"] = stopped.into();
         output::json(&json);
@@ -387,6 +403,23 @@ pub async fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
             ));
         }
     }
+    if let Some(webhooks) = webhooks {
+        let ended = RunEnded {
+            id: run_id,
+            started_at,
+            finished_at: Utc::now(),
+            completed: summary.completed,
+            failed: summary.failed,
+            possible_bugs: summary.possible_bugs,
+            retried: summary.retried,
+            queued,
+            cost_usd: summary.cost_usd,
+            budget_spent: summary.budget_spent,
+            stopped,
+        };
+        webhooks.announce(&WebhookEvent::run_finished(&ended)).await;
+        webhooks.finish(stop).await;
+    }
     // A run the budget stopped short did not do what it was asked.
     let cut_short = summary.budget_spent && queued > 0;
     Ok(
@@ -401,8 +434,15 @@ pub async fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
 /// A worker serves the queue until stopped; task failures are the tasks' business, so it
 /// exits 0 after a clean stop.
 pub async fn worker(ctx: &Context, args: WorkerArgs) -> anyhow::Result<ExitCode> {
-    let Driven { summary, .. } =
-        drive(ctx, args.workers, args.name, true, &args.engine, None).await?;
+    let Driven {
+        summary,
+        webhooks,
+        stop,
+        ..
+    } = drive(ctx, args.workers, args.name, true, &args.engine, None).await?;
+    if let Some(webhooks) = webhooks {
+        webhooks.finish(stop).await;
+    }
     output::message(&format!(
         "worker stopped: {} completed, {} failed, {} possible bugs, {} retried, {} leases lost, {} rescued",
         summary.completed,

@@ -9,7 +9,8 @@ use pitcrew_engine::{Engine, RunSummary, Stop};
 use pitcrew_server::{ApiSettings, BindError, Server};
 use tokio::sync::{mpsc, watch};
 
-use super::run::{EngineSetup, engine_setup, handle_signals};
+use super::run::{EngineSetup, default_worker_name, engine_setup, handle_signals};
+use super::webhooks;
 use crate::cli::ServeArgs;
 use crate::context::Context;
 use crate::output::{self, usage};
@@ -32,6 +33,10 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
         Some(setup) => Arc::clone(&setup.store),
         None => ctx.store().await?,
     };
+    let owner =
+        (setup.as_ref()).map_or_else(default_worker_name, |s| s.settings.worker_name.clone());
+    // Tasks cancelled through the API, and those other processes end, have webhooks too.
+    let webhooks = webhooks::start(ctx, &store, &owner)?;
     let server = Server::new(ApiSettings {
         store: Arc::clone(&store),
         config: ctx.config.clone(),
@@ -57,10 +62,14 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
             tokio::spawn(async move {
                 signals::first().await;
                 let _ = stop_tx.send(Stop::Finish);
+                // A second one cuts short the webhooks' last deliveries.
+                signals::first().await;
+                let _ = stop_tx.send(Stop::Abort);
             });
             None
         }
     };
+    let webhooks_stop = stop_rx.clone();
     let addr = listener
         .local_addr()
         .context("the listening address is unknown")?;
@@ -86,6 +95,9 @@ pub async fn serve(ctx: &Context, args: ServeArgs) -> anyhow::Result<ExitCode> {
             "workers stopped: {}",
             super::run::summary_line(&summary)
         ));
+    }
+    if let Some(webhooks) = webhooks {
+        webhooks.finish(webhooks_stop).await;
     }
     Ok(ExitCode::SUCCESS)
 }

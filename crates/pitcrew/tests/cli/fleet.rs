@@ -36,7 +36,7 @@ fn four_workers_share_one_provider_quota_without_a_429() {
     let Some(base_url) = postgres_or_skip("the fleet quota test") else {
         return;
     };
-    let schema = Schema::create(&base_url);
+    let schema = PgSchema::create(&base_url, "cli");
     // The account allows QUOTA_RPM requests a minute whatever the model; the registry knows it.
     let p = Project::with_config(&format!(
         "\n[store]\nurl = \"{}\"\n\n[validation.rules]\nunit_test = [\"file_exists\", \"not_empty\", \"syntax\"]\n\n\
@@ -130,7 +130,7 @@ fn workers_of_one_run_never_spend_more_than_its_budget_together() {
     let Some(base_url) = postgres_or_skip("the fleet budget test") else {
         return;
     };
-    let schema = Schema::create(&base_url);
+    let schema = PgSchema::create(&base_url, "cli");
     // A paid model: 1000 prompt and 100 completion tokens at $1 per million cost $0.0011 a
     // call; a call reserves what its full reply allowance could cost first.
     let p = Project::with_config(&format!(

@@ -202,6 +202,7 @@ fn every_command_in_the_readme_exists_and_every_read_command_takes_json() {
         "select-model",
         "prompts",
         "prompts show",
+        "webhooks",
     ];
     const WRITE: &[&str] = &[
         "init",

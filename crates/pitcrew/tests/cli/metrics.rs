@@ -210,7 +210,7 @@ fn metrics_count_what_the_provider_did_on_postgres() {
     let Some(base_url) = postgres_or_skip("the PostgreSQL metrics test") else {
         return;
     };
-    let schema = Schema::create(&base_url);
+    let schema = PgSchema::create(&base_url, "cli");
     let p = Project::with_config(&format!(
         "{TWO_MODELS}\n[store]\nurl = \"{}\"\n",
         schema.store_url()

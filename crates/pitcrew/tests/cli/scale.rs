@@ -27,7 +27,7 @@ fn four_workers_on_postgres_drain_200_tasks_while_two_are_killed() {
     let Some(base_url) = postgres_or_skip("the multi-process PostgreSQL test") else {
         return;
     };
-    let schema = Schema::create(&base_url);
+    let schema = PgSchema::create(&base_url, "cli");
     // The queue is under test here, not validation: only the in-process checks run.
     let p = Project::with_config(&format!(
         "\n[store]\nurl = \"{}\"\n\n[validation.rules]\nunit_test = [\"file_exists\", \"not_empty\", \"syntax\"]\n",
@@ -119,7 +119,7 @@ fn four_workers_on_postgres_drain_200_tasks_while_two_are_killed() {
     assert_eq!(p.pitcrew_branches().len(), 200);
 
     // A killed worker's lease, written with now, is rejected by the fence.
-    schema.runtime.block_on(async {
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
         let pool = sqlx::PgPool::connect(&schema.store_url()).await.unwrap();
         let stale: Vec<(String, i32, String, String)> = sqlx::query_as(
             "SELECT task_id::text, number, worker, lease_token::text FROM attempts WHERE outcome = 'abandoned'",

@@ -330,17 +330,20 @@ fn store_passwords_are_redacted_everywhere() {
     let Some(base_url) = postgres_or_skip("the PostgreSQL part") else {
         return;
     };
-    let schema = Schema::create(&base_url);
+    let schema = PgSchema::create(&base_url, "cli");
     // The test server trusts local connections: the passwords are carried, never checked.
     let url = format!(
         "{}&password={PG_QUERY_PASSWORD}",
-        Schema::url_with(&with_password(&base_url, PG_PASSWORD_ENCODED), &schema.name)
+        PgSchema::url_with(
+            &with_password(&base_url, PG_PASSWORD_ENCODED),
+            schema.name()
+        )
     );
     let (_p, _, secrets) = leak_scenario(
         Some(&url),
         &[PG_PASSWORD, PG_PASSWORD_ENCODED, PG_QUERY_PASSWORD],
     );
-    let dump = schema.dump();
+    let dump = dump(&schema);
     assert!(dump.contains("[REDACTED]"), "the attempts are stored");
     for secret in &secrets {
         assert!(!dump.contains(secret.as_str()), "{secret} is in the store");

@@ -1,6 +1,7 @@
 //! `pitcrew serve`: the real binary serving the API on a loopback port, its workers running a
 //! task against the scripted server while a client follows the events.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
 use std::process::Child;
 use std::time::Duration;
@@ -10,13 +11,13 @@ use pitcrew_testkit::Reply;
 use serde_json::{Value, json};
 
 use crate::support::{
-    GOOD_TEST, Project, Schema, postgres_or_skip, reply_with_file, signal, stderr_of,
+    GOOD_TEST, PgSchema, Project, postgres_or_skip, reply_with_file, signal, stderr_of,
 };
 
 const TOKEN: &str = "cli-serve-token-c41f09b2e7";
 
 /// The API's base URL, from the line `serve` prints once it listens.
-fn api_url(serve: &mut Child) -> (String, BufReader<std::process::ChildStdout>) {
+pub(crate) fn api_url(serve: &mut Child) -> (String, BufReader<std::process::ChildStdout>) {
     let mut stdout = BufReader::new(serve.stdout.take().unwrap());
     let mut line = String::new();
     stdout.read_line(&mut line).unwrap();
@@ -68,6 +69,65 @@ async fn events_until(
     }
 }
 
+/// Every sample of the Prometheus text `text` by family name and label values, as a real
+/// parser of the format reads them; counters and gauges only.
+fn samples(text: &str) -> HashMap<(String, Vec<String>), f64> {
+    use openmetrics_parser::PrometheusValue;
+    let exposition = openmetrics_parser::prometheus::parse_prometheus(text)
+        .unwrap_or_else(|e| panic!("not the Prometheus text format ({e}):\n{text}"));
+    let mut samples = HashMap::new();
+    for (name, family) in &exposition.families {
+        for sample in family.iter_samples() {
+            let labels = sample
+                .get_labelset()
+                .unwrap()
+                .iter_values()
+                .cloned()
+                .collect();
+            let value = match &sample.value {
+                PrometheusValue::Gauge(value) => value.as_f64(),
+                PrometheusValue::Counter(counter) => counter.value.as_f64(),
+                _ => continue,
+            };
+            samples.insert((name.clone(), labels), value);
+        }
+    }
+    samples
+}
+
+/// Asserts that the figures `json` of `pitcrew metrics --json` (a group: the totals, or a
+/// model's) are the samples of `/metrics` named `prefix` + the figure, with `labels`.
+#[track_caller]
+fn assert_figures_agree(
+    scraped: &HashMap<(String, Vec<String>), f64>,
+    prefix: &str,
+    labels: &[&str],
+    json: &Value,
+) {
+    for (field, name, factor) in [
+        ("attempts", "attempts", 1.0),
+        ("completed", "completed_attempts", 1.0),
+        ("success_rate", "success_ratio", 1.0),
+        ("calls", "calls", 1.0),
+        ("tokens_in", "input_tokens", 1.0),
+        ("tokens_out", "output_tokens", 1.0),
+        ("latency_p50_ms", "latency_p50_seconds", 0.001),
+        ("cost_usd", "cost_usd", 1.0),
+        ("mean_quality", "mean_quality", 1.0),
+    ] {
+        let key = (
+            format!("{prefix}{name}"),
+            labels.iter().map(|l| l.to_string()).collect::<Vec<_>>(),
+        );
+        let expected = json[field].as_f64().map(|v| v * factor);
+        let got = scraped.get(&key).copied();
+        match (expected, got) {
+            (Some(e), Some(g)) => assert!((e - g).abs() < 1e-9, "{key:?}: {e} ≠ {g}"),
+            _ => assert_eq!(got, expected, "{key:?}"),
+        }
+    }
+}
+
 /// The JSON answer to a GET of `url` with the token.
 async fn get_json(client: &reqwest::Client, url: &str) -> Value {
     let response = client.get(url).bearer_auth(TOKEN).send().await.unwrap();
@@ -85,7 +145,7 @@ fn serve_streams_the_events_of_a_task_its_workers_run_on_postgres() {
     let Some(base_url) = postgres_or_skip(what) else {
         return;
     };
-    let schema = Schema::create(&base_url);
+    let schema = PgSchema::create(&base_url, "cli");
     serve_streams_events_on(Some(&schema.store_url()));
 }
 
@@ -111,7 +171,7 @@ fn serve_streams_events_on(store_url: Option<&str>) {
         text
     });
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
+    let scraped = runtime.block_on(async {
         let client = reqwest::Client::new();
         let refused = client
             .get(format!("{url}/queue"))
@@ -170,6 +230,15 @@ fn serve_streams_events_on(store_url: Option<&str>) {
             diff["patch"].as_str().unwrap().contains("+def test_double"),
             "{diff}"
         );
+        let site = url.trim_end_matches("/api/v1");
+        let metrics = client
+            .get(format!("{site}/metrics"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(metrics.status(), 200);
+        metrics.text().await.unwrap()
     });
     signal(&serve, Signal::SIGTERM);
     let status = serve.wait().unwrap();
@@ -187,6 +256,32 @@ fn serve_streams_events_on(store_url: Option<&str>) {
         list.extend(["--store", url]);
     }
     assert_eq!(p.json(&list)[0]["status"], "completed");
+
+    // /metrics says what `pitcrew metrics --json` says of the same store, and adds the
+    // server's own figures.
+    let mut metrics = vec!["metrics"];
+    if let Some(url) = store_url {
+        metrics.extend(["--store", url]);
+    }
+    let figures = p.json(&metrics);
+    let samples = samples(&scraped);
+    assert_eq!(figures["totals"]["attempts"], 1, "{figures}");
+    assert_figures_agree(&samples, "pitcrew_", &[], &figures["totals"]);
+    for model in figures["models"].as_array().unwrap() {
+        let id = model["model"].as_str().unwrap();
+        assert_figures_agree(&samples, "pitcrew_model_", &[id], model);
+    }
+    let requests = samples
+        .iter()
+        .filter(|((name, _), _)| name == "pitcrew_server_http_requests_total")
+        .map(|(_, count)| count)
+        .sum::<f64>();
+    assert!(requests >= 4.0, "{scraped}");
+    let finished = (
+        "pitcrew_server_finished_tasks_total".to_string(),
+        vec!["completed".to_string()],
+    );
+    assert_eq!(samples.get(&finished), Some(&1.0), "{scraped}");
 }
 
 #[test]

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
+pub use pitcrew_testkit::{PgSchema, postgres_or_skip};
 use pitcrew_testkit::{ScriptedServer, TempRepo};
 use serde_json::Value;
 
@@ -266,95 +267,32 @@ pub fn stderr_of(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// A fresh schema on the PostgreSQL test server, dropped afterwards.
-/// The test PostgreSQL server's URL, or `None` after saying on stderr that `what` was skipped.
-pub fn postgres_or_skip(what: &str) -> Option<String> {
-    let url = std::env::var("PITCREW_TEST_POSTGRES_URL").ok();
-    if url.is_none() {
-        // Straight to stderr: the test harness would swallow eprintln! of a passing test.
-        let _ = std::io::Write::write_all(
-            &mut std::io::stderr(),
-            format!("skipped: PITCREW_TEST_POSTGRES_URL is not set, so {what} did not run\n")
-                .as_bytes(),
-        );
-    }
-    url
-}
-
-pub struct Schema {
-    base_url: String,
-    pub name: String,
-    pub runtime: tokio::runtime::Runtime,
-}
-
-impl Schema {
-    pub fn create(base_url: &str) -> Schema {
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        let name = format!("pitcrew_cli_{}", pitcrew_core::TaskId::new().0.simple());
-        runtime.block_on(async {
-            let pool = sqlx::PgPool::connect(base_url).await.unwrap();
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}")))
-                .execute(&pool)
-                .await
-                .unwrap();
-        });
-        Schema {
-            base_url: base_url.to_string(),
-            name,
-            runtime,
-        }
-    }
-
-    /// The store URL of the schema: `base_url` with its search path.
-    pub fn store_url(&self) -> String {
-        Self::url_with(&self.base_url, &self.name)
-    }
-
-    /// `base_url` (any URL of the same server) with the schema's search path.
-    pub fn url_with(base_url: &str, name: &str) -> String {
-        let separator = if base_url.contains('?') { '&' } else { '?' };
-        format!("{base_url}{separator}options[search_path]={name}")
-    }
-
-    /// Every row of every table in the schema, as JSON text.
-    pub fn dump(&self) -> String {
-        let (url, name) = (self.base_url.clone(), self.name.clone());
-        self.runtime.block_on(async move {
-            let pool = sqlx::PgPool::connect(&url).await.unwrap();
-            let tables: Vec<String> = sqlx::query_scalar(
-                "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1",
-            )
-            .bind(&name)
+/// Every row of every table in `schema`, as JSON text.
+pub fn dump(schema: &PgSchema) -> String {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let pool = sqlx::PgPool::connect(&schema.store_url()).await.unwrap();
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1",
+        )
+        .bind(schema.name())
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        let mut dump = String::new();
+        for table in tables {
+            let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT row_to_json(t)::text FROM {}.{table} t",
+                schema.name()
+            )))
             .fetch_all(&pool)
             .await
             .unwrap();
-            let mut dump = String::new();
-            for table in tables {
-                let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                    "SELECT row_to_json(t)::text FROM {name}.{table} t"
-                )))
-                .fetch_all(&pool)
-                .await
-                .unwrap();
-                dump.push_str(&rows.join("\n"));
-                dump.push('\n');
-            }
-            dump
-        })
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        let (url, name) = (self.base_url.clone(), self.name.clone());
-        self.runtime.block_on(async move {
-            if let Ok(pool) = sqlx::PgPool::connect(&url).await {
-                let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {name} CASCADE")))
-                    .execute(&pool)
-                    .await;
-            }
-        });
-    }
+            dump.push_str(&rows.join("\n"));
+            dump.push('\n');
+        }
+        dump
+    })
 }
 
 /// Waits for `child`, collecting its output, and returns it with the child's peak resident
