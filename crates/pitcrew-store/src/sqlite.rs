@@ -152,12 +152,42 @@ fn health_from_row(row: &SqliteRow) -> Result<ModelHealth, StoreError> {
     })
 }
 
+/// How many times [`SqliteStore::open`] tries a file that is locked (about 5 s in all).
+const OPEN_TRIES: u32 = 9;
+
+/// SQLITE_BUSY or SQLITE_LOCKED, in any of their extended forms.
+fn is_locked(error: &StoreError) -> bool {
+    let StoreError::Database(sqlx::Error::Database(db)) = error else {
+        return false;
+    };
+    db.code()
+        .and_then(|code| code.parse::<i32>().ok())
+        .is_some_and(|code| matches!(code & 0xff, 5 | 6))
+}
+
 impl SqliteStore {
     /// Opens the database at `path`, creating it (and its directory) and migrating it.
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
-        let store = Self::connect(path).await?;
-        store.migrate().await?;
-        Ok(store)
+        let path = path.as_ref();
+        // Several processes opening a fresh file at once: switching it to WAL takes a lock
+        // that SQLite refuses at once, without the busy timeout's wait, to all but one of
+        // them. Those try again shortly; the file is theirs to share once it is set up.
+        let mut pause = Duration::from_millis(20);
+        let mut tries = 1;
+        loop {
+            let opened = match Self::connect(path).await {
+                Ok(store) => store.migrate().await.map(|_| store),
+                Err(e) => Err(e),
+            };
+            match opened {
+                Err(e) if is_locked(&e) && tries < OPEN_TRIES => {
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                    tries += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Opens the database at `path`, creating it (and its directory), without migrating it.
