@@ -38,6 +38,10 @@ pub struct TaskSpec {
     /// low, medium or high: steers model selection.
     #[serde(default)]
     pub complexity: Option<Complexity>,
+    /// The runtime that works the task: `builtin` or a name under `[runtimes]`; `None`: the
+    /// kind's, else the default (`[runtime]`).
+    #[serde(default)]
+    pub runtime: Option<String>,
 }
 
 /// The `[[task]]` tables of a TOML batch file.

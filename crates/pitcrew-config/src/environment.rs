@@ -120,7 +120,10 @@ pub(crate) fn apply(
     let mut settable: Vec<String> = Vec::new();
     for (section, value) in &table {
         if let toml::Value::Table(fields) = value {
-            if matches!(section.as_str(), "providers" | "presets" | "registry") {
+            if matches!(
+                section.as_str(),
+                "providers" | "presets" | "registry" | "runtimes"
+            ) {
                 continue;
             }
             for (key, value) in fields {

@@ -12,7 +12,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use pitcrew_core::{Secret, WebhookEventType, WebhookSubscription};
+pub use pitcrew_agents::RuntimeSpec;
+use pitcrew_core::{Secret, TaskKind, WebhookEventType, WebhookSubscription};
 use pitcrew_llm::{Endpoint, ModelSpec, Registry, RegistryError, RouterSettings};
 use pitcrew_validate::ValidationSettings;
 use serde::{Deserialize, Serialize};
@@ -73,6 +74,34 @@ pub struct Config {
     /// `[[webhooks]]`: endpoints told when a task or a run ends.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub webhooks: Vec<WebhookConfig>,
+    /// `[runtime]`: which runtime works a task.
+    #[serde(default)]
+    pub runtime: RuntimeChoice,
+    /// `[runtimes.NAME]`: external agents tasks can be given to.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub runtimes: BTreeMap<String, RuntimeSpec>,
+}
+
+/// The name of the runtime built into pitcrew (one generation per round, replies with files).
+pub const BUILTIN_RUNTIME: &str = "builtin";
+
+/// `[runtime]`: the runtime of a task is the one it was submitted with (`submit --runtime`),
+/// else its kind's (`kinds`), else `default`. Each is `builtin` or a name under `[runtimes]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeChoice {
+    pub default: String,
+    /// Task kind (`unit_test`, `fix`, …) → runtime name.
+    pub kinds: BTreeMap<String, String>,
+}
+
+impl Default for RuntimeChoice {
+    fn default() -> Self {
+        RuntimeChoice {
+            default: BUILTIN_RUNTIME.to_string(),
+            kinds: BTreeMap::new(),
+        }
+    }
 }
 
 /// One `[[webhooks]]` entry: where pitcrew POSTs a signed event when a task or a run ends.
@@ -609,6 +638,7 @@ impl Config {
                 ));
             }
         }
+        self.check_runtimes(&invalid)?;
         if !(0.0..=2.0).contains(&self.models.temperature) {
             return Err(invalid(
                 "models.temperature",
@@ -620,6 +650,80 @@ impl Config {
             field: "validation".into(),
             message: e.to_string(),
         })
+    }
+
+    /// `[runtime]` names runtimes that exist, for kinds that exist; every `[runtimes.NAME]`
+    /// is complete.
+    fn check_runtimes(
+        &self,
+        invalid: &dyn Fn(&str, String) -> ConfigError,
+    ) -> Result<(), ConfigError> {
+        if self.runtimes.contains_key(BUILTIN_RUNTIME) {
+            return Err(invalid(
+                &format!("runtimes.{BUILTIN_RUNTIME}"),
+                format!("`{BUILTIN_RUNTIME}` is pitcrew's own runtime; give yours another name"),
+            ));
+        }
+        for (name, spec) in &self.runtimes {
+            spec.check(name)
+                .map_err(|e| invalid(&format!("runtimes.{name}"), e.to_string()))?;
+        }
+        let mut choices = vec![("runtime.default".to_string(), &self.runtime.default)];
+        for (kind, name) in &self.runtime.kinds {
+            if kind.parse::<TaskKind>().is_err() {
+                let kinds: Vec<&str> = TaskKind::ALL.iter().map(|k| k.as_str()).collect();
+                return Err(invalid(
+                    &format!("runtime.kinds.{kind}"),
+                    with_suggestion(
+                        &format!(
+                            "unknown task kind `{kind}`; valid values: {}",
+                            kinds.join(", ")
+                        ),
+                        kind,
+                        &kinds,
+                    ),
+                ));
+            }
+            choices.push((format!("runtime.kinds.{kind}"), name));
+        }
+        for (field, name) in choices {
+            if let Err(message) = self.runtime_named(name) {
+                return Err(invalid(&field, message));
+            }
+        }
+        Ok(())
+    }
+
+    /// The runtime called `name`: `None` for the built-in one; an error listing the valid
+    /// names when there is none.
+    pub fn runtime_named(&self, name: &str) -> Result<Option<&RuntimeSpec>, String> {
+        if name == BUILTIN_RUNTIME {
+            return Ok(None);
+        }
+        self.runtimes.get(name).map(Some).ok_or_else(|| {
+            let mut valid = vec![BUILTIN_RUNTIME.to_string()];
+            valid.extend(self.runtimes.keys().cloned());
+            with_suggestion(
+                &format!(
+                    "unknown runtime `{name}`; valid values: {} (external agents are configured \
+                     under [runtimes.NAME])",
+                    valid.join(", ")
+                ),
+                name,
+                &valid,
+            )
+        })
+    }
+
+    /// The name of the runtime that works a task of `kind` with `metadata`: the one it was
+    /// submitted with (`metadata.runtime`), else its kind's, else the default.
+    pub fn runtime_of(&self, kind: TaskKind, metadata: &serde_json::Value) -> String {
+        metadata
+            .get("runtime")
+            .and_then(|r| r.as_str())
+            .map(str::to_string)
+            .or_else(|| self.runtime.kinds.get(kind.as_str()).cloned())
+            .unwrap_or_else(|| self.runtime.default.clone())
     }
 
     /// The registry this configuration implies: the shipped one, the `[registry]` changes,

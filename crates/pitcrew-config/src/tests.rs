@@ -411,3 +411,66 @@ fn webhook_mistakes_name_the_line_the_field_and_the_valid_values() {
     .to_string();
     assert!(err.contains("unknown field `secret`"), "{err}");
 }
+
+#[test]
+fn runtimes_are_chosen_by_task_then_kind_then_default() {
+    let loaded = load(
+        "[runtime]\ndefault = \"aider\"\nkinds = { fix = \"builtin\" }\n\n\
+         [runtimes.aider]\ntype = \"command\"\nargv = [\"aider\", \"--message\", \"{prompt}\"]\n",
+        &[],
+    )
+    .unwrap();
+    let config = &loaded.config;
+    let none = serde_json::json!({});
+    assert_eq!(config.runtime_of(TaskKind::UnitTest, &none), "aider");
+    assert_eq!(config.runtime_of(TaskKind::Fix, &none), "builtin");
+    let chosen = serde_json::json!({"runtime": "aider"});
+    assert_eq!(config.runtime_of(TaskKind::Fix, &chosen), "aider");
+    assert!(config.runtime_named("builtin").unwrap().is_none());
+    assert_eq!(
+        config.runtime_named("aider").unwrap().unwrap().kind_name(),
+        "command"
+    );
+    let err = config.runtime_named("aidr").unwrap_err();
+    assert!(
+        err.contains("valid values: builtin, aider") && err.contains("did you mean"),
+        "{err}"
+    );
+}
+
+#[test]
+fn runtime_mistakes_name_the_line_the_field_and_the_valid_values() {
+    let unknown = load("[runtime]\n\ndefault = \"openhands\"\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        unknown.contains(":3: field `runtime.default`")
+            && unknown.contains("unknown runtime `openhands`; valid values: builtin"),
+        "{unknown}"
+    );
+    let kind = load("[runtime]\nkinds = { fixx = \"builtin\" }\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        kind.contains("runtime.kinds.fixx") && kind.contains("did you mean `fix`"),
+        "{kind}"
+    );
+    let empty = load("[runtimes.aider]\ntype = \"command\"\nargv = []\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(empty.contains("runtimes.aider.argv"), "{empty}");
+    let reserved = load(
+        "[runtimes.builtin]\ntype = \"command\"\nargv = [\"x\"]\n",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(reserved.contains("pitcrew's own runtime"), "{reserved}");
+    let typo = load(
+        "[runtimes.oh]\ntype = \"openhands-cli\"\ntimeout = 60\n",
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(typo.contains("timeout"), "{typo}");
+}

@@ -142,6 +142,18 @@ named_enum! {
         Config = "config",
         /// The task's git workspace could not be prepared (missing base commit, git failure).
         Workspace = "workspace",
+        /// An external agent runtime did not start (program missing, container never up).
+        RuntimeStartup = "runtime_startup",
+        /// An external agent repeated itself (the same action, or condensing its context
+        /// again and again) and was stopped.
+        Stuck = "stuck",
+        /// An external agent reported an error, whatever its exit status said.
+        AgentError = "agent_error",
+        /// An external agent finished without changing any file.
+        NoChanges = "no_changes",
+        /// An external agent changed files its task may not change (test-runner
+        /// configuration, the code under test of a test-writing task, pitcrew's files).
+        PolicyViolation = "policy_violation",
     }
 }
 
@@ -164,12 +176,13 @@ impl ErrorKind {
         use ErrorKind::*;
         match self {
             Connection | Timeout | RateLimit | Quota | ServerError | Truncated
-            | MalformedStream | LeaseExpired | NoModelAvailable | Interrupted => {
+            | MalformedStream | LeaseExpired | NoModelAvailable | Interrupted | RuntimeStartup => {
                 ErrorClass::Infrastructure
             }
             EmptyReply | NoFiles | UnsafePath | SyntaxError | MalformedReply | Degenerate
-            | ReplyTooLarge | ProseOnly | Placeholder | ContentFilter => ErrorClass::Content,
-            ValidationFailed => ErrorClass::Validation,
+            | ReplyTooLarge | ProseOnly | Placeholder | ContentFilter | Stuck | AgentError
+            | NoChanges => ErrorClass::Content,
+            ValidationFailed | PolicyViolation => ErrorClass::Validation,
             Auth | BadRequest | Payment | ContextTooLong | Budget | Config | Workspace => {
                 ErrorClass::Permanent
             }

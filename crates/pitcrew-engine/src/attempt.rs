@@ -57,7 +57,7 @@ impl Engine {
                 unreachable!("retry gives a retry")
             };
             Disposition::Defer { delay }
-        } else if kind.is_retryable() {
+        } else if kind.is_retryable() || an_agent_may_do_better(kind) {
             self.retry(attempt, asked)
         } else {
             Disposition::Fail
@@ -82,8 +82,17 @@ impl Engine {
         attempt: u32,
         events: &mpsc::UnboundedSender<Event>,
     ) -> AttemptEnd {
+        // An external agent's own time limit is for one run; the attempt gets at least that
+        // (its rounds after the first are bounded by the task's limit).
+        let limit = match self
+            .config
+            .runtime_named(&self.config.runtime_of(task.kind, &task.metadata))
+        {
+            Ok(Some(spec)) => self.settings.task_timeout.max(spec.timeout()),
+            _ => self.settings.task_timeout,
+        };
         match tokio::time::timeout(
-            self.settings.task_timeout,
+            limit,
             self.attempt_in_worktree(task, repo, dir, attempt, events),
         )
         .await
@@ -92,8 +101,9 @@ impl Engine {
             Err(_) => self.failure(
                 ErrorKind::Timeout,
                 format!(
-                    "the attempt ran past the task time limit of {}s (workers.task_timeout_secs)",
-                    self.settings.task_timeout.as_secs()
+                    "the attempt ran past its time limit of {}s (workers.task_timeout_secs, or \
+                     the runtime's timeout_secs when longer)",
+                    limit.as_secs()
                 ),
                 attempt,
                 None,
@@ -129,7 +139,22 @@ impl Engine {
             .as_deref()
             .is_some_and(|prefix| task.id.to_string().starts_with(prefix));
         let mut on_event = progress_reporter(task.id, follow, events.clone());
-        let run = self.agent.run(task, &worktree, &mut on_event).await;
+        let runtime = self.config.runtime_of(task.kind, &task.metadata);
+        let run = match self.config.runtime_named(&runtime) {
+            Ok(None) => self.agent.run(task, &worktree, &mut on_event).await,
+            Ok(Some(spec)) => {
+                self.external(task, &worktree, &runtime, spec, attempt, &mut on_event)
+                    .await
+            }
+            Err(message) => {
+                return self.failure(
+                    ErrorKind::Config,
+                    format!("this worker's configuration cannot run the task: {message}"),
+                    attempt,
+                    None,
+                );
+            }
+        };
         self.conclude(task, &worktree, run, attempt).await
     }
 
@@ -291,6 +316,16 @@ pub(crate) fn not_the_tasks_fault(kind: ErrorKind) -> bool {
             | NoModelAvailable
             | Interrupted
             | Workspace
+            | RuntimeStartup
+    )
+}
+
+/// Whether another attempt may succeed where an external agent failed on its own: it starts
+/// afresh, and agents vary from run to run. The attempt still counts.
+fn an_agent_may_do_better(kind: ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::Stuck | ErrorKind::AgentError | ErrorKind::NoChanges
     )
 }
 
@@ -321,6 +356,11 @@ fn progress_reporter(
             AgentEvent::Iteration { number } => format!("round {number}"),
             AgentEvent::CacheHit { model } => format!("reply of {model} taken from the cache"),
             AgentEvent::Validating => "validating".to_string(),
+            AgentEvent::Transcript { kind, text } => {
+                let first = text.lines().next().unwrap_or_default();
+                let cut: String = first.chars().take(160).collect();
+                format!("agent {kind}: {cut}")
+            }
             AgentEvent::Model(RouteEvent::Started { model }) => format!("calling {model}"),
             AgentEvent::Model(RouteEvent::Failed {
                 model,

@@ -10,6 +10,7 @@
 //! [`models`] shows the models with their health and ranking.
 
 mod attempt;
+mod external;
 mod fleet;
 pub mod models;
 pub mod results;
@@ -198,6 +199,10 @@ pub struct Engine {
     shared_health: Mutex<HashMap<String, ModelHealth>>,
     /// `[repos]`: where this machine keeps the repositories tasks name.
     repos: BTreeMap<String, PathBuf>,
+    /// The configuration: which runtime works a task, and the external ones.
+    config: pitcrew_config::Config,
+    /// The per-task model gateway external agents call, started when the first one runs.
+    gateway: tokio::sync::OnceCell<pitcrew_gateway::Gateway>,
 }
 
 /// `1h 5m`, `3m 20s` or `45s`.
@@ -275,6 +280,8 @@ impl Engine {
             task_budget_usd: config.config.budget.per_task(),
             shared_health: Mutex::new(HashMap::new()),
             repos: config.repos(),
+            config: config.config.clone(),
+            gateway: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -298,8 +305,9 @@ impl Engine {
             let events = events.clone();
             let stop = stop.clone();
             let name = format!("{}/{n}", self.settings.worker_name);
+            // Boxed: a worker's future holds a whole attempt's state.
             handles.push(tokio::spawn(async move {
-                engine.worker(name, events, stop).await
+                Box::pin(engine.worker(name, events, stop)).await
             }));
         }
         let mut summary = RunSummary::default();
@@ -318,6 +326,9 @@ impl Engine {
         summary.budget_spent = self.budget_announced.load(Ordering::Relaxed);
         for problem in self.worktrees.close().await {
             let _ = events.send(Event::Warning(problem));
+        }
+        if let Some(gateway) = self.gateway.get() {
+            gateway.shutdown().await;
         }
         match first_error {
             Some(e) => Err(e),

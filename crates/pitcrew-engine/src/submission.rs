@@ -158,6 +158,10 @@ impl<'a> SubmissionChecker<'a> {
         if let Some(complexity) = spec.complexity {
             fields.insert("complexity".into(), complexity.to_string().into());
         }
+        if let Some(runtime) = spec.runtime {
+            config.runtime_named(&runtime).map_err(InvalidTask)?;
+            fields.insert("runtime".into(), runtime.into());
+        }
         if spec.max_attempts == Some(0) {
             return Err(InvalidTask("max_attempts must be at least 1".into()));
         }

@@ -22,7 +22,7 @@ use crate::context::{ContextReport, ContextSettings, gather};
 use crate::git::Worktree;
 use crate::index::RepoIndexes;
 use crate::paths::resolve_inside;
-use crate::prompt::PromptLibrary;
+use crate::prompt::{PromptContext, PromptLibrary};
 use crate::reply::extract_files;
 
 /// Settings the agent takes from the configuration.
@@ -55,6 +55,8 @@ pub enum AgentEvent<'a> {
     Model(RouteEvent<'a>),
     /// Validation of the written files begins.
     Validating,
+    /// An external agent's event (`kind`: action, observation, error, …) or output line.
+    Transcript { kind: &'a str, text: &'a str },
 }
 
 /// How the attempt ended.
@@ -74,7 +76,7 @@ pub enum Verdict {
 
 impl Verdict {
     /// A failure the provider gave no wait for.
-    fn failure(kind: ErrorKind, message: impl Into<String>) -> Self {
+    pub fn failure(kind: ErrorKind, message: impl Into<String>) -> Self {
         Verdict::Failed {
             kind,
             message: message.into(),
@@ -110,6 +112,10 @@ pub struct AgentDetails {
     pub context: Option<ContextReport>,
     pub validation: Option<ValidationReport>,
     pub cache_hits: u32,
+    /// What an external runtime did: its command lines, exit statuses, the gateway's
+    /// requests and the agent's transcript. `None` for the built-in agent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<serde_json::Value>,
     /// Tests removed from an accepted result because they failed on their own assertions
     /// against the code: a bug in the code or a wrong expectation, for a human to judge.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -138,6 +144,30 @@ pub struct AgentRun {
     pub details: AgentDetails,
 }
 
+impl AgentRun {
+    /// A run that has not produced anything yet (its verdict says so).
+    pub fn new() -> Self {
+        AgentRun {
+            verdict: Verdict::failure(ErrorKind::Config, "no iteration ran"),
+            model: None,
+            model_id: None,
+            usage: Usage::default(),
+            latency: None,
+            findings: Vec::new(),
+            written: Vec::new(),
+            verified: Vec::new(),
+            quality: None,
+            details: AgentDetails::default(),
+        }
+    }
+}
+
+impl Default for AgentRun {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 fn add_usage(total: &mut Usage, more: Usage) {
     total.tokens_in += more.tokens_in;
     total.tokens_out += more.tokens_out;
@@ -158,7 +188,9 @@ fn kind_of_rule(rule: &str) -> ErrorKind {
     }
 }
 
-fn summary(findings: &[Finding]) -> String {
+/// The errors among `findings`, one per line: the message a failed or doubtful verdict
+/// carries.
+pub fn summary(findings: &[Finding]) -> String {
     findings
         .iter()
         .filter(|f| f.is_error())
@@ -173,10 +205,11 @@ struct Candidate {
     findings: Vec<Finding>,
 }
 
-/// The most files one reply may write: a task is a small change.
-const MAX_FILES_PER_REPLY: usize = 32;
-/// The largest file a reply may write.
-const MAX_REPLY_FILE_BYTES: usize = 1024 * 1024;
+/// The most files one reply (or one external agent's run) may write: a task is a small
+/// change.
+pub const MAX_FILES_PER_REPLY: usize = 32;
+/// The largest file a reply (or one external agent's run) may write.
+pub const MAX_REPLY_FILE_BYTES: usize = 1024 * 1024;
 
 fn read_reply(text: &str, worktree: &Worktree) -> Candidate {
     let extraction = extract_files(text);
@@ -273,18 +306,7 @@ impl BuiltinAgent {
         worktree: &Worktree,
         on_event: &mut (dyn FnMut(AgentEvent<'_>) + Send),
     ) -> AgentRun {
-        let mut run = AgentRun {
-            verdict: Verdict::failure(ErrorKind::Config, "no iteration ran"),
-            model: None,
-            model_id: None,
-            usage: Usage::default(),
-            latency: None,
-            findings: Vec::new(),
-            written: Vec::new(),
-            verified: Vec::new(),
-            quality: None,
-            details: AgentDetails::default(),
-        };
+        let mut run = AgentRun::new();
         // Coverage baselines and cached replies are kept per repository.
         let cache_dir = match worktree.repo().cache_dir() {
             Ok(dir) => dir,
@@ -300,25 +322,15 @@ impl BuiltinAgent {
             .settings
             .use_cache
             .then(|| ReplyCache::new(cache_dir.join("replies")));
-        let index = match self.indexes.of(worktree).await {
-            Ok(index) => index,
-            Err(e) => {
-                run.verdict = Verdict::failure(
-                    ErrorKind::Workspace,
-                    format!("cannot index the repository at {}: {e}", worktree.base()),
-                );
+        let library = PromptLibrary::new(Some(worktree.repo()));
+        let (context, context_report) = match self.context(task, worktree).await {
+            Ok(gathered) => gathered,
+            Err(verdict) => {
+                run.verdict = verdict;
                 return run;
             }
         };
-        let (mut context, context_report) = gather(
-            worktree.path(),
-            &task.targets,
-            &self.settings.context,
-            &index,
-        );
         run.details.context = Some(context_report);
-        context.rules = self.settings.validation.requirements(task.kind);
-        let library = PromptLibrary::new(Some(worktree.repo()));
         let (system, user) = match library.render_task(task, &context) {
             Ok(messages) => messages,
             Err(e) => {
@@ -328,12 +340,6 @@ impl BuiltinAgent {
         };
         let mut messages = vec![Message::system(system), Message::user(user)];
         let task_budget = Budget::new(self.settings.task_budget_usd);
-        let complexity = task
-            .metadata
-            .get("complexity")
-            .and_then(|c| c.as_str())
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(Complexity::Medium);
 
         for number in 1..=self.settings.max_iterations {
             on_event(AgentEvent::Iteration { number });
@@ -351,18 +357,7 @@ impl BuiltinAgent {
                 messages: messages.clone(),
                 temperature: self.settings.temperature,
                 expect: Expect::Code,
-                requirements: Requirements {
-                    kind: Some(task.kind),
-                    complexity,
-                    max_output_tokens: self.settings.max_tokens,
-                    free_only: self.settings.free_only,
-                    prefer: Some(
-                        task.model
-                            .clone()
-                            .unwrap_or_else(|| self.settings.default_model.clone()),
-                    ),
-                    ..Requirements::default()
-                },
+                requirements: self.requirements(task),
                 task_budget: Some(task_budget.clone()),
                 wait_until: None,
             };
@@ -533,6 +528,88 @@ impl BuiltinAgent {
             }
         }
         run
+    }
+
+    /// What the router is asked for on `task`'s behalf: its kind and complexity, the model it
+    /// prefers (else the configured default), the settings' output limit and free-only rule.
+    pub fn requirements(&self, task: &Task) -> Requirements {
+        let complexity = task
+            .metadata
+            .get("complexity")
+            .and_then(|c| c.as_str())
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(Complexity::Medium);
+        Requirements {
+            kind: Some(task.kind),
+            complexity,
+            max_output_tokens: self.settings.max_tokens,
+            free_only: self.settings.free_only,
+            prefer: Some(
+                task.model
+                    .clone()
+                    .unwrap_or_else(|| self.settings.default_model.clone()),
+            ),
+            ..Requirements::default()
+        }
+    }
+
+    pub fn settings(&self) -> &AgentSettings {
+        &self.settings
+    }
+
+    /// The context `task`'s prompt shows (from the repository index of the worktree's base),
+    /// with the validation rules its kind must pass.
+    async fn context(
+        &self,
+        task: &Task,
+        worktree: &Worktree,
+    ) -> Result<(PromptContext, ContextReport), Verdict> {
+        let index = self.indexes.of(worktree).await.map_err(|e| {
+            Verdict::failure(
+                ErrorKind::Workspace,
+                format!("cannot index the repository at {}: {e}", worktree.base()),
+            )
+        })?;
+        let (mut context, report) = gather(
+            worktree.path(),
+            &task.targets,
+            &self.settings.context,
+            &index,
+        );
+        context.rules = self.settings.validation.requirements(task.kind);
+        Ok((context, report))
+    }
+
+    /// The task as an external agent is told it: the same context as the built-in agent's
+    /// prompt, without the reply format (an agent edits files in place).
+    pub async fn agent_prompt(
+        &self,
+        task: &Task,
+        worktree: &Worktree,
+    ) -> Result<(String, ContextReport), Verdict> {
+        let (context, report) = self.context(task, worktree).await?;
+        let library = PromptLibrary::new(Some(worktree.repo()));
+        let prompt = library
+            .render_agent_task(task, &context)
+            .map_err(|e| Verdict::failure(ErrorKind::Config, e.to_string()))?;
+        Ok((prompt, report))
+    }
+
+    /// Validates `files` (the whole change set, relative to the worktree) as `task` asks,
+    /// with the same settings and cached baselines as the built-in agent's rounds.
+    pub async fn validate_files(
+        &self,
+        task: &Task,
+        worktree: &Worktree,
+        files: &[String],
+    ) -> Result<ValidationReport, String> {
+        let cache_dir = worktree
+            .repo()
+            .cache_dir()
+            .map_err(|e| format!("cannot create pitcrew's cache directory: {e}"))?;
+        self.validate(task, worktree, files, &cache_dir)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// Validates `files` in `worktree` as `task` asks.

@@ -664,6 +664,14 @@ impl Repo {
     }
 }
 
+/// The files a worktree holds that differ from its base commit, relative to its root.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorktreeChanges {
+    /// Added or modified.
+    pub changed: Vec<String>,
+    pub deleted: Vec<String>,
+}
+
 /// A task's private checkout.
 #[derive(Debug, Clone)]
 pub struct Worktree {
@@ -716,6 +724,43 @@ impl Worktree {
         .await?;
         self.git(&["clean", "-ffdxq"]).await?;
         Ok(())
+    }
+
+    /// What a program working in the worktree changed since its base commit: files added
+    /// (untracked ones included, ignored ones not), modified, and deleted. Read through the
+    /// worktree's private git directory, so nothing written into the worktree can redirect
+    /// git or answer for it.
+    pub async fn changes(&self) -> Result<WorktreeChanges, GitError> {
+        let listing = self
+            .git(&[
+                "-c",
+                "core.quotePath=false",
+                // As in `reset`: a file changed in place with its size and mtime put back
+                // is still seen (ctime cannot be set back).
+                "-c",
+                "core.trustctime=true",
+                "-c",
+                "core.checkStat=default",
+                "status",
+                "--porcelain=v1",
+                "-z",
+                "--untracked-files=all",
+                "--no-renames",
+            ])
+            .await?;
+        let mut changes = WorktreeChanges::default();
+        for entry in listing.split('\0').filter(|e| e.len() > 3) {
+            let (status, path) = entry.split_at(3);
+            let path = path.to_string();
+            if status.contains('D') {
+                changes.deleted.push(path);
+            } else {
+                changes.changed.push(path);
+            }
+        }
+        changes.changed.sort();
+        changes.deleted.sort();
+        Ok(changes)
     }
 
     /// Commits exactly `files` on top of the base commit, with the bytes validation saw: each
@@ -830,6 +875,43 @@ mod tests {
     /// `path` as it is now in `wt`, as validation would have verified it.
     fn verified(wt: &Worktree, path: &str) -> VerifiedFile {
         VerifiedFile::of(path, &std::fs::read(wt.path().join(path)).unwrap())
+    }
+
+    #[tokio::test]
+    async fn changes_list_added_modified_and_deleted_files_whatever_the_worktree_claims() {
+        let tmp = TempRepo::with_files(&[
+            ("src/app.py", "A = 1\n"),
+            ("src/gone.py", "G = 1\n"),
+            (".gitignore", "*.log\n"),
+        ]);
+        let base = tmp.git(&["rev-parse", "HEAD"]).trim().to_string();
+        let repo = Repo::at(tmp.path());
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path().join("wt");
+        let wt = repo.add_worktree(&dir, &base).await.unwrap();
+        assert_eq!(wt.changes().await.unwrap(), WorktreeChanges::default());
+
+        std::fs::write(dir.join("src/app.py"), "A = 2\n").unwrap();
+        std::fs::remove_file(dir.join("src/gone.py")).unwrap();
+        std::fs::create_dir_all(dir.join("tests/deep")).unwrap();
+        std::fs::write(
+            dir.join("tests/deep/test_new file.py"),
+            "def test(): pass\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("run.log"), "ignored\n").unwrap();
+        // A program in the worktree points `.git` elsewhere: git is not redirected.
+        std::fs::write(dir.join(".git"), "gitdir: /tmp/elsewhere\n").unwrap();
+
+        let changes = wt.changes().await.unwrap();
+        assert_eq!(
+            changes.changed,
+            vec![
+                "src/app.py".to_string(),
+                "tests/deep/test_new file.py".to_string()
+            ]
+        );
+        assert_eq!(changes.deleted, vec!["src/gone.py".to_string()]);
     }
 
     #[tokio::test]

@@ -15,13 +15,14 @@ mod prompt;
 mod reply;
 
 pub use agent::{
-    AgentDetails, AgentEvent, AgentRun, AgentSettings, BuiltinAgent, IterationRecord, Verdict,
+    AgentDetails, AgentEvent, AgentRun, AgentSettings, BuiltinAgent, IterationRecord,
+    MAX_FILES_PER_REPLY, MAX_REPLY_FILE_BYTES, Verdict, summary,
 };
 pub use cache::{CachedReply, ReplyCache};
 pub use context::{
     ContextItem, ContextReport, ContextSettings, gather, imports_of, python_files, tests_of,
 };
-pub use git::{Applied, GitError, Repo, Worktree, without_credentials};
+pub use git::{Applied, GitError, Repo, Worktree, WorktreeChanges, without_credentials};
 pub use index::RepoIndexes;
 pub use layout::cache_root;
 pub use locate::{LocateError, RepoIdentity, existing_clone, locate_repo};

@@ -36,6 +36,7 @@ const BUILTIN: &[(&str, &str)] = &[
     ("retry_wrapper", include_str!("../prompts/retry_wrapper.j2")),
     ("custom", include_str!("../prompts/custom.j2")),
     ("refine", include_str!("../prompts/refine.j2")),
+    ("agent", include_str!("../prompts/agent.j2")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -296,6 +297,63 @@ impl PromptLibrary {
         Ok((system, user))
     }
 
+    /// The task for an external agent, which edits files in its working directory instead of
+    /// replying with them: the task's message without the reply format, then `agent`'s
+    /// instructions. Agents bring their own system prompt.
+    pub fn render_agent_task(
+        &self,
+        task: &Task,
+        context: &PromptContext,
+    ) -> Result<String, PromptError> {
+        let user = self.render(
+            prompt_name(task),
+            context! {
+                agent => true,
+                kind => task.kind.as_str(),
+                description => &task.description,
+                targets => Value::from(Serde(&task.targets)),
+                files => Value::from(Serde(&context.files)),
+                missing => Value::from(Serde(&context.missing)),
+                related => Value::from(Serde(&context.related)),
+                repo_map => &context.repo_map,
+                conventions => Value::from(Serde(&context.conventions)),
+                rules => Value::from(Serde(&context.rules)),
+            },
+        )?;
+        let how = self.render("agent", context! {})?;
+        Ok(format!("{user}\n\n{how}"))
+    }
+
+    /// The message that sends a failed round's `findings` back to an external agent, which
+    /// fixes them in place.
+    pub fn render_agent_refinement(
+        &self,
+        findings: &[Finding],
+        iteration: u32,
+        max_iterations: u32,
+    ) -> Result<String, PromptError> {
+        self.render(
+            "refine",
+            context! {
+                agent => true,
+                findings => Self::shown(findings),
+                iteration => iteration,
+                max_iterations => max_iterations,
+            },
+        )
+    }
+
+    fn shown(findings: &[Finding]) -> Vec<Value> {
+        findings
+            .iter()
+            .map(|f| {
+                // Continuation lines (a syntax error's excerpt) stay under their bullet.
+                let message = f.message.replace('\n', "\n  ");
+                context! { rule => &f.rule, location => f.location(), message => message }
+            })
+            .collect()
+    }
+
     /// The message that sends a failed reply's `findings` back to the model.
     pub fn render_refinement(
         &self,
@@ -303,17 +361,13 @@ impl PromptLibrary {
         iteration: u32,
         max_iterations: u32,
     ) -> Result<String, PromptError> {
-        let shown: Vec<_> = findings
-            .iter()
-            .map(|f| {
-                // Continuation lines (a syntax error's excerpt) stay under their bullet.
-                let message = f.message.replace('\n', "\n  ");
-                context! { rule => &f.rule, location => f.location(), message => message }
-            })
-            .collect();
         self.render(
             "refine",
-            context! { findings => shown, iteration => iteration, max_iterations => max_iterations },
+            context! {
+                findings => Self::shown(findings),
+                iteration => iteration,
+                max_iterations => max_iterations,
+            },
         )
     }
 }
@@ -408,7 +462,7 @@ mod tests {
                 info.name
             );
             assert_eq!(info.source, PromptSource::Builtin);
-            if matches!(info.name.as_str(), "system" | "refine") {
+            if matches!(info.name.as_str(), "system" | "refine" | "agent") {
                 continue;
             }
             let (system, user) = library
@@ -426,6 +480,37 @@ mod tests {
                 info.name
             );
         }
+    }
+
+    #[test]
+    fn an_agent_is_told_to_edit_files_never_to_reply_with_them() {
+        let library = PromptLibrary::new(None);
+        for info in library.list() {
+            if matches!(info.name.as_str(), "system" | "refine" | "agent") {
+                continue;
+            }
+            let prompt = library
+                .render_agent_task(
+                    &task(TaskKind::Custom, serde_json::json!({"prompt": info.name})),
+                    &context(),
+                )
+                .unwrap();
+            assert!(!prompt.contains("fenced block"), "{}: {prompt}", info.name);
+            assert!(prompt.contains("Cover the branches of sign()."));
+            assert!(
+                prompt.contains("creating and editing files"),
+                "{}",
+                info.name
+            );
+        }
+        let findings = vec![Finding::error("tests_pass", "test_sign failed")];
+        let refine = library.render_agent_refinement(&findings, 1, 3).unwrap();
+        assert!(
+            refine.contains("- [tests_pass] test_sign failed"),
+            "{refine}"
+        );
+        assert!(refine.contains("editing the files"), "{refine}");
+        assert!(!refine.contains("fenced block"), "{refine}");
     }
 
     #[test]

@@ -27,7 +27,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 use landlock::{
-    ABI, Access, AccessFs, AccessNet, BitFlags, PathBeneath, PathFd, Ruleset, RulesetAttr,
+    ABI, Access, AccessFs, AccessNet, BitFlags, NetPort, PathBeneath, PathFd, Ruleset, RulesetAttr,
     RulesetCreatedAttr, RulesetStatus, Scope,
 };
 use nix::errno::Errno;
@@ -301,6 +301,25 @@ fn setup_mounts(policy: &Policy) -> Result<(), (String, io::Error)> {
         )
         .map_err(fail("mount /dev/shm"))?;
     }
+    if policy.terminals {
+        // A devpts instance of the sandbox's own: its ptys are the only ones it sees.
+        mount(
+            Some("devpts"),
+            "/dev/pts",
+            Some("devpts"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            Some("newinstance,ptmxmode=0666,mode=0620"),
+        )
+        .map_err(fail("mount a private /dev/pts"))?;
+        mount(
+            Some("/dev/pts/ptmx"),
+            "/dev/ptmx",
+            none,
+            MsFlags::MS_BIND,
+            none,
+        )
+        .map_err(fail("bind /dev/pts/ptmx on /dev/ptmx"))?;
+    }
     let granted: Vec<&PathBuf> = policy.read.iter().chain(&policy.write).collect();
     for dir in &policy.hide {
         hide(dir, &granted).map_err(|(what, e)| (format!("{what} ({})", dir.display()), e))?;
@@ -445,7 +464,16 @@ fn landlock(policy: &Policy) -> Result<i32, String> {
         .map_err(err)?
         .scope(Scope::from_all(LANDLOCK_ABI))
         .map_err(err)?;
-    if !policy.network {
+    let tcp_ports = match (&policy.network, &policy.connect_ports) {
+        (false, _) => Some(&[][..]),
+        (true, Some(ports)) => {
+            // Best effort would silently drop the TCP rules on an older kernel.
+            check_net_abi(abi)?;
+            Some(ports.as_slice())
+        }
+        (true, None) => None,
+    };
+    if tcp_ports.is_some() {
         ruleset = ruleset
             .handle_access(AccessNet::BindTcp | AccessNet::ConnectTcp)
             .map_err(err)?;
@@ -464,6 +492,15 @@ fn landlock(policy: &Policy) -> Result<i32, String> {
         make_access(&[AccessFs::ReadFile, AccessFs::ReadDir]),
     ));
     rules.push((Path::new("/dev/shm"), all));
+    if policy.terminals {
+        // The private instance mounted by `setup_mounts`, never the machine's.
+        rules.push((Path::new("/dev/ptmx"), read_write_file));
+        rules.push((Path::new("/dev/tty"), read_write_file));
+        rules.push((
+            Path::new("/dev/pts"),
+            read_write_file | make_access(&[AccessFs::ReadDir]),
+        ));
+    }
     let mut created = ruleset.create().map_err(err)?;
     for (path, access) in rules {
         let meta = match fs::metadata(path) {
@@ -481,11 +518,35 @@ fn landlock(policy: &Policy) -> Result<i32, String> {
             .add_rule(PathBeneath::new(fd, access))
             .map_err(|e| format!("{}: {e}", path.display()))?;
     }
+    for &port in tcp_ports.unwrap_or_default() {
+        created = created
+            .add_rule(NetPort::new(port, AccessNet::ConnectTcp))
+            .map_err(|e| format!("TCP port {port}: {e}"))?;
+    }
     let status = created.restrict_self().map_err(err)?;
     if status.ruleset == RulesetStatus::NotEnforced {
         return Err("the kernel did not enforce the Landlock ruleset".to_owned());
     }
     Ok(abi)
+}
+
+/// The Landlock ABI that filters TCP by port (Linux 6.7).
+const NET_LANDLOCK_ABI: i32 = 4;
+
+/// Whether a kernel with Landlock ABI `abi` can enforce `connect_only_to`.
+pub(crate) fn check_net_abi(abi: i32) -> Result<(), String> {
+    if abi >= NET_LANDLOCK_ABI {
+        return Ok(());
+    }
+    let have = if abi < 0 {
+        "no Landlock".to_owned()
+    } else {
+        format!("Landlock ABI {abi}")
+    };
+    Err(format!(
+        "allowing TCP to some ports only needs Landlock ABI {NET_LANDLOCK_ABI} (Linux 6.7); \
+         this kernel has {have}"
+    ))
 }
 
 fn make_access(rights: &[AccessFs]) -> BitFlags<AccessFs> {

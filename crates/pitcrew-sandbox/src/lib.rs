@@ -60,4 +60,4 @@ pub use confine::{
 pub use net::network_isolation_available;
 pub use output::Output;
 pub use run::{SandboxError, run};
-pub use spec::{CommandSpec, EnvPolicy, Limits};
+pub use spec::{CommandSpec, EnvPolicy, Limits, MAX_STREAMED_LINE};

@@ -24,8 +24,15 @@ pub(crate) struct Policy {
     pub(crate) parent_pid: u32,
     /// The write end of the status pipe in the helper, or -1 to report on stderr (manual use).
     pub(crate) report_fd: i32,
-    /// Keep the machine's network (no network namespace, no Landlock TCP rules).
+    /// Keep the machine's network (no network namespace, no Landlock TCP rules unless
+    /// `connect_ports`).
     pub(crate) network: bool,
+    /// With `network`: Landlock handles TCP bind and connect and allows connecting to these
+    /// ports only (`CommandSpec::connect_only_to`).
+    pub(crate) connect_ports: Option<Vec<u16>>,
+    /// Give the command pseudo-terminals of its own: a private `devpts` instance on
+    /// `/dev/pts`, its `ptmx` on `/dev/ptmx`.
+    pub(crate) terminals: bool,
     /// Run the self-check instead of the program (see `confinement_available`).
     pub(crate) probe: bool,
     pub(crate) limits: Limits,
@@ -45,7 +52,10 @@ impl Policy {
         put_u64(&mut buf, self.report_fd as i64 as u64);
         put_u64(
             &mut buf,
-            u64::from(self.network) | u64::from(self.probe) << 1,
+            u64::from(self.network)
+                | u64::from(self.probe) << 1
+                | u64::from(self.connect_ports.is_some()) << 2
+                | u64::from(self.terminals) << 3,
         );
         for limit in limit_values(&self.limits) {
             put_u64(&mut buf, limit.map_or(u64::MAX, |v| v.min(u64::MAX - 1)));
@@ -57,6 +67,11 @@ impl Policy {
                 put_u64(&mut buf, bytes.len() as u64);
                 buf.extend_from_slice(bytes);
             }
+        }
+        let ports = self.connect_ports.as_deref().unwrap_or_default();
+        put_u64(&mut buf, ports.len() as u64);
+        for &port in ports {
+            put_u64(&mut buf, u64::from(port));
         }
         let mut hex = String::with_capacity(buf.len() * 2);
         for byte in buf {
@@ -98,10 +113,20 @@ impl Policy {
                 .collect()
         };
         let (read, write, hide) = (paths()?, paths()?, paths()?);
+        let n_ports = r.u64()?;
+        let ports: Vec<u16> = (0..n_ports)
+            .map(|_| u16::try_from(r.u64()?).ok())
+            .collect::<Option<_>>()?;
+        let restricted = flags & 4 != 0;
+        if flags >> 4 != 0 || (!restricted && !ports.is_empty()) {
+            return None;
+        }
         r.0.is_empty().then_some(Self {
             parent_pid,
             report_fd,
             network: flags & 1 != 0,
+            connect_ports: restricted.then_some(ports),
+            terminals: flags & 8 != 0,
             probe: flags & 2 != 0,
             limits,
             read,
@@ -235,7 +260,9 @@ mod tests {
         let policy = Policy {
             parent_pid: 4242,
             report_fd: 7,
-            network: false,
+            network: true,
+            connect_ports: Some(vec![0, 8080, u16::MAX]),
+            terminals: true,
             probe: true,
             limits: Limits {
                 cpu_secs: Some(3),
@@ -266,6 +293,21 @@ mod tests {
             Policy::decode(unreported.encode().as_bytes()),
             Some(unreported)
         );
+
+        // No port list and an empty one are different policies: all TCP versus none.
+        let none_allowed = Policy {
+            network: true,
+            connect_ports: Some(vec![]),
+            ..Policy::default()
+        };
+        let back = Policy::decode(none_allowed.encode().as_bytes()).unwrap();
+        assert_eq!(back.connect_ports, Some(vec![]));
+        assert_eq!(
+            Policy::decode(Policy::default().encode().as_bytes())
+                .unwrap()
+                .connect_ports,
+            None
+        );
     }
 
     #[test]
@@ -278,6 +320,26 @@ mod tests {
             None
         );
         assert_eq!(Policy::decode(b"abc"), None);
+
+        // Ports without the flag that says they restrict anything: refused, not dropped.
+        let restricted = Policy {
+            network: true,
+            connect_ports: Some(vec![5]),
+            ..Policy::default()
+        }
+        .encode();
+        // The flags are the third u64; their low byte is hex digits 32..34.
+        assert_eq!(&restricted[32..34], "05");
+        let unflagged = format!("{}01{}", &restricted[..32], &restricted[34..]);
+        assert_eq!(Policy::decode(unflagged.as_bytes()), None);
+        // A port number past u16.
+        let len = restricted.len();
+        let too_big = format!(
+            "{}000001{}",
+            &restricted[..len - 16],
+            &restricted[len - 10..]
+        );
+        assert_eq!(Policy::decode(too_big.as_bytes()), None);
     }
 
     #[test]

@@ -18,13 +18,14 @@ use nix::unistd::{Pid, pipe2};
 use tempfile::TempDir;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::{ChildStderr, ChildStdin, ChildStdout};
+use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::oneshot;
 
 use crate::confine::{Confinement, ConfinementUnavailable};
 use crate::helper;
 use crate::output::{Capture, Output};
 use crate::policy::{HELPER_ARG, Policy, Report, STAGE_EXEC};
-use crate::spec::{CommandSpec, EnvPolicy, Limits, child_env};
+use crate::spec::{CommandSpec, EnvPolicy, Limits, MAX_STREAMED_LINE, child_env};
 
 /// Why a command could not be run. A command that ran and failed is an [`Output`], not this.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +78,19 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// not run and this returns [`SandboxError::Unconfined`] (or [`SandboxError::Spawn`] when
 /// the program itself cannot be executed: not found, not executable, not granted).
 pub async fn run(spec: CommandSpec) -> Result<Output, SandboxError> {
+    if spec.connect_ports.is_some() {
+        if spec.confinement.is_none() {
+            return Err(SandboxError::Unconfined {
+                reason: "`connect_only_to` is enforced by Landlock, so it needs a confined \
+                         command (`CommandSpec::confine`)"
+                    .to_owned(),
+            });
+        }
+        if !spec.isolate_network {
+            helper::check_net_abi(helper::kernel_landlock_abi())
+                .map_err(|reason| SandboxError::Unconfined { reason })?;
+        }
+    }
     if spec.confinement.is_some() {
         crate::confine::confinement_available()
             .await
@@ -128,7 +142,10 @@ async fn execute(mut spec: CommandSpec, probe: bool) -> Result<(Output, Report),
         EnvPolicy::InheritScrubbed { .. } => None,
     };
     if let Some(home) = &home {
-        env.push(("HOME".into(), home.path().into()));
+        let home_set = matches!(&spec.env, EnvPolicy::Allowlist { set, .. } if set.iter().any(|(k, _)| k == "HOME"));
+        if !home_set {
+            env.push(("HOME".into(), home.path().into()));
+        }
         env.push(("TMPDIR".into(), home.path().into()));
     }
 
@@ -159,6 +176,9 @@ async fn execute(mut spec: CommandSpec, probe: bool) -> Result<(Output, Report),
                 parent_pid: std::process::id(),
                 report_fd: status_w.as_raw_fd(),
                 network: !spec.isolate_network,
+                // Without network there is nothing to allow.
+                connect_ports: spec.connect_ports.clone().filter(|_| !spec.isolate_network),
+                terminals: spec.terminals,
                 probe,
                 limits: spec.limits,
                 read,
@@ -249,8 +269,13 @@ async fn execute(mut spec: CommandSpec, probe: bool) -> Result<(Output, Report),
     let exit = {
         let io = async {
             let (a, b, c) = tokio::join!(
-                pump(stdout, &mut out, "reading stdout"),
-                pump(stderr, &mut err, "reading stderr"),
+                pump(
+                    stdout,
+                    &mut out,
+                    spec.stdout_lines.clone(),
+                    "reading stdout"
+                ),
+                pump(stderr, &mut err, None, "reading stderr"),
                 feed(stdin, stdin_bytes),
             );
             a.and(b).and(c)
@@ -352,20 +377,82 @@ fn io_error(context: &'static str) -> impl FnOnce(io::Error) -> SandboxError {
     move |source| SandboxError::Io { context, source }
 }
 
-/// Reads `pipe` to its end into `capture`.
+/// Reads `pipe` to its end into `capture`, and sends its lines to `lines` if given.
 async fn pump(
     pipe: Option<impl AsyncRead + Unpin>,
     capture: &mut Capture,
+    lines: Option<UnboundedSender<String>>,
     context: &'static str,
 ) -> Result<(), SandboxError> {
     let Some(mut pipe) = pipe else { return Ok(()) };
+    let mut splitter = lines.map(LineSplitter::new);
     let mut buf = vec![0; 16 * 1024];
     loop {
         let n = pipe.read(&mut buf).await.map_err(io_error(context))?;
         if n == 0 {
+            if let Some(splitter) = &mut splitter {
+                splitter.finish();
+            }
             return Ok(());
         }
         capture.push(&buf[..n]);
+        if let Some(splitter) = &mut splitter {
+            splitter.push(&buf[..n]);
+        }
+    }
+}
+
+/// Cuts a byte stream into lines for [`CommandSpec::stdout_lines`].
+#[derive(Debug)]
+struct LineSplitter {
+    tx: UnboundedSender<String>,
+    line: Vec<u8>,
+    /// Whether the current line grew past [`MAX_STREAMED_LINE`]; its rest is dropped.
+    cut: bool,
+}
+
+impl LineSplitter {
+    fn new(tx: UnboundedSender<String>) -> Self {
+        Self {
+            tx,
+            line: Vec::new(),
+            cut: false,
+        }
+    }
+
+    fn push(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let (part, rest, ended) = match bytes.iter().position(|&b| b == b'\n') {
+                Some(i) => (&bytes[..i], &bytes[i + 1..], true),
+                None => (bytes, &[][..], false),
+            };
+            let room = MAX_STREAMED_LINE - self.line.len();
+            if part.len() > room {
+                self.cut = true;
+            }
+            self.line.extend_from_slice(&part[..part.len().min(room)]);
+            if ended {
+                self.send();
+            }
+            bytes = rest;
+        }
+    }
+
+    fn finish(&mut self) {
+        if !self.line.is_empty() || self.cut {
+            self.send();
+        }
+    }
+
+    fn send(&mut self) {
+        if !self.cut && self.line.last() == Some(&b'\r') {
+            self.line.pop();
+        }
+        let text = String::from_utf8_lossy(&self.line).into_owned();
+        // A receiver that is gone only stops listening; the command runs on.
+        let _ = self.tx.send(text);
+        self.line.clear();
+        self.cut = false;
     }
 }
 

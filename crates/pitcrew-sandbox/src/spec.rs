@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use pitcrew_core::is_secret_name;
+use tokio::sync::mpsc::UnboundedSender;
 
 use crate::confine::Confinement;
 
@@ -25,6 +26,9 @@ pub struct CommandSpec {
     pub(crate) isolate_network: bool,
     pub(crate) parent_env: Option<Vec<(OsString, OsString)>>,
     pub(crate) confinement: Option<Confinement>,
+    pub(crate) stdout_lines: Option<UnboundedSender<String>>,
+    pub(crate) connect_ports: Option<Vec<u16>>,
+    pub(crate) terminals: bool,
 }
 
 impl CommandSpec {
@@ -46,6 +50,9 @@ impl CommandSpec {
             isolate_network: false,
             parent_env: None,
             confinement: None,
+            stdout_lines: None,
+            connect_ports: None,
+            terminals: false,
         }
     }
 
@@ -137,6 +144,48 @@ impl CommandSpec {
         self
     }
 
+    /// Also sends every line of stdout to `tx` as it is read, so a caller can follow a
+    /// long-running command (an agent's event stream) and stop it early by dropping the
+    /// [`crate::run`] future, which kills its process group like a timeout does.
+    ///
+    /// Each line is sent without its `\n` (and a `\r` before it), decoded as lossy UTF-8;
+    /// a line longer than [`MAX_STREAMED_LINE`] bytes is cut there (the rest of it is not
+    /// sent). A last line without a newline is sent at end of file. The captured
+    /// [`crate::Output::stdout`] is unchanged. A closed receiver is ignored: the command
+    /// runs on and its output is still captured.
+    #[must_use]
+    pub fn stdout_lines(mut self, tx: UnboundedSender<String>) -> Self {
+        self.stdout_lines = Some(tx);
+        self
+    }
+
+    /// For a [confined](CommandSpec::confine) command that keeps the network
+    /// (`isolate_network(false)`): Landlock allows it TCP `connect` only to these ports and
+    /// no TCP `bind` at all. Landlock filters by port only, not by address: a port allowed
+    /// here is reachable on every address, loopback and remote alike. UDP and other
+    /// protocols are not filtered (see [`Confinement`]).
+    ///
+    /// Needs Landlock ABI 4 (Linux 6.7); on an older kernel the run fails with
+    /// [`crate::SandboxError::Unconfined`] rather than run with more network than asked,
+    /// and so does an unconfined command given this. With `isolate_network(true)` the
+    /// command has no network anyway and this adds nothing.
+    #[must_use]
+    pub fn connect_only_to(mut self, ports: Vec<u16>) -> Self {
+        self.connect_ports = Some(ports);
+        self
+    }
+
+    /// Lets a confined command open pseudo-terminals (an agent's shell runs in one): it gets
+    /// a `devpts` instance of its own on `/dev/pts`, with its `ptmx` on `/dev/ptmx`, so the
+    /// terminals it opens are its own and the machine's (a user's shell, where injected
+    /// input would run) stay out of its sight and reach. Without it, opening `/dev/ptmx` is
+    /// refused. Only for confined commands (an unconfined one has the machine's anyway).
+    #[must_use]
+    pub fn terminals(mut self, allow: bool) -> Self {
+        self.terminals = allow;
+        self
+    }
+
     /// The variables the child's environment is built from (see [`EnvPolicy`]) instead of
     /// this process's, e.g. to prove in a test that a secret in the parent never reaches the
     /// child without mutating the real environment.
@@ -164,8 +213,10 @@ pub enum EnvPolicy {
     InheritScrubbed { remove: Vec<String> },
     /// Only `PATH`, `LANG`, `LC_ALL`, `LC_CTYPE`, `TZ` and `TERM` copied from the parent (when
     /// set), plus the `pass` names copied from the parent (a secret-like name in `pass` is
-    /// refused, never passed), plus the `set` pairs as given. `HOME` and `TMPDIR` always point
-    /// to a fresh temporary directory that is removed after the run.
+    /// refused, never passed), plus the `set` pairs as given. `TMPDIR` always points to a
+    /// fresh temporary directory that is removed after the run, and so does `HOME` unless
+    /// `set` gives one (a program whose state should outlive the run, e.g. in a directory
+    /// the caller keeps; a confined command must also be granted it).
     Allowlist {
         pass: Vec<String>,
         set: Vec<(String, String)>,
@@ -189,6 +240,9 @@ pub struct Limits {
     /// not enforced for root.
     pub processes: Option<u64>,
 }
+
+/// The longest stdout line [`CommandSpec::stdout_lines`] sends, in bytes (1 MiB).
+pub const MAX_STREAMED_LINE: usize = 1024 * 1024;
 
 /// Names [`EnvPolicy::Allowlist`] copies from the parent without being asked.
 const BASE_NAMES: [&str; 6] = ["PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM"];

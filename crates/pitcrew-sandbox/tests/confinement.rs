@@ -670,3 +670,111 @@ async fn a_missing_program_is_a_spawn_error_not_an_exit_code() {
         "{err:?}"
     );
 }
+
+/// Connects to `port` on loopback and prints `connected` or the error's errno name.
+fn connect_code(port: u16) -> String {
+    format!(
+        "import errno, socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=5).close()\n    print('connected')\nexcept OSError as e:\n    print('refused', errno.errorcode.get(e.errno), e)"
+    )
+}
+
+#[tokio::test]
+async fn connect_only_to_allows_the_listed_ports_only() {
+    let f = Fixture::new().await;
+    let allowed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    other.set_nonblocking(true).unwrap();
+    let (allowed_port, other_port) = (
+        allowed.local_addr().unwrap().port(),
+        other.local_addr().unwrap().port(),
+    );
+    let with_network = |code: &str| {
+        f.python(code)
+            .isolate_network(false)
+            .connect_only_to(vec![allowed_port])
+    };
+
+    let out = f.confined(with_network(&connect_code(allowed_port))).await;
+    assert_eq!(out.stdout.trim(), "connected", "{}", all(&out));
+    assert!(!out.network_isolated);
+    drop(allowed.accept().unwrap());
+
+    // Control: confined with the network but no port list, the other port is reachable.
+    let out = f
+        .confined(f.python(&connect_code(other_port)).isolate_network(false))
+        .await;
+    assert_eq!(out.stdout.trim(), "connected", "{}", all(&out));
+    drop(other.accept().unwrap());
+
+    let out = f.confined(with_network(&connect_code(other_port))).await;
+    assert!(out.stdout.starts_with("refused EACCES"), "{}", all(&out));
+    assert_eq!(
+        other.accept().map(|_| ()).map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::WouldBlock)
+    );
+
+    // No TCP listening either: a listener could be a channel out through a forwarded port.
+    let bind = "import errno, socket\ntry:\n    socket.socket().bind(('127.0.0.1', 0))\n    print('bound')\nexcept OSError as e:\n    print('refused', errno.errorcode.get(e.errno))";
+    let out = f.confined(with_network(bind)).await;
+    assert_eq!(out.stdout.trim(), "refused EACCES", "{}", all(&out));
+}
+
+/// Opens a pseudo-terminal, runs `echo` on it, and lists `/dev/pts`.
+const PTY_CODE: &str = "import os, pty, sys
+try:
+    pid, fd = pty.fork()
+except OSError as e:
+    print('refused', e.errno)
+    sys.exit(0)
+if pid == 0:
+    os.execvp('echo', ['echo', 'from-the-terminal'])
+out = b''
+while True:
+    try:
+        chunk = os.read(fd, 1024)
+    except OSError:
+        break
+    if not chunk:
+        break
+    out += chunk
+os.waitpid(pid, 0)
+print(out.decode().strip(), sorted(os.listdir('/dev/pts')))";
+
+#[tokio::test]
+async fn terminals_are_private_to_the_command_and_refused_without_them() {
+    let f = Fixture::new().await;
+    // A terminal of the machine's (a user's shell, say), which the command must not see:
+    // held open by a process outside the sandbox for the test's length.
+    let mut holder = std::process::Command::new(&python().0)
+        .args([
+            "-c",
+            "import os, sys, time\nm, s = os.openpty()\nprint(os.ttyname(s), flush=True)\ntime.sleep(60)",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let machine_name = line.trim().rsplit('/').next().unwrap().to_string();
+    assert!(!machine_name.is_empty(), "{line}");
+
+    let out = f.confined(f.python(PTY_CODE).terminals(true)).await;
+    let printed = out.stdout.trim();
+    assert!(printed.starts_with("from-the-terminal"), "{}", all(&out));
+    // Only its own: the private instance holds ptmx and the one it opened.
+    assert!(printed.ends_with("['0', 'ptmx']"), "{printed}");
+    assert!(
+        machine_name == "0" || !printed.contains(&format!("'{machine_name}'")),
+        "{printed}"
+    );
+
+    // Without: no terminal can be opened at all.
+    let out = f.confined(f.python(PTY_CODE)).await;
+    assert!(out.stdout.starts_with("refused"), "{}", all(&out));
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+}

@@ -407,9 +407,14 @@ pub struct SubmitArgs {
     #[arg(long, value_name = "NAME")]
     pub prompt: Option<String>,
 
+    /// Runtime that works the task: builtin, or an external agent under [runtimes.NAME]
+    /// (default: the kind's in [runtime.kinds], else runtime.default).
+    #[arg(long, value_name = "NAME")]
+    pub runtime: Option<String>,
+
     /// Submit every task in this file (.jsonl: one JSON object per line; .toml: [[task]]
     /// tables). If any entry is invalid, nothing is submitted.
-    #[arg(long, value_name = "FILE", conflicts_with_all = ["targets", "description", "model", "idempotency_key", "metadata", "prompt", "complexity"])]
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["targets", "description", "model", "idempotency_key", "metadata", "prompt", "complexity", "runtime"])]
     pub file: Option<PathBuf>,
 
     #[command(flatten)]

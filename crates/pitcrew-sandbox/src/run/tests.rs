@@ -659,3 +659,140 @@ fn programs_are_found_on_the_child_s_path_as_std_would() {
         "tool"
     );
 }
+
+/// Host pids of processes whose command line contains `marker`.
+fn pids_with_arg(marker: &str) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|&b| b == 0).any(|arg| arg == marker.as_bytes()))
+        })
+        .filter(|&pid| is_running(pid))
+        .collect()
+}
+
+/// A `sleep` argument no other process has: found again in /proc by [`pids_with_arg`].
+fn unique_sleep() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{}.{nanos:09}", 500 + std::process::id() % 400)
+}
+
+#[tokio::test]
+async fn stdout_lines_arrive_while_the_command_runs() {
+    let dir = TempDir::new().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let script = "printf 'first\\r\\n'; while [ ! -e go ]; do sleep 0.02; done; \
+                  printf 'second\\n\\nlast'";
+    let running = tokio::spawn(run(sh(script, &dir).stdout_lines(tx)));
+    // The command waits for `go`, so this line can only come from a live command.
+    assert_eq!(rx.recv().await.as_deref(), Some("first"));
+    assert!(!running.is_finished());
+    std::fs::write(dir.path().join("go"), "").unwrap();
+    let out = running.await.unwrap().unwrap();
+    assert!(out.success(), "{}", out.combined_tail(5));
+    let mut rest = Vec::new();
+    while let Some(line) = rx.recv().await {
+        rest.push(line);
+    }
+    assert_eq!(rest, ["second", "", "last"]);
+    assert_eq!(out.stdout, "first\r\nsecond\n\nlast", "capture unchanged");
+}
+
+#[tokio::test]
+async fn a_streamed_line_over_the_limit_is_cut_and_the_next_one_is_whole() {
+    let dir = TempDir::new().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let n = MAX_STREAMED_LINE + 100;
+    let script = format!("head -c {n} /dev/zero | tr '\\0' x; printf '\\nnext\\n\\377\\n'");
+    let out = run(sh(&script, &dir).stdout_lines(tx)).await.unwrap();
+    assert!(out.success(), "{}", out.combined_tail(5));
+    let long = rx.recv().await.unwrap();
+    assert_eq!(long.len(), MAX_STREAMED_LINE);
+    assert!(long.bytes().all(|b| b == b'x'));
+    assert_eq!(rx.recv().await.as_deref(), Some("next"));
+    assert_eq!(rx.recv().await.as_deref(), Some("\u{FFFD}"), "lossy UTF-8");
+    assert_eq!(rx.recv().await, None);
+}
+
+#[tokio::test]
+async fn a_dropped_receiver_does_not_stop_the_command() {
+    let dir = TempDir::new().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    drop(rx);
+    let out = run(sh("seq 1 3", &dir).stdout_lines(tx)).await.unwrap();
+    assert!(out.success());
+    assert_eq!(out.stdout, "1\n2\n3\n");
+}
+
+#[tokio::test]
+async fn dropping_a_confined_run_after_its_first_line_kills_it() {
+    let dir = TempDir::new().unwrap();
+    let marker = unique_sleep();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let script = format!("sleep {marker} & echo started; wait");
+    let spec = sh(&script, &dir)
+        .timeout(Duration::from_secs(60))
+        .stdout_lines(tx)
+        .confine(Confinement::new().write(dir.path()));
+    let mut running = Box::pin(run(spec));
+    tokio::select! {
+        res = &mut running => panic!("finished early: {res:?}"),
+        line = rx.recv() => assert_eq!(line.as_deref(), Some("started")),
+    }
+    let pids = pids_with_arg(&marker);
+    assert_eq!(pids.len(), 1, "the confined sleep is visible from the host");
+    drop(running);
+    assert_all_gone(&pids).await;
+}
+
+#[tokio::test]
+async fn connect_only_to_is_refused_for_an_unconfined_command() {
+    let dir = TempDir::new().unwrap();
+    let err = run(sh("true", &dir).connect_only_to(vec![80]))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, SandboxError::Unconfined { reason } if reason.contains("confined")),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn connect_only_to_needs_landlock_abi_4() {
+    assert!(helper::check_net_abi(4).is_ok());
+    assert!(helper::check_net_abi(7).is_ok());
+    let err = helper::check_net_abi(3).unwrap_err();
+    assert!(err.contains("ABI 4") && err.contains("ABI 3"), "{err}");
+    assert!(helper::check_net_abi(-nix::libc::ENOSYS).is_err());
+}
+
+#[tokio::test]
+async fn a_home_set_in_the_allowlist_is_kept() {
+    let dir = TempDir::new().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let policy = EnvPolicy::Allowlist {
+        pass: vec![],
+        set: vec![("HOME".into(), home.display().to_string())],
+    };
+    let out = run(sh(
+        "echo \"$HOME\"; echo \"$TMPDIR\"; env | grep -c '^HOME='",
+        &dir,
+    )
+    .env_policy(policy))
+    .await
+    .unwrap();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[0], home.display().to_string());
+    assert_ne!(lines[1], lines[0], "TMPDIR stays the private directory");
+    assert!(lines[1].contains("pitcrew-home-"), "{}", lines[1]);
+    assert_eq!(lines[2], "1", "one HOME only");
+}

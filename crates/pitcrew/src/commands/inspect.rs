@@ -6,6 +6,7 @@ use pitcrew_core::{Attempt, Finding, Priority, Task, TaskFilter, TaskKind, TaskS
 use pitcrew_engine::results::{TaskDetail, TaskView, possible_bug_label, result_patch};
 use pitcrew_validate::FailingTest;
 use serde::Deserialize;
+use serde_json::Value;
 
 use crate::context::Context;
 use crate::output;
@@ -326,6 +327,7 @@ fn print_rounds(attempt: &Attempt) {
         return;
     }
     output::line(&format!("\nattempt {}:", attempt.number));
+    print_runtime(attempt);
     if rounds.is_empty() {
         print_findings(&attempt.findings, "  ");
     }
@@ -342,6 +344,53 @@ fn print_rounds(attempt: &Attempt) {
             round.outcome.replace('_', " ")
         ));
         print_findings(&round.findings, "    ");
+    }
+}
+
+/// For an external agent: which runtime, the gateway's requests, each run's command line
+/// and end, and the last lines of its transcript (`--json` has all of it).
+fn print_runtime(attempt: &Attempt) {
+    let Some(runtime) = attempt.details.get("runtime") else {
+        return;
+    };
+    let text = |v: &Value| v.as_str().unwrap_or("-").to_string();
+    output::line(&format!(
+        "  runtime {} ({}), {} model request(s) through the gateway",
+        text(&runtime["name"]),
+        text(&runtime["kind"]),
+        runtime["requests"].as_u64().unwrap_or(0)
+    ));
+    for refused in runtime["refused"].as_array().into_iter().flatten() {
+        output::line(&format!("    refused: {}", text(refused)));
+    }
+    for run in runtime["runs"].as_array().into_iter().flatten() {
+        output::line(&format!(
+            "  run {}  {}  exit {}  {:.1}s",
+            run["round"],
+            text(&run["outcome"]),
+            run["exit_code"]
+                .as_i64()
+                .map_or_else(|| "-".to_string(), |c| c.to_string()),
+            run["duration_ms"].as_f64().unwrap_or(0.0) / 1000.0
+        ));
+    }
+    let transcript = runtime["transcript"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    const TAIL: usize = 8;
+    for entry in transcript
+        .iter()
+        .skip(transcript.len().saturating_sub(TAIL))
+    {
+        let line: String = text(&entry["text"])
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .take(120)
+            .collect();
+        output::line(&format!("    [{}] {line}", text(&entry["kind"])));
     }
 }
 

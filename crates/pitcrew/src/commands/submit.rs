@@ -81,6 +81,7 @@ pub async fn submit(ctx: &Context, args: SubmitArgs) -> anyhow::Result<ExitCode>
             metadata,
             prompt: args.prompt,
             complexity: args.complexity,
+            runtime: args.runtime,
         };
         let task = checker(ctx, ctx.repo_url().await)
             .check(spec)

@@ -39,9 +39,14 @@ const HOME_SECRET: &str = "home-sentinel-5e0f13aa-must-not-leak";
 
 impl Fortress {
     pub(crate) fn new() -> Fortress {
+        Fortress::with_config("")
+    }
+
+    /// A fortress whose `pitcrew.toml` ends with `extra`.
+    pub(crate) fn with_config(extra: &str) -> Fortress {
         let escape_dir = tempfile::tempdir().unwrap();
         let project = Project::with_config(&format!(
-            "\n[validation]\nsandbox_write = [{:?}]\n",
+            "\n[validation]\nsandbox_write = [{:?}]\n{extra}",
             escape_dir.path().display().to_string()
         ));
         let repo = project.path();

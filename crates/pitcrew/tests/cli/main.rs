@@ -23,6 +23,7 @@ mod models;
 mod plan;
 mod repos;
 mod results;
+mod runtimes;
 mod scale;
 mod secrets;
 mod serve;

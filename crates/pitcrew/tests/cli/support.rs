@@ -115,7 +115,7 @@ impl Project {
         cmd.set("XDG_CACHE_HOME", &self.cache_home().to_string_lossy());
     }
 
-    fn cache_home(&self) -> PathBuf {
+    pub fn cache_home(&self) -> PathBuf {
         self.scratch.path().join("cache")
     }
 
