@@ -3,6 +3,7 @@
 //! model through pitcrew's per-task gateway, which routes to the scripted provider. What it
 //! changed is read from git and validated with real pytest like the built-in agent's files.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use pitcrew_testkit::Reply;
@@ -255,9 +256,12 @@ fn a_task_names_a_runtime_the_configuration_has_or_is_refused_at_submit() {
 #[test]
 fn the_real_openhands_cli_writes_tests_through_the_gateway() {
     let Some(openhands) = std::env::var_os("PITCREW_TEST_OPENHANDS") else {
-        eprintln!(
+        // Straight to stderr: the harness would swallow eprintln! of a passing test.
+        let _ = writeln!(
+            std::io::stderr(),
             "skipped: PITCREW_TEST_OPENHANDS is not set (the path of an `openhands` executable, \
-             e.g. from `pip install openhands` in a Python 3.12 virtualenv)"
+             e.g. from `pip install openhands` in a Python 3.12 virtualenv), so the real \
+             OpenHands CLI did not run"
         );
         return;
     };
