@@ -750,7 +750,7 @@ async fn terminals_are_private_to_the_command_and_refused_without_them() {
             "-c",
             "import os, sys, time\nm, s = os.openpty()\nprint(os.ttyname(s), flush=True)\ntime.sleep(60)",
         ])
-        .stdout(std::process::Stdio::piped())
+        .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let mut line = String::new();
