@@ -84,12 +84,15 @@ impl Engine {
     ) -> AttemptEnd {
         // An external agent's own time limit is for one run; the attempt gets at least that
         // (its rounds after the first are bounded by the task's limit).
-        let limit = match self
+        let (limit, which) = match self
             .config
             .runtime_named(&self.config.runtime_of(task.kind, &task.metadata))
         {
-            Ok(Some(spec)) => self.settings.task_timeout.max(spec.timeout()),
-            _ => self.settings.task_timeout,
+            Ok(Some(spec)) if spec.timeout() > self.settings.task_timeout => (
+                spec.timeout(),
+                "the runtime's timeout_secs, longer than workers.task_timeout_secs",
+            ),
+            _ => (self.settings.task_timeout, "workers.task_timeout_secs"),
         };
         match tokio::time::timeout(
             limit,
@@ -101,8 +104,7 @@ impl Engine {
             Err(_) => self.failure(
                 ErrorKind::Timeout,
                 format!(
-                    "the attempt ran past its time limit of {}s (workers.task_timeout_secs, or \
-                     the runtime's timeout_secs when longer)",
+                    "the attempt ran past the task time limit of {}s ({which})",
                     limit.as_secs()
                 ),
                 attempt,
