@@ -300,14 +300,7 @@ impl Engine {
                         return;
                     }
                 };
-                findings.extend(report.findings.iter().cloned());
-                run.quality = Some(report.quality);
-                let outcome = report.outcome;
-                if outcome != Outcome::Rejected {
-                    run.verified = report.verified.clone();
-                }
-                run.details.validation = Some(report);
-                match outcome {
+                match run.take_validation(report, &mut findings) {
                     Outcome::Accepted => {
                         iteration.outcome = "accepted";
                         iteration.findings = findings.clone();

@@ -162,6 +162,25 @@ impl AgentRun {
     }
 }
 
+impl AgentRun {
+    /// Takes a round's validation in: its findings added to `findings`, its quality, the
+    /// files it verified (unless it rejected them), the report kept; returns its outcome.
+    pub fn take_validation(
+        &mut self,
+        report: ValidationReport,
+        findings: &mut Vec<Finding>,
+    ) -> Outcome {
+        findings.extend(report.findings.iter().cloned());
+        self.quality = Some(report.quality);
+        let outcome = report.outcome;
+        if outcome != Outcome::Rejected {
+            self.verified = report.verified.clone();
+        }
+        self.details.validation = Some(report);
+        outcome
+    }
+}
+
 impl Default for AgentRun {
     fn default() -> Self {
         Self::new()
@@ -447,19 +466,12 @@ impl BuiltinAgent {
                         return run;
                     }
                 };
-                findings.extend(report.findings.iter().cloned());
-                run.quality = Some(report.quality);
                 if let Some(model) = &record.model
                     && !record.cache_hit
                 {
                     self.router.record_quality(model, report.quality);
                 }
-                let outcome = report.outcome;
-                if outcome != Outcome::Rejected {
-                    run.verified = report.verified.clone();
-                }
-                run.details.validation = Some(report);
-                match outcome {
+                match run.take_validation(report, &mut findings) {
                     Outcome::Accepted => {
                         record.outcome = "accepted";
                         record.findings = findings.clone();

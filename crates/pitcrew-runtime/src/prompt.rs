@@ -280,20 +280,7 @@ impl PromptLibrary {
         context: &PromptContext,
     ) -> Result<(String, String), PromptError> {
         let system = self.render("system", context! {})?;
-        let user = self.render(
-            prompt_name(task),
-            context! {
-                kind => task.kind.as_str(),
-                description => &task.description,
-                targets => Value::from(Serde(&task.targets)),
-                files => Value::from(Serde(&context.files)),
-                missing => Value::from(Serde(&context.missing)),
-                related => Value::from(Serde(&context.related)),
-                repo_map => &context.repo_map,
-                conventions => Value::from(Serde(&context.conventions)),
-                rules => Value::from(Serde(&context.rules)),
-            },
-        )?;
+        let user = self.render(prompt_name(task), Self::task_values(task, context, false))?;
         Ok((system, user))
     }
 
@@ -305,21 +292,7 @@ impl PromptLibrary {
         task: &Task,
         context: &PromptContext,
     ) -> Result<String, PromptError> {
-        let user = self.render(
-            prompt_name(task),
-            context! {
-                agent => true,
-                kind => task.kind.as_str(),
-                description => &task.description,
-                targets => Value::from(Serde(&task.targets)),
-                files => Value::from(Serde(&context.files)),
-                missing => Value::from(Serde(&context.missing)),
-                related => Value::from(Serde(&context.related)),
-                repo_map => &context.repo_map,
-                conventions => Value::from(Serde(&context.conventions)),
-                rules => Value::from(Serde(&context.rules)),
-            },
-        )?;
+        let user = self.render(prompt_name(task), Self::task_values(task, context, true))?;
         let how = self.render("agent", context! {})?;
         Ok(format!("{user}\n\n{how}"))
     }
@@ -341,6 +314,23 @@ impl PromptLibrary {
                 max_iterations => max_iterations,
             },
         )
+    }
+
+    /// What a task template sees; `agent` when an external agent, which edits files in
+    /// place, is told the task.
+    fn task_values(task: &Task, context: &PromptContext, agent: bool) -> Value {
+        context! {
+            agent => agent,
+            kind => task.kind.as_str(),
+            description => &task.description,
+            targets => Value::from(Serde(&task.targets)),
+            files => Value::from(Serde(&context.files)),
+            missing => Value::from(Serde(&context.missing)),
+            related => Value::from(Serde(&context.related)),
+            repo_map => &context.repo_map,
+            conventions => Value::from(Serde(&context.conventions)),
+            rules => Value::from(Serde(&context.rules)),
+        }
     }
 
     fn shown(findings: &[Finding]) -> Vec<Value> {

@@ -747,7 +747,15 @@ async fn dropping_a_confined_run_after_its_first_line_kills_it() {
         res = &mut running => panic!("finished early: {res:?}"),
         line = rx.recv() => assert_eq!(line.as_deref(), Some("started")),
     }
-    let pids = pids_with_arg(&marker);
+    // `echo` may run before the backgrounded shell has exec'd `sleep`: wait for it.
+    let mut pids = pids_with_arg(&marker);
+    for _ in 0..100 {
+        if !pids.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        pids = pids_with_arg(&marker);
+    }
     assert_eq!(pids.len(), 1, "the confined sleep is visible from the host");
     drop(running);
     assert_all_gone(&pids).await;
