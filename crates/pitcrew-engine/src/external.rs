@@ -105,39 +105,44 @@ impl Engine {
             max_calls: Some(spec.max_iterations().saturating_mul(rounds)),
             deadline: None,
         });
-        let scratch = cache_root()
-            .join("agents")
-            .join(format!("{}-{attempt}", task.id));
+        let access = GatewayAccess {
+            base_url: session.base_url(),
+            port: gateway.port(),
+            token: session.token().clone(),
+            model: session.model().to_string(),
+        };
         let mut record = RuntimeRecord {
             name: name.to_string(),
             kind: spec.kind_name(),
             ..RuntimeRecord::default()
         };
-        if let Err(e) = std::fs::create_dir_all(&scratch) {
-            run.verdict = Verdict::failure(
-                ErrorKind::Workspace,
-                format!("cannot create {}: {e}", scratch.display()),
-            );
-            return run;
-        }
+        let scratch = match Scratch::create(
+            cache_root()
+                .join("agents")
+                .join(format!("{}-{attempt}", task.id)),
+            self.settings.keep_worktrees,
+        ) {
+            Ok(scratch) => scratch,
+            Err(message) => {
+                run.verdict = Verdict::failure(ErrorKind::Workspace, message);
+                return run;
+            }
+        };
         self.rounds(
             task,
             worktree,
             spec,
             attempt,
+            &access,
             &session,
             &prompt,
-            &scratch,
+            &scratch.path,
             &mut record,
             &mut run,
             on_event,
         )
         .await;
-        if !self.settings.keep_worktrees
-            && let Err(e) = std::fs::remove_dir_all(&scratch)
-        {
-            tracing::warn!("cannot remove {}: {e}", scratch.display());
-        }
+        drop(scratch);
         let report = session.report();
         session.revoke();
         run.usage = report.usage;
@@ -171,6 +176,7 @@ impl Engine {
         worktree: &Worktree,
         spec: &RuntimeSpec,
         attempt: u32,
+        access: &GatewayAccess,
         session: &Session,
         prompt: &str,
         scratch: &Path,
@@ -180,12 +186,6 @@ impl Engine {
     ) {
         let rounds = self.agent.settings().max_iterations;
         let library = PromptLibrary::new(Some(worktree.repo()));
-        let access = GatewayAccess {
-            base_url: session.base_url(),
-            port: self.gateway().await.map(|g| g.port()).unwrap_or_default(),
-            token: session.token().clone(),
-            model: session.model().to_string(),
-        };
         let git_dir = worktree.repo().root().join(".git");
         let mut message = prompt.to_string();
         let mut calls_seen = 0;
@@ -208,7 +208,7 @@ impl Engine {
                     git_dir: git_dir.is_dir().then_some(git_dir.as_path()),
                     prompt: &message,
                     targets: &task.targets,
-                    gateway: &access,
+                    gateway: access,
                     parent_env: None,
                     on_event: &mut forward,
                 },
@@ -346,6 +346,32 @@ impl Engine {
                     }
                 }
             }
+        }
+    }
+}
+
+/// An attempt's scratch directory (the agent's HOME, trajectories, the prompt file), removed
+/// when the attempt ends in any way — also when it is dropped at a timeout or a stop — unless
+/// worktrees are kept (`--keep-worktrees`).
+struct Scratch {
+    path: PathBuf,
+    keep: bool,
+}
+
+impl Scratch {
+    fn create(path: PathBuf, keep: bool) -> Result<Scratch, String> {
+        std::fs::create_dir_all(&path)
+            .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        Ok(Scratch { path, keep })
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !self.keep
+            && let Err(e) = std::fs::remove_dir_all(&self.path)
+        {
+            tracing::warn!("cannot remove {}: {e}", self.path.display());
         }
     }
 }

@@ -195,6 +195,69 @@ fn an_error_event_fails_the_attempt_whatever_the_exit_status_and_doing_nothing_i
 }
 
 #[test]
+fn a_hanging_agent_is_killed_at_its_time_limit_and_leaves_nothing_behind() {
+    let config = runtime_config("hang").replace("timeout_secs = 60", "timeout_secs = 2");
+    let project = Project::with_config(&config);
+    let marker = format!("hang-{:016x}", fastrand::u64(..));
+    let id = project.submit(
+        "src/calc.py",
+        &["--max-attempts", "1", "--description", &marker],
+    );
+    let transcript = run(&project, &["run"]);
+    let task = project.task(&id);
+    assert_eq!(task["status"], "failed", "{task:#}\n{transcript}");
+    assert_eq!(task["error_kind"], "timeout", "{task:#}");
+    // The agent's processes are gone, and so is its scratch directory.
+    let alive: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).into_owned())
+        .filter(|c| c.contains(&marker))
+        .collect();
+    assert!(alive.is_empty(), "{alive:?}");
+    assert!(
+        files_under(&project.cache_home().join("pitcrew/agents")).is_empty(),
+        "scratch left behind"
+    );
+}
+
+#[test]
+fn stopping_pitcrew_kills_a_running_agent_and_removes_its_scratch() {
+    let project = Project::with_config(&runtime_config("hang"));
+    let marker = format!("stop-{:016x}", fastrand::u64(..));
+    project.submit("src/calc.py", &["--description", &marker]);
+    let child = project.spawn(&["run"]);
+    let agents = project.cache_home().join("pitcrew/agents");
+    let started = std::time::Instant::now();
+    while !files_under(&agents)
+        .iter()
+        .any(|p| p.ends_with("home/record.json"))
+    {
+        assert!(started.elapsed().as_secs() < 30, "the agent never started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Two signals: stop claiming, then give running tasks back at once.
+    signal(&child, nix::sys::signal::Signal::SIGINT);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    signal(&child, nix::sys::signal::Signal::SIGINT);
+    let out = child.wait_with_output().unwrap();
+    let alive: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).into_owned())
+        .filter(|c| c.contains(&marker))
+        .collect();
+    assert!(alive.is_empty(), "{alive:?}\n{}", stderr_of(&out));
+    assert!(
+        files_under(&agents).is_empty(),
+        "scratch left behind: {:?}",
+        files_under(&agents)
+    );
+}
+
+#[test]
 fn a_runtime_whose_program_is_missing_fails_the_task_at_once_naming_the_field() {
     let config = runtime_config("tests").replace(
         &format!("{:?}", fake_openhands().display().to_string()),
