@@ -8,7 +8,7 @@
 //! test cannot point git at a directory of the test's making), and results are committed with
 //! plumbing from bytes that were checked against what validation saw, not with `git add`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -699,11 +699,16 @@ impl Worktree {
     /// `git args…` about this worktree, naming its git directory and work tree explicitly so
     /// that nothing written into the worktree can redirect git.
     async fn git(&self, args: &[&str]) -> Result<String, GitError> {
+        self.git_input(args, None).await
+    }
+
+    /// [`Worktree::git`] with `input` on stdin.
+    async fn git_input(&self, args: &[&str], input: Option<&str>) -> Result<String, GitError> {
         let git_dir = format!("--git-dir={}", self.git_dir.display());
         let work_tree = format!("--work-tree={}", self.path.display());
         let mut full = vec![git_dir.as_str(), work_tree.as_str()];
         full.extend_from_slice(args);
-        git_with_input(&self.path, &full, MAX_PATCH_BYTES, None).await
+        git_with_input(&self.path, &full, MAX_PATCH_BYTES, input).await
     }
 
     /// Puts the worktree back to its base commit: tracked files restored, everything else
@@ -764,10 +769,14 @@ impl Worktree {
     }
 
     /// Commits exactly `files` on top of the base commit, with the bytes validation saw: each
-    /// file is read once, checked against its SHA-256, and stored as a blob without any
-    /// filter; the tree is built in the worktree's private index, never by `git add`.
-    /// Anything else in the worktree (caches, reports, files a test run left) stays out.
-    /// `None` when the files match the base.
+    /// file is read once and checked against its SHA-256, its blob id is computed from those
+    /// bytes, and git must store the same id (no filter applies); the tree is built in the
+    /// worktree's private index, never by `git add`. Anything else in the worktree (caches,
+    /// reports, files a test run left) stays out. `None` when the files match the base.
+    ///
+    /// The private index holds the base commit here: only pitcrew's own git commands write
+    /// it, and every attempt starts by resetting it to the base. It is not read back from the
+    /// base tree, which would cost what the whole repository holds, not what changed.
     pub async fn commit_files(
         &self,
         files: &[VerifiedFile],
@@ -781,10 +790,26 @@ impl Worktree {
                 reason: "a path is listed twice".into(),
             });
         }
-        // `-m` keeps the stat data of entries that match the base: a plain read-tree drops it,
-        // and the next reset of this (pooled) worktree would then re-read every file.
-        self.git(&["read-tree", "-m", &self.base]).await?;
-        let mut modes: Vec<(String, String)> = Vec::new();
+        for file in files {
+            match crate::paths::normalize(&file.path) {
+                Ok(normal) if normal == file.path => {}
+                Ok(normal) => {
+                    return Err(GitError::Unverified {
+                        path: file.path.clone(),
+                        reason: format!("the path is not in its plain form (`{normal}`)"),
+                    });
+                }
+                Err(refused) => {
+                    return Err(GitError::Unverified {
+                        path: file.path.clone(),
+                        reason: refused.reason,
+                    });
+                }
+            }
+        }
+        let base_entries = self.base_entries(&paths).await?;
+        let format = ObjectFormat::of(&self.base);
+        let mut changed: Vec<(&VerifiedFile, String, String)> = Vec::new();
         for file in files {
             let bytes = std::fs::read(self.path.join(&file.path))?;
             let found = sha256_hex(&bytes);
@@ -797,30 +822,53 @@ impl Worktree {
                     ),
                 });
             }
-            let blob = self.hash_blob(&bytes).await?;
-            let listed = self.git(&["ls-tree", &self.base, "--", &file.path]).await?;
+            let blob = format.blob_id(&bytes);
+            let base = base_entries.get(file.path.as_str());
             // Keep the mode of a file that exists (an executable script stays one).
-            let mode = listed
-                .split_whitespace()
-                .next()
+            let mode = base
+                .map(|(mode, _)| mode.as_str())
                 .filter(|m| m.starts_with("100"))
                 .unwrap_or("100644")
                 .to_string();
-            modes.push((file.path.clone(), format!("{mode},{blob},{}", file.path)));
+            if base.is_some_and(|(base_mode, base_blob)| *base_mode == mode && *base_blob == blob) {
+                continue;
+            }
+            changed.push((file, mode, blob));
         }
-        for (_, cacheinfo) in &modes {
-            self.git(&["update-index", "--add", "--cacheinfo", cacheinfo])
-                .await?;
-        }
-        let tree = self.git(&["write-tree"]).await?.trim().to_string();
-        let base_tree = self
-            .git(&["rev-parse", &format!("{}^{{tree}}", self.base)])
-            .await?
-            .trim()
-            .to_string();
-        if tree == base_tree {
+        if changed.is_empty() {
             return Ok(None);
         }
+        // Git reads the files again to store them; what it stores must be what was verified.
+        let stdin_paths: String = changed
+            .iter()
+            .map(|(file, _, _)| format!("{}\n", c_quoted(&file.path)))
+            .collect();
+        let stored = self
+            .git_input(
+                &["hash-object", "-w", "--no-filters", "--stdin-paths"],
+                Some(&stdin_paths),
+            )
+            .await?;
+        for ((file, _, blob), stored) in changed.iter().zip(stored.lines()) {
+            if stored != blob {
+                return Err(GitError::Unverified {
+                    path: file.path.clone(),
+                    reason: format!(
+                        "its content changed while it was committed (blob {stored}, verified {blob})"
+                    ),
+                });
+            }
+        }
+        let index_info: String = changed
+            .iter()
+            .map(|(file, mode, blob)| format!("{mode} {blob}\t{}\0", file.path))
+            .collect();
+        self.git_input(
+            &["update-index", "--add", "-z", "--index-info"],
+            Some(&index_info),
+        )
+        .await?;
+        let tree = self.git(&["write-tree"]).await?.trim().to_string();
         let commit = self
             .git(&[
                 "-c",
@@ -838,33 +886,81 @@ impl Worktree {
         Ok(Some(commit.trim().to_string()))
     }
 
-    /// Stores `bytes` as a blob, literally (no filters, no attributes); returns its id.
-    async fn hash_blob(&self, bytes: &[u8]) -> Result<String, GitError> {
-        let git_dir = format!("--git-dir={}", self.git_dir.display());
-        let spec = CommandSpec::new("git", &self.path)
-            .args([
-                git_dir.as_str(),
-                "hash-object",
-                "-w",
-                "--no-filters",
-                "--stdin",
-            ])
-            .env_policy(EnvPolicy::InheritScrubbed {
-                remove: GIT_REDIRECTS.iter().map(|s| s.to_string()).collect(),
+    /// The mode and blob id at the base commit of each of `paths` that exists there.
+    async fn base_entries(
+        &self,
+        paths: &[&str],
+    ) -> Result<HashMap<String, (String, String)>, GitError> {
+        let mut args = vec!["ls-tree", "-z", "--full-tree", self.base.as_str(), "--"];
+        args.extend_from_slice(paths);
+        let listed = self.git(&args).await?;
+        Ok(listed
+            .split('\0')
+            .filter_map(|entry| {
+                let (info, path) = entry.split_once('\t')?;
+                let mut info = info.split(' ');
+                let (mode, _kind, id) = (info.next()?, info.next()?, info.next()?);
+                Some((path.to_string(), (mode.to_string(), id.to_string())))
             })
-            .timeout(GIT_TIMEOUT)
-            .stdin(bytes.to_vec());
-        let out = pitcrew_sandbox::run(spec).await?;
-        if !out.success() {
-            return Err(GitError::Failed {
-                args: "hash-object -w --no-filters --stdin".into(),
-                dir: self.path.clone(),
-                status: out.describe_status(),
-                detail: out.combined_tail(20),
-            });
-        }
-        Ok(out.stdout.trim().to_string())
+            .collect())
     }
+}
+
+/// How a repository names its objects: SHA-1, or SHA-256 (`extensions.objectFormat`), told
+/// apart by the length of a commit id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ObjectFormat {
+    Sha1,
+    Sha256,
+}
+
+impl ObjectFormat {
+    fn of(commit: &str) -> ObjectFormat {
+        if commit.len() == 64 {
+            ObjectFormat::Sha256
+        } else {
+            ObjectFormat::Sha1
+        }
+    }
+
+    /// The id git gives a blob holding `bytes`.
+    fn blob_id(self, bytes: &[u8]) -> String {
+        let header = format!("blob {}\0", bytes.len());
+        let digest: Vec<u8> = match self {
+            ObjectFormat::Sha1 => {
+                use sha1::Digest as _;
+                let mut hash = sha1::Sha1::new();
+                hash.update(header.as_bytes());
+                hash.update(bytes);
+                hash.finalize().to_vec()
+            }
+            ObjectFormat::Sha256 => {
+                use sha2::Digest as _;
+                let mut hash = sha2::Sha256::new();
+                hash.update(header.as_bytes());
+                hash.update(bytes);
+                hash.finalize().to_vec()
+            }
+        };
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// `path` as git reads a path from a line of stdin: C-quoted when it starts with a quote or
+/// holds a backslash (control characters never reach here: such paths are refused).
+fn c_quoted(path: &str) -> String {
+    if !path.starts_with('"') && !path.contains('\\') {
+        return path.to_string();
+    }
+    let mut quoted = String::from("\"");
+    for c in path.chars() {
+        if matches!(c, '"' | '\\') {
+            quoted.push('\\');
+        }
+        quoted.push(c);
+    }
+    quoted.push('"');
+    quoted
 }
 
 #[cfg(test)]
@@ -1065,6 +1161,82 @@ mod tests {
         // The user's checkout never changed.
         assert_eq!(fixture.git(&["status", "--porcelain"]), "");
         assert!(!fixture.path().join("tests").exists());
+    }
+
+    #[tokio::test]
+    async fn a_commit_holds_exactly_the_verified_bytes_with_their_modes() {
+        let fixture = TempRepo::with_files(&[
+            ("run.sh", "echo one\n"),
+            ("src/a.py", "A = 1\n"),
+            ("src/b.py", "B = 1\n"),
+        ]);
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let script = fixture.path().join("run.sh");
+            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        fixture.commit("executable");
+        let repo = Repo::discover(fixture.path()).await.unwrap();
+        let base = repo.resolve_commit("HEAD").await.unwrap();
+        let wt = repo
+            .add_worktree(&repo.worktrees_dir().join("modes"), &base)
+            .await
+            .unwrap();
+        let write = |path: &str, content: &str| {
+            let full = wt.path().join(path);
+            std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+            std::fs::write(full, content).unwrap();
+        };
+        write("run.sh", "echo two\n");
+        write("tests/deep/test_a.py", "def test_a():\n    assert 1\n");
+        write("\"quoted name.py", "Q = 1\n");
+        // Listed but unchanged: not part of the commit.
+        let files = [
+            verified(&wt, "run.sh"),
+            verified(&wt, "src/b.py"),
+            verified(&wt, "tests/deep/test_a.py"),
+            verified(&wt, "\"quoted name.py"),
+        ];
+        let commit = wt.commit_files(&files, "m").await.unwrap().unwrap();
+        let changed = fixture.git(&["diff", "--name-only", "-z", &base, &commit]);
+        assert_eq!(
+            changed.split_terminator('\0').collect::<Vec<_>>(),
+            ["\"quoted name.py", "run.sh", "tests/deep/test_a.py"]
+        );
+        assert!(
+            fixture
+                .git(&["ls-tree", &commit, "run.sh"])
+                .starts_with("100755 "),
+            "the executable bit was lost"
+        );
+        assert_eq!(
+            fixture.git(&["show", &format!("{commit}:run.sh")]),
+            "echo two"
+        );
+        // What is committed never depends on the worktree's index: reset, nothing is left.
+        wt.reset().await.unwrap();
+        assert_eq!(wt.changes().await.unwrap(), WorktreeChanges::default());
+
+        // Bytes other than those verified, and paths that are not plain, commit nothing.
+        write("src/a.py", "A = 2\n");
+        let before_change = verified(&wt, "src/a.py");
+        write("src/a.py", "A = 3\n");
+        let err = wt.commit_files(&[before_change], "m").await.unwrap_err();
+        assert!(
+            err.to_string().contains("changed after validation"),
+            "{err}"
+        );
+        for path in ["./src/a.py", ".git/config", "src//a.py", "src/../run.sh"] {
+            let file = VerifiedFile {
+                path: path.to_string(),
+                ..verified(&wt, "src/a.py")
+            };
+            let err = wt.commit_files(&[file], "m").await.unwrap_err();
+            assert!(matches!(err, GitError::Unverified { .. }), "{path}: {err}");
+        }
+        let twice = [verified(&wt, "src/a.py"), verified(&wt, "src/a.py")];
+        assert!(wt.commit_files(&twice, "m").await.is_err());
+        assert_eq!(fixture.git(&["rev-parse", "HEAD"]), base);
     }
 
     #[tokio::test]
