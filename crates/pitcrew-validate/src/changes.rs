@@ -47,7 +47,7 @@ impl Pattern {
 }
 
 /// Compiles one pattern; the error says what is wrong with it.
-pub(crate) fn compile(pattern: &str) -> Result<Pattern, String> {
+fn compile(pattern: &str) -> Result<Pattern, String> {
     let glob = globset::GlobBuilder::new(pattern)
         .literal_separator(true)
         .backslash_escape(true)
@@ -60,21 +60,21 @@ pub(crate) fn compile(pattern: &str) -> Result<Pattern, String> {
     })
 }
 
-/// Compiles `patterns`, each once per process: building a glob's regex costs far more than
-/// matching it, and every validation round judges with the same few settings.
-fn compile_all(patterns: &[String]) -> Vec<Pattern> {
-    static COMPILED: Mutex<BTreeMap<String, Option<Pattern>>> = Mutex::new(BTreeMap::new());
+/// [`compile`], once per process for each pattern: building a glob's regex costs far more
+/// than matching it, and every validation (which checks its settings first) uses the same
+/// few patterns.
+pub(crate) fn compiled(pattern: &str) -> Result<Pattern, String> {
+    static COMPILED: Mutex<BTreeMap<String, Result<Pattern, String>>> = Mutex::new(BTreeMap::new());
     let mut compiled = COMPILED.lock().unwrap_or_else(PoisonError::into_inner);
-    patterns
-        .iter()
-        .filter_map(|p| {
-            // The settings were checked; a pattern that does not compile matches nothing.
-            compiled
-                .entry(p.clone())
-                .or_insert_with(|| compile(p).ok())
-                .clone()
-        })
-        .collect()
+    compiled
+        .entry(pattern.to_string())
+        .or_insert_with(|| compile(pattern))
+        .clone()
+}
+
+fn compile_all(patterns: &[String]) -> Vec<Pattern> {
+    // The settings were checked; a pattern that does not compile matches nothing.
+    patterns.iter().filter_map(|p| compiled(p).ok()).collect()
 }
 
 fn first_match<'p>(patterns: &'p [Pattern], path: &str) -> Option<&'p Pattern> {

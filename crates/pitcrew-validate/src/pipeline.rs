@@ -89,15 +89,19 @@ pub async fn validate(
         verified: Vec::new(),
         stages: Vec::new(),
     };
-    let before = Listing::of(&request.worktree);
     let started = Instant::now();
     let files = checks_before_tests(&mut p, &sandbox).await?;
     p.time("static checks", started);
     let tested = test_rules(&mut p, &sandbox, &files).await?;
     if p.begin(Rule::WorktreeUnchanged.as_str(), Ok(())) {
-        let after = Listing::of(&request.worktree);
+        // Without a command run, only the judged files are read again.
+        let unlisted = Listing::default();
+        let (before, after) = match sandbox.worktree_before_commands() {
+            Some(before) => (before, Listing::of(&request.worktree)),
+            None => (&unlisted, Listing::default()),
+        };
         let expected = tested.suite_creates.clone();
-        let findings = effects::judge(&request.worktree, &before, &after, &p.verified, &expected);
+        let findings = effects::judge(&request.worktree, before, &after, &p.verified, &expected);
         p.record(Rule::WorktreeUnchanged.as_str(), findings);
     }
     Ok(p.finish(&sandbox, tested))

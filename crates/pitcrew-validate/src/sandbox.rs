@@ -14,6 +14,7 @@ use std::time::Duration;
 use pitcrew_sandbox::{CommandSpec, Confinement, EnvPolicy, Output, SandboxError};
 use serde::Deserialize;
 
+use crate::effects::Listing;
 use crate::error::ValidateError;
 use crate::settings::{SandboxMode, ValidationSettings};
 
@@ -54,28 +55,19 @@ pub(crate) struct Sandbox<'a> {
     exposed: AtomicBool,
     /// Set when a command that runs generated code ran unconfined.
     unconfined: AtomicBool,
+    /// The worktree as it was before the first command ran (none ran while unset): every
+    /// command may write it, and nothing else here does.
+    worktree_before: tokio::sync::OnceCell<Listing>,
 }
 
 impl<'a> Sandbox<'a> {
-    /// Prepares `scratch` (the pytest plugin) and finds the toolchain the commands need.
+    /// Finds the toolchain the commands need.
     pub(crate) async fn new(
         settings: &'a ValidationSettings,
         parent_env: Option<&'a [(OsString, OsString)]>,
         scratch: &'a Path,
         worktree: &'a Path,
     ) -> Result<Self, ValidateError> {
-        let plugins = scratch.join("plugins");
-        std::fs::create_dir_all(&plugins)
-            .and_then(|()| {
-                std::fs::write(
-                    plugins.join(format!("{ORDER_PLUGIN_MODULE}.py")),
-                    ORDER_PLUGIN,
-                )
-            })
-            .map_err(|source| ValidateError::Io {
-                context: format!("writing the pytest plugin into {}", plugins.display()),
-                source,
-            })?;
         let toolchain = if settings.sandbox == SandboxMode::Required {
             preflight(settings).await?;
             toolchain(settings, parent_env, scratch).await
@@ -90,6 +82,7 @@ impl<'a> Sandbox<'a> {
             toolchain,
             exposed: AtomicBool::new(false),
             unconfined: AtomicBool::new(false),
+            worktree_before: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -114,6 +107,12 @@ impl<'a> Sandbox<'a> {
     /// Whether some command ran with network access although isolation was asked for.
     pub(crate) fn network_exposed(&self) -> bool {
         self.exposed.load(Ordering::Relaxed)
+    }
+
+    /// The worktree as it was before the first command ran; `None` while none has run (then
+    /// nothing could have changed it).
+    pub(crate) fn worktree_before_commands(&self) -> Option<&Listing> {
+        self.worktree_before.get()
     }
 
     /// Whether some command ran unconfined (`validation.sandbox = "none"`).
@@ -200,6 +199,26 @@ impl<'a> Sandbox<'a> {
             SandboxMode::Required => spec = spec.confine(self.confinement()),
             SandboxMode::None => self.unconfined.store(true, Ordering::Relaxed),
         }
+        // Listed here, before anything can write it, and only once some command is to run:
+        // a validation of in-process rules alone never walks the repository (nor writes the
+        // pytest plugin the commands find on `PYTHONPATH`).
+        self.worktree_before
+            .get_or_try_init(|| async {
+                let plugins = self.scratch.join("plugins");
+                std::fs::create_dir_all(&plugins)
+                    .and_then(|()| {
+                        std::fs::write(
+                            plugins.join(format!("{ORDER_PLUGIN_MODULE}.py")),
+                            ORDER_PLUGIN,
+                        )
+                    })
+                    .map_err(|source| ValidateError::Io {
+                        context: format!("writing the pytest plugin into {}", plugins.display()),
+                        source,
+                    })?;
+                Ok::<_, ValidateError>(Listing::of(self.worktree))
+            })
+            .await?;
         let output = pitcrew_sandbox::run(spec)
             .await
             .map_err(|source| match source {

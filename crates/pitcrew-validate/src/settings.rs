@@ -581,7 +581,7 @@ impl ValidationSettings {
                     ));
                 }
                 if pattern != TESTS_PLACEHOLDER
-                    && let Err(e) = crate::changes::compile(pattern)
+                    && let Err(e) = crate::changes::compiled(pattern)
                 {
                     return Err(invalid(&format!("changes.{list}"), e));
                 }
