@@ -103,6 +103,21 @@ fn map_entry_text(path: &str, symbols: &[String]) -> String {
     format!("{path}:\n{}\n", symbols.join("\n"))
 }
 
+/// One file's entry in the repository map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapEntry<'a> {
+    path: &'a str,
+    symbols: &'a [String],
+    /// Tokens of [`MapEntry::text`].
+    pub tokens: usize,
+}
+
+impl MapEntry<'_> {
+    pub fn text(&self) -> String {
+        map_entry_text(self.path, self.symbols)
+    }
+}
+
 fn read_facts(path: &str, blob: &str, bytes: Option<Vec<u8>>) -> FileFacts {
     let bytes = bytes.unwrap_or_default();
     let text = (bytes.len() <= MAX_PARSED_BYTES)
@@ -276,16 +291,18 @@ impl RepoIndex {
             .iter()
             .filter_map(|t| Path::new(t).parent())
             .collect();
-        let mut numbers: Vec<usize> = (0..self.order.len()).collect();
-        numbers.sort_by(|&a, &b| {
-            let near = |i: usize| {
-                Path::new(&self.order[i])
+        let near: Vec<bool> = (self.order.iter())
+            .map(|path| {
+                Path::new(path)
                     .parent()
                     .is_some_and(|d| target_dirs.contains(d))
-            };
+            })
+            .collect();
+        let mut numbers: Vec<usize> = (0..self.order.len()).collect();
+        numbers.sort_unstable_by(|&a, &b| {
             rank[b]
                 .total_cmp(&rank[a])
-                .then_with(|| near(b).cmp(&near(a)))
+                .then_with(|| near[b].cmp(&near[a]))
                 .then_with(|| a.cmp(&b))
         });
         numbers
@@ -294,11 +311,15 @@ impl RepoIndex {
             .collect()
     }
 
-    /// A file's repository-map entry and its tokens; `None` for a file without symbols.
-    pub fn map_entry(&self, path: &str) -> Option<(String, usize)> {
+    /// A file's repository-map entry; `None` for a file without symbols. Its text is made
+    /// only when asked for: most entries of a large repository do not fit a prompt.
+    pub fn map_entry<'a>(&'a self, path: &'a str) -> Option<MapEntry<'a>> {
         let facts = self.files.get(path)?;
-        (!facts.symbols.is_empty())
-            .then(|| (map_entry_text(path, &facts.symbols), facts.map_tokens))
+        (!facts.symbols.is_empty()).then_some(MapEntry {
+            path,
+            symbols: &facts.symbols,
+            tokens: facts.map_tokens,
+        })
     }
 }
 
@@ -379,9 +400,9 @@ mod tests {
         assert_eq!(index.imports_of("app/calc.py"), ["app/util.py"]);
         assert_eq!(index.importers_of("app/calc.py"), ["app/api.py"]);
         assert!(index.facts("app/util.py").unwrap().tokens > 5);
-        let (entry, tokens) = index.map_entry("app/api.py").unwrap();
-        assert_eq!(entry, "app/api.py:\n  class Handler: get\n");
-        assert_eq!(tokens, count_tokens(&entry));
+        let entry = index.map_entry("app/api.py").unwrap();
+        assert_eq!(entry.text(), "app/api.py:\n  class Handler: get\n");
+        assert_eq!(entry.tokens, count_tokens(&entry.text()));
         assert_eq!(index.map_entry("app/__init__.py"), None);
 
         let ranked = index.ranked(&["app/calc.py".into()]);
@@ -416,9 +437,9 @@ mod tests {
         assert_eq!(reads.load(Ordering::Relaxed), 2);
         assert_eq!(two.imports_of("b.py"), ["a.py", "c.py"]);
         // A blob reused under another path gets its own map entry.
-        let (entry, tokens) = two.map_entry("moved/a2.py").unwrap();
-        assert!(entry.starts_with("moved/a2.py:"));
-        assert_eq!(tokens, count_tokens(&entry));
+        let entry = two.map_entry("moved/a2.py").unwrap();
+        assert!(entry.text().starts_with("moved/a2.py:"));
+        assert_eq!(entry.tokens, count_tokens(&entry.text()));
     }
 
     #[test]

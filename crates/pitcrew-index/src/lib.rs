@@ -11,8 +11,8 @@ mod tokens;
 
 pub use graph::resolve_module;
 pub use index::{
-    BuildStats, FileFacts, MAX_INDEXED_FILES, MAX_PARSED_BYTES, RepoIndex, TreeFile, is_indexed,
-    is_skipped_dir,
+    BuildStats, FileFacts, MAX_INDEXED_FILES, MAX_PARSED_BYTES, MapEntry, RepoIndex, TreeFile,
+    is_indexed, is_skipped_dir,
 };
 pub use python::{imports, symbols};
 pub use store::IndexDir;

@@ -245,15 +245,15 @@ pub fn gather(
     let mut map_tokens = 0;
     let mut omitted = 0;
     for file in index.ranked(targets) {
-        let Some((entry, tokens)) = index.map_entry(file) else {
+        let Some(entry) = index.map_entry(file) else {
             continue;
         };
-        if report.used + map_tokens + tokens > settings.token_budget {
+        if report.used + map_tokens + entry.tokens > settings.token_budget {
             omitted += 1;
             continue;
         }
-        map_tokens += tokens;
-        map.push_str(&entry);
+        map_tokens += entry.tokens;
+        map.push_str(&entry.text());
     }
     if !map.is_empty() {
         report.used += map_tokens;

@@ -232,7 +232,9 @@ impl PromptLibrary {
             .map_or_else(|| "built-in".to_string(), |p| p.display().to_string())
     }
 
-    fn environment(&self) -> Result<Environment<'static>, PromptError> {
+    /// An environment that compiles a template when a render first needs it (a task uses
+    /// two or three of them), reading the project's override if there is one.
+    fn environment(&self) -> Environment<'static> {
         let mut env = Environment::new();
         env.set_syntax(
             SyntaxConfig::builder()
@@ -241,20 +243,31 @@ impl PromptLibrary {
                 .build()
                 .expect("plain syntax settings are valid"),
         );
-        for (name, _) in BUILTIN {
-            let source = self.source(name)?;
-            // Registered as `NAME.j2` so templates include each other by file name.
-            env.add_template_owned(format!("{name}.j2"), source)
-                .map_err(|e| self.template_error(name, &e))?;
-        }
-        Ok(env)
+        let library = self.clone();
+        // Registered as `NAME.j2` so templates include each other by file name.
+        env.set_loader(move |file| {
+            let Some(name) = file.strip_suffix(".j2") else {
+                return Ok(None);
+            };
+            if !BUILTIN.iter().any(|(n, _)| *n == name) {
+                return Ok(None);
+            }
+            library.source(name).map(Some).map_err(|e| {
+                minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, e.to_string())
+            })
+        });
+        env
     }
 
+    /// `error` of rendering `name`, naming the template it is in (an included one, perhaps).
     fn template_error(&self, name: &str, error: &minijinja::Error) -> PromptError {
         let mut message = error.to_string();
         if let Some(line) = error.line() {
             message = format!("line {line}: {message}");
         }
+        let name = (error.name())
+            .and_then(|file| file.strip_suffix(".j2"))
+            .unwrap_or(name);
         PromptError::Template {
             name: name.to_string(),
             source_path: self.source_label(name),
@@ -263,10 +276,14 @@ impl PromptLibrary {
     }
 
     fn render(&self, name: &str, ctx: Value) -> Result<String, PromptError> {
-        let env = self.environment()?;
-        let template = env
-            .get_template(&format!("{name}.j2"))
-            .map_err(|_| Self::unknown(name))?;
+        let env = self.environment();
+        let template = match env.get_template(&format!("{name}.j2")) {
+            Ok(template) => template,
+            Err(e) if e.kind() == minijinja::ErrorKind::TemplateNotFound => {
+                return Err(Self::unknown(name));
+            }
+            Err(e) => return Err(self.template_error(name, &e)),
+        };
         let text = template
             .render(ctx)
             .map_err(|e| self.template_error(name, &e))?;
