@@ -3,8 +3,9 @@
 //! it through `[repos]` in pitcrew.toml, else at the submitter's path, else in a clone of its
 //! own in the cache, made on first use and fetched when the task's base commit is missing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::{LazyLock, Mutex, PoisonError};
 
 use pitcrew_core::sha256_hex;
 
@@ -100,12 +101,12 @@ pub async fn locate_repo(
             path: identity.path.to_string(),
         });
     };
-    if repo.resolve_commit(identity.base_commit).await.is_ok() {
+    if has_commit(&repo, identity.base_commit).await {
         return Ok(repo);
     }
     let fetched = match identity.url {
         Some(url) => match repo.fetch_from(url).await {
-            Ok(()) if repo.resolve_commit(identity.base_commit).await.is_ok() => return Ok(repo),
+            Ok(()) if has_commit(&repo, identity.base_commit).await => return Ok(repo),
             Ok(()) => format!(" (nor in {url} after a fetch)"),
             Err(e) => format!(" (fetching {url} failed: {e})"),
         },
@@ -116,6 +117,26 @@ pub async fn locate_repo(
         repo: repo.root().to_path_buf(),
         fetched,
     })
+}
+
+/// Whether `repo` holds `commit`, asked of git once per process: a commit found stays
+/// (a task's base commit is not rewritten under a run), and every task of a batch has one.
+async fn has_commit(repo: &Repo, commit: &str) -> bool {
+    static FOUND: LazyLock<Mutex<HashSet<(PathBuf, String)>>> = LazyLock::new(Mutex::default);
+    const REMEMBERED: usize = 4096;
+    let key = (repo.root().to_path_buf(), commit.to_string());
+    if (FOUND.lock().unwrap_or_else(PoisonError::into_inner)).contains(&key) {
+        return true;
+    }
+    if repo.resolve_commit(commit).await.is_err() {
+        return false;
+    }
+    let mut found = FOUND.lock().unwrap_or_else(PoisonError::into_inner);
+    if found.len() >= REMEMBERED {
+        found.clear();
+    }
+    found.insert(key);
+    true
 }
 
 /// This machine's clone of `url` in the cache, made on first use. A clone is made beside
