@@ -1,7 +1,7 @@
 //! The existing suite at the base commit (its failures and coverage, measured once per base
 //! commit and cached), coverage reports of this run, and the gain between them.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
@@ -35,12 +35,15 @@ pub(crate) struct Baseline {
     /// Files the suite itself creates when it runs: they are tolerated by
     /// `worktree_unchanged`.
     pub creates: Vec<String>,
+    /// How long each test that passed took, by id: `suite_green` names the tests a change
+    /// makes much slower.
+    pub durations_ms: BTreeMap<String, u64>,
 }
 
 impl Baseline {
     fn key(settings: &ValidationSettings, with_coverage: bool) -> String {
-        // The version: baselines measured before `creates` existed are measured again.
-        let version = 3;
+        // The version: baselines measured before `durations_ms` existed are measured again.
+        let version = 4;
         let command = if with_coverage {
             format!(
                 "{}\n{}\n{:?}",
@@ -142,6 +145,11 @@ pub(crate) async fn baseline(
             .collect(),
         coverage,
         creates,
+        durations_ms: cases
+            .iter()
+            .filter(|c| c.result == CaseResult::Passed)
+            .filter_map(|c| Some((pytest::test_id(c), c.duration_ms?)))
+            .collect(),
     };
     save(&cache_file, &baseline)?;
     Ok(baseline)

@@ -394,6 +394,14 @@ pub(crate) async fn reruns(
     Ok(Vec::new())
 }
 
+/// Whether a test that took `before_ms` at the base commit and `now_ms` with the change
+/// became much slower: by a factor and by a margin both well past run-to-run noise.
+fn is_slowdown(before_ms: u64, now_ms: u64) -> bool {
+    const FACTOR: u64 = 5;
+    const MARGIN_MS: u64 = 1000;
+    now_ms >= before_ms.saturating_mul(FACTOR) && now_ms >= before_ms.saturating_add(MARGIN_MS)
+}
+
 /// `suite_green`: every test that fails in the whole suite now but did not at the base
 /// commit is an error; tests that already failed there are listed, not judged.
 pub(crate) fn judge_suite(
@@ -456,6 +464,26 @@ pub(crate) fn judge_suite(
             ),
             case,
         ));
+    }
+    for case in cases {
+        let id = test_id(case);
+        let (Some(now), Some(&before)) = (case.duration_ms, baseline.durations_ms.get(&id)) else {
+            continue;
+        };
+        if case.result == CaseResult::Passed && is_slowdown(before, now) {
+            findings.push(at_case(
+                Finding::warning(
+                    RULE,
+                    format!(
+                        "`{id}` took {:.1} s with the new files in place, {:.1} s at the base \
+                         commit",
+                        now as f64 / 1000.0,
+                        before as f64 / 1000.0
+                    ),
+                ),
+                case,
+            ));
+        }
     }
     if !already.is_empty() {
         findings.push(Finding::info(

@@ -264,6 +264,7 @@ mod tests {
             name: name.into(),
             file: file.map(str::to_string),
             line: None,
+            duration_ms: None,
             result,
         }
     }

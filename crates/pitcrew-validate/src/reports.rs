@@ -51,6 +51,8 @@ pub struct TestCase {
     pub file: Option<String>,
     /// 1-based (pytest writes 0-based lines; they are converted here).
     pub line: Option<u32>,
+    /// How long it ran (setup and teardown included), from the report's `time`.
+    pub duration_ms: Option<u64>,
     pub result: CaseResult,
 }
 
@@ -119,6 +121,11 @@ pub fn parse_junit(xml: &str) -> Result<Vec<TestCase>, ReportError> {
                     .attribute("line")
                     .and_then(|l| l.parse::<u32>().ok())
                     .and_then(|l| l.checked_add(1)),
+                duration_ms: case
+                    .attribute("time")
+                    .and_then(|t| t.parse::<f64>().ok())
+                    .filter(|t| t.is_finite() && *t >= 0.0)
+                    .map(|t| (t * 1000.0).round() as u64),
                 result,
             }
         })

@@ -610,6 +610,38 @@ async fn a_test_that_breaks_another_is_rejected_by_the_whole_suite() {
     );
 }
 
+#[tokio::test]
+async fn a_test_that_makes_another_much_slower_is_named_against_the_base_timings() {
+    let project = Project::new();
+    // Sorted before test_existing.py: the rates it leaves behind slow the existing test down.
+    let report = project
+        .check(
+            "tests/test_a_rates.py",
+            "import time\n\nimport pricing\n\n\nclass SlowRates(dict):\n    \
+             def __contains__(self, key):\n        time.sleep(1.5)\n        \
+             return dict.__contains__(self, key)\n\n\n\
+             def test_half_code_halves_the_total():\n    \
+             assert pricing.discount(10, 'HALF') == 5\n    \
+             pricing.RATES = SlowRates(pricing.RATES)\n",
+        )
+        .await;
+    let slowed: Vec<&Finding> = report
+        .findings
+        .iter()
+        .filter(|f| f.rule == "suite_green")
+        .collect();
+    assert!(
+        slowed.iter().any(|f| !f.is_error()
+            && f.message
+                .starts_with("`tests/test_existing.py::test_domestic_shipping` took 1.")
+            && f.message.contains("at the base commit")),
+        "{:#?}",
+        report.findings
+    );
+    // Only that test: the others did not reach the slow lookup.
+    assert_eq!(slowed.len(), 1, "{slowed:#?}");
+}
+
 fn is_running(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
         let state = stat

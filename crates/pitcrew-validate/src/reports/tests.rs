@@ -20,6 +20,7 @@ fn junit_from_pytest_gives_every_case_with_its_result() {
             name: "test_add".into(),
             file: Some("tests/test_calc.py".into()),
             line: Some(4),
+            duration_ms: Some(1),
             result: CaseResult::Passed,
         }
     );
