@@ -319,6 +319,8 @@ impl Repo {
         }
         let worktree = self.add_worktree(dir, commit).await?;
         std::fs::write(&record, worktree.git_dir.as_os_str().as_encoded_bytes())?;
+        // A new checkout's index holds its commit: the next reset to it can restore.
+        std::fs::write(worktree.index_base_record(), commit)?;
         Ok(worktree)
     }
 
@@ -713,9 +715,22 @@ impl Worktree {
 
     /// Puts the worktree back to its base commit: tracked files restored, everything else
     /// (earlier iterations' files, caches, reports, nested repositories) removed.
+    ///
+    /// When the private index is known to hold the base commit already (the last reset was
+    /// to it), only what differs from the index is put back: no tree is read and the index
+    /// is not rewritten, which on a large repository is most of a `reset --hard`.
     pub async fn reset(&self) -> Result<(), GitError> {
-        // Full stat checks (ctime included, which a process cannot set back) so that a file
-        // changed in place with its old size and mtime restored is still rewritten.
+        let record = self.index_base_record();
+        if std::fs::read_to_string(&record).ok().as_deref() == Some(self.base.as_str()) {
+            match self.restore_from_index().await {
+                Ok(()) => return Ok(()),
+                Err(e) => tracing::debug!(
+                    "worktree {} cannot be restored from its index ({e}); resetting it",
+                    self.path.display()
+                ),
+            }
+        }
+        forget(&record)?;
         self.git(&[
             "-c",
             "core.trustctime=true",
@@ -728,6 +743,42 @@ impl Worktree {
         ])
         .await?;
         self.git(&["clean", "-ffdxq"]).await?;
+        std::fs::write(&record, &self.base)?;
+        Ok(())
+    }
+
+    /// Where the worktree's private git directory records the commit its index holds, while
+    /// nothing but a reset has written the index since.
+    fn index_base_record(&self) -> PathBuf {
+        self.git_dir.join("pitcrew-index-base")
+    }
+
+    /// Removes everything untracked, then writes again from the index every tracked file
+    /// that was changed, removed or replaced.
+    async fn restore_from_index(&self) -> Result<(), GitError> {
+        // Untracked first: a directory or symlink standing where a tracked file was goes,
+        // and the file then counts as removed.
+        self.git(&["clean", "-ffdxq"]).await?;
+        // Full stat checks, as in a full reset: a file changed in place with its size and
+        // mtime put back still differs (its ctime cannot be set back).
+        let differing = self
+            .git(&[
+                "-c",
+                "core.trustctime=true",
+                "-c",
+                "core.checkStat=default",
+                "diff-files",
+                "--name-only",
+                "-z",
+            ])
+            .await?;
+        if !differing.is_empty() {
+            self.git_input(
+                &["checkout-index", "--force", "--index", "-z", "--stdin"],
+                Some(&differing),
+            )
+            .await?;
+        }
         Ok(())
     }
 
@@ -863,12 +914,24 @@ impl Worktree {
             .iter()
             .map(|(file, mode, blob)| format!("{mode} {blob}\t{}\0", file.path))
             .collect();
+        // The tree is built in the index, which is then put back as it was, still holding
+        // the base for the next reset; until then the index is not known to hold it.
+        let record = self.index_base_record();
+        let recorded = std::fs::read_to_string(&record).ok();
+        forget(&record)?;
+        let index = self.git_dir.join("index");
+        let saved = self.git_dir.join("index.pitcrew-saved");
+        std::fs::copy(&index, &saved)?;
         self.git_input(
             &["update-index", "--add", "-z", "--index-info"],
             Some(&index_info),
         )
         .await?;
         let tree = self.git(&["write-tree"]).await?.trim().to_string();
+        std::fs::rename(&saved, &index)?;
+        if let Some(recorded) = recorded {
+            std::fs::write(&record, recorded)?;
+        }
         let commit = self
             .git(&[
                 "-c",
@@ -903,6 +966,14 @@ impl Worktree {
                 Some((path.to_string(), (mode.to_string(), id.to_string())))
             })
             .collect())
+    }
+}
+
+/// Removes the file at `path` if there is one.
+fn forget(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
     }
 }
 
@@ -1013,7 +1084,14 @@ mod tests {
     #[tokio::test]
     async fn a_pooled_worktree_is_reset_to_the_next_base_whatever_ran_in_it() {
         use std::os::unix::fs::MetadataExt;
-        let tmp = TempRepo::with_files(&[("src/app.py", "A = 1\n"), ("src/same.py", "S = 1\n")]);
+        let tmp = TempRepo::with_files(&[
+            ("src/app.py", "A = 1\n"),
+            ("src/same.py", "S = 1\n"),
+            ("src/gone.py", "G = 1\n"),
+            ("src/dir.py", "D = 1\n"),
+            ("src/mode.py", "M = 1\n"),
+            ("src/link.py", "L = 1\n"),
+        ]);
         let first = tmp.git(&["rev-parse", "HEAD"]).trim().to_string();
         tmp.write("src/app.py", "A = 2\n");
         let second = tmp.commit("change app");
@@ -1037,11 +1115,45 @@ mod tests {
         std::fs::create_dir_all(dir.join("junk/__pycache__")).unwrap();
         std::fs::write(dir.join("junk/__pycache__/x.pyc"), "x").unwrap();
         std::fs::write(dir.join(".git"), "gitdir: /tmp/elsewhere\n").unwrap();
+        // Remove a tracked file, put a directory and a symlink where others were, make one
+        // executable.
+        std::fs::remove_file(dir.join("src/gone.py")).unwrap();
+        std::fs::remove_file(dir.join("src/dir.py")).unwrap();
+        std::fs::create_dir_all(dir.join("src/dir.py/inner")).unwrap();
+        std::fs::write(dir.join("src/dir.py/inner/x"), "x").unwrap();
+        let outside = scratch.path().join("outside.txt");
+        std::fs::write(&outside, "keep me\n").unwrap();
+        std::fs::remove_file(dir.join("src/link.py")).unwrap();
+        std::os::unix::fs::symlink(&outside, dir.join("src/link.py")).unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(
+                dir.join("src/mode.py"),
+                std::fs::Permissions::from_mode(0o755),
+            )
+            .unwrap();
+        }
         drop(wt);
 
         let wt = repo.checkout_worktree(&dir, &first).await.unwrap();
         assert_eq!(std::fs::read_to_string(&app).unwrap(), "A = 1\n");
         assert!(!dir.join("junk").exists());
+        for (path, content) in [
+            ("src/gone.py", "G = 1\n"),
+            ("src/dir.py", "D = 1\n"),
+            ("src/link.py", "L = 1\n"),
+        ] {
+            let meta = std::fs::symlink_metadata(dir.join(path)).unwrap();
+            assert!(meta.is_file(), "{path} is not a plain file again");
+            assert_eq!(std::fs::read_to_string(dir.join(path)).unwrap(), content);
+        }
+        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "keep me\n");
+        assert_eq!(
+            std::fs::metadata(dir.join("src/mode.py")).unwrap().mode() & 0o111,
+            0,
+            "the executable bit stayed"
+        );
+        assert_eq!(wt.changes().await.unwrap(), WorktreeChanges::default());
         assert_eq!(
             std::fs::metadata(dir.join("src/same.py")).unwrap().ino(),
             untouched_inode,
@@ -1179,7 +1291,7 @@ mod tests {
         let repo = Repo::discover(fixture.path()).await.unwrap();
         let base = repo.resolve_commit("HEAD").await.unwrap();
         let wt = repo
-            .add_worktree(&repo.worktrees_dir().join("modes"), &base)
+            .checkout_worktree(&repo.worktrees_dir().join("modes"), &base)
             .await
             .unwrap();
         let write = |path: &str, content: &str| {
@@ -1213,9 +1325,17 @@ mod tests {
             fixture.git(&["show", &format!("{commit}:run.sh")]),
             "echo two"
         );
-        // What is committed never depends on the worktree's index: reset, nothing is left.
+        // The index is left holding the base (nothing staged), and a reset restores.
+        let staged = wt
+            .git(&["diff-index", "--cached", "--name-only", &base])
+            .await;
+        assert_eq!(staged.unwrap(), "");
         wt.reset().await.unwrap();
         assert_eq!(wt.changes().await.unwrap(), WorktreeChanges::default());
+        assert_eq!(
+            std::fs::read_to_string(wt.path().join("run.sh")).unwrap(),
+            "echo one\n"
+        );
 
         // Bytes other than those verified, and paths that are not plain, commit nothing.
         write("src/a.py", "A = 2\n");
