@@ -8,7 +8,7 @@
 //! test cannot point git at a directory of the test's making), and results are committed with
 //! plumbing from bytes that were checked against what validation saw, not with `git add`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -753,29 +753,53 @@ impl Worktree {
         self.git_dir.join("pitcrew-index-base")
     }
 
-    /// Removes everything untracked, then writes again from the index every tracked file
-    /// that was changed, removed or replaced.
+    /// Removes everything untracked (ignored files and nested repositories too), then
+    /// writes again from the index every tracked file that was changed, removed or replaced:
+    /// one listing of the worktree instead of a `clean` and a `reset`.
     async fn restore_from_index(&self) -> Result<(), GitError> {
-        // Untracked first: a directory or symlink standing where a tracked file was goes,
-        // and the file then counts as removed.
-        self.git(&["clean", "-ffdxq"]).await?;
         // Full stat checks, as in a full reset: a file changed in place with its size and
-        // mtime put back still differs (its ctime cannot be set back).
-        let differing = self
+        // mtime put back still differs (its ctime cannot be set back). No exclude rules:
+        // ignored files are listed with the rest of what is untracked.
+        let listing = self
             .git(&[
                 "-c",
                 "core.trustctime=true",
                 "-c",
                 "core.checkStat=default",
-                "diff-files",
-                "--name-only",
+                "ls-files",
                 "-z",
+                "-t",
+                "--others",
+                "--directory",
+                "--modified",
+                "--deleted",
             ])
             .await?;
+        let mut differing = BTreeSet::new();
+        for entry in listing.split_terminator('\0') {
+            let (tag, path) = entry.split_at_checked(2).unwrap_or(("", entry));
+            if tag == "? " {
+                // Untracked first: a directory or symlink standing where a tracked file was
+                // goes, and the file is then written again. Never followed: a symlink is
+                // removed itself, a directory with what is in it.
+                let full = self.path.join(path.trim_end_matches('/'));
+                let removed = match std::fs::symlink_metadata(&full) {
+                    Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&full),
+                    Ok(_) => std::fs::remove_file(&full),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(e),
+                };
+                removed?;
+            } else {
+                // A removed file is listed as modified too.
+                differing.insert(path);
+            }
+        }
         if !differing.is_empty() {
+            let paths: String = differing.iter().map(|p| format!("{p}\0")).collect();
             self.git_input(
                 &["checkout-index", "--force", "--index", "-z", "--stdin"],
-                Some(&differing),
+                Some(&paths),
             )
             .await?;
         }
@@ -1125,6 +1149,14 @@ mod tests {
         std::fs::write(&outside, "keep me\n").unwrap();
         std::fs::remove_file(dir.join("src/link.py")).unwrap();
         std::os::unix::fs::symlink(&outside, dir.join("src/link.py")).unwrap();
+        // Untracked symlinks to a directory outside and a nested repository.
+        let outside_dir = scratch.path().join("outside-dir");
+        std::fs::create_dir_all(&outside_dir).unwrap();
+        std::fs::write(outside_dir.join("kept"), "kept\n").unwrap();
+        std::os::unix::fs::symlink(&outside_dir, dir.join("src/dir_link")).unwrap();
+        std::fs::create_dir_all(dir.join("nested/.git/objects")).unwrap();
+        std::fs::write(dir.join("nested/.git/HEAD"), "ref: refs/heads/main\n").unwrap();
+        std::fs::write(dir.join("nested/file.py"), "N = 1\n").unwrap();
         {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(
@@ -1148,6 +1180,12 @@ mod tests {
             assert_eq!(std::fs::read_to_string(dir.join(path)).unwrap(), content);
         }
         assert_eq!(std::fs::read_to_string(&outside).unwrap(), "keep me\n");
+        assert!(std::fs::symlink_metadata(dir.join("src/dir_link")).is_err());
+        assert_eq!(
+            std::fs::read_to_string(outside_dir.join("kept")).unwrap(),
+            "kept\n"
+        );
+        assert!(!dir.join("nested").exists());
         assert_eq!(
             std::fs::metadata(dir.join("src/mode.py")).unwrap().mode() & 0o111,
             0,
