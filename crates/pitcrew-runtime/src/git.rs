@@ -8,13 +8,15 @@
 //! test cannot point git at a directory of the test's making), and results are committed with
 //! plumbing from bytes that were checked against what validation saw, not with `git add`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use pitcrew_core::{VerifiedFile, sha256_hex};
 use pitcrew_index::TreeFile;
 use pitcrew_sandbox::{CommandSpec, EnvPolicy};
+
+use crate::objects::{ObjectFormat, Tree, TreeEntry, parse_ls_tree};
 
 const GIT_TIMEOUT: Duration = Duration::from_secs(120);
 /// Patches are stored whole; a bigger one is an error, never a truncated patch.
@@ -845,13 +847,13 @@ impl Worktree {
 
     /// Commits exactly `files` on top of the base commit, with the bytes validation saw: each
     /// file is read once and checked against its SHA-256, its blob id is computed from those
-    /// bytes, and git must store the same id (no filter applies); the tree is built in the
-    /// worktree's private index, never by `git add`. Anything else in the worktree (caches,
-    /// reports, files a test run left) stays out. `None` when the files match the base.
+    /// bytes, and git must store the same id (no filter applies). Anything else in the
+    /// worktree (caches, reports, files a test run left) stays out. `None` when the files
+    /// match the base.
     ///
-    /// The private index holds the base commit here: only pitcrew's own git commands write
-    /// it, and every attempt starts by resetting it to the base. It is not read back from the
-    /// base tree, which would cost what the whole repository holds, not what changed.
+    /// The new trees are made from the base commit's trees along the files' paths only
+    /// (`mktree`), never in an index: the cost is what changed, not what the repository
+    /// holds, and the worktree's index keeps holding the base for the next reset.
     pub async fn commit_files(
         &self,
         files: &[VerifiedFile],
@@ -882,10 +884,18 @@ impl Worktree {
                 }
             }
         }
-        let base_entries = self.base_entries(&paths).await?;
+        let mut trees = self.base_trees(&paths).await?;
         let format = ObjectFormat::of(&self.base);
-        let mut changed: Vec<(&VerifiedFile, String, String)> = Vec::new();
+        let mut changed: Vec<(&VerifiedFile, TreeEntry)> = Vec::new();
         for file in files {
+            let (dir, name) = file.path.rsplit_once('/').unwrap_or(("", &file.path));
+            let base = trees.get(dir).and_then(|tree| tree.0.get(name));
+            if base.is_some_and(|entry| entry.kind == "tree") {
+                return Err(GitError::Unverified {
+                    path: file.path.clone(),
+                    reason: "it is a directory at the base commit".into(),
+                });
+            }
             let bytes = std::fs::read(self.path.join(&file.path))?;
             let found = sha256_hex(&bytes);
             if found != file.sha256 {
@@ -897,18 +907,19 @@ impl Worktree {
                     ),
                 });
             }
-            let blob = format.blob_id(&bytes);
-            let base = base_entries.get(file.path.as_str());
             // Keep the mode of a file that exists (an executable script stays one).
             let mode = base
-                .map(|(mode, _)| mode.as_str())
+                .map(|entry| entry.mode.as_str())
                 .filter(|m| m.starts_with("100"))
-                .unwrap_or("100644")
-                .to_string();
-            if base.is_some_and(|(base_mode, base_blob)| *base_mode == mode && *base_blob == blob) {
-                continue;
+                .unwrap_or("100644");
+            let entry = TreeEntry {
+                mode: mode.to_string(),
+                kind: "blob".into(),
+                id: format.blob_id(&bytes),
+            };
+            if base != Some(&entry) {
+                changed.push((file, entry));
             }
-            changed.push((file, mode, blob));
         }
         if changed.is_empty() {
             return Ok(None);
@@ -916,7 +927,7 @@ impl Worktree {
         // Git reads the files again to store them; what it stores must be what was verified.
         let stdin_paths: String = changed
             .iter()
-            .map(|(file, _, _)| format!("{}\n", c_quoted(&file.path)))
+            .map(|(file, _)| format!("{}\n", c_quoted(&file.path)))
             .collect();
         let stored = self
             .git_input(
@@ -924,38 +935,84 @@ impl Worktree {
                 Some(&stdin_paths),
             )
             .await?;
-        for ((file, _, blob), stored) in changed.iter().zip(stored.lines()) {
-            if stored != blob {
+        for ((file, entry), stored) in changed.iter().zip(stored.lines()) {
+            if stored != entry.id {
                 return Err(GitError::Unverified {
                     path: file.path.clone(),
                     reason: format!(
-                        "its content changed while it was committed (blob {stored}, verified {blob})"
+                        "its content changed while it was committed (blob {stored}, verified {})",
+                        entry.id
                     ),
                 });
             }
         }
-        let index_info: String = changed
-            .iter()
-            .map(|(file, mode, blob)| format!("{mode} {blob}\t{}\0", file.path))
-            .collect();
-        // The tree is built in the index, which is then put back as it was, still holding
-        // the base for the next reset; until then the index is not known to hold it.
-        let record = self.index_base_record();
-        let recorded = std::fs::read_to_string(&record).ok();
-        forget(&record)?;
-        let index = self.git_dir.join("index");
-        let saved = self.git_dir.join("index.pitcrew-saved");
-        std::fs::copy(&index, &saved)?;
-        self.git_input(
-            &["update-index", "--add", "-z", "--index-info"],
-            Some(&index_info),
-        )
-        .await?;
-        let tree = self.git(&["write-tree"]).await?.trim().to_string();
-        std::fs::rename(&saved, &index)?;
-        if let Some(recorded) = recorded {
-            std::fs::write(&record, recorded)?;
+        // Each changed file into its directory's tree, then each changed tree into its
+        // parent's, deepest first, up to the root.
+        let mut dirty: BTreeSet<String> = BTreeSet::new();
+        for (file, entry) in changed {
+            let (dir, name) = file.path.rsplit_once('/').unwrap_or(("", &file.path));
+            trees
+                .entry(dir.to_string())
+                .or_default()
+                .0
+                .insert(name.to_string(), entry);
+            let mut dir = dir;
+            loop {
+                dirty.insert(dir.to_string());
+                match dir.rsplit_once('/') {
+                    Some((parent, _)) => dir = parent,
+                    None if dir.is_empty() => break,
+                    None => dir = "",
+                }
+            }
         }
+        let mut order: Vec<String> = dirty.into_iter().collect();
+        order.sort_by_key(|dir| {
+            std::cmp::Reverse(dir.matches('/').count() + usize::from(!dir.is_empty()))
+        });
+        let mut batch = String::new();
+        let mut expected = Vec::new();
+        for dir in &order {
+            let tree = trees.get(dir).cloned().unwrap_or_default();
+            let Some(id) = format.tree_id(&tree) else {
+                return Err(GitError::Failed {
+                    args: "ls-tree".into(),
+                    dir: self.path.clone(),
+                    status: "unreadable listing".into(),
+                    detail: format!("the tree of `{dir}` at {} could not be read", self.base),
+                });
+            };
+            batch.push_str(&tree.mktree_input());
+            batch.push('\0');
+            expected.push(id.clone());
+            if let Some((parent, name)) =
+                (!dir.is_empty()).then(|| dir.rsplit_once('/').unwrap_or(("", dir)))
+            {
+                trees.entry(parent.to_string()).or_default().0.insert(
+                    name.to_string(),
+                    TreeEntry {
+                        mode: "040000".into(),
+                        kind: "tree".into(),
+                        id,
+                    },
+                );
+            }
+        }
+        let made = self
+            .git_input(&["mktree", "-z", "--batch"], Some(&batch))
+            .await?;
+        let made: Vec<&str> = made.lines().collect();
+        if made != expected {
+            return Err(GitError::Failed {
+                args: "mktree -z --batch".into(),
+                dir: self.path.clone(),
+                status: "unexpected trees".into(),
+                detail: format!("git made {made:?}, expected {expected:?}"),
+            });
+        }
+        let root = expected
+            .last()
+            .expect("the root is always among the changed trees");
         let commit = self
             .git(&[
                 "-c",
@@ -963,7 +1020,7 @@ impl Worktree {
                 "-c",
                 "user.email=pitcrew@localhost",
                 "commit-tree",
-                &tree,
+                root,
                 "-p",
                 &self.base,
                 "-m",
@@ -973,23 +1030,42 @@ impl Worktree {
         Ok(Some(commit.trim().to_string()))
     }
 
-    /// The mode and blob id at the base commit of each of `paths` that exists there.
-    async fn base_entries(
-        &self,
-        paths: &[&str],
-    ) -> Result<HashMap<String, (String, String)>, GitError> {
-        let mut args = vec!["ls-tree", "-z", "--full-tree", self.base.as_str(), "--"];
-        args.extend_from_slice(paths);
-        let listed = self.git(&args).await?;
-        Ok(listed
-            .split('\0')
-            .filter_map(|entry| {
-                let (info, path) = entry.split_once('\t')?;
-                let mut info = info.split(' ');
-                let (mode, _kind, id) = (info.next()?, info.next()?, info.next()?);
-                Some((path.to_string(), (mode.to_string(), id.to_string())))
-            })
-            .collect())
+    /// The base commit's trees of the directories holding `paths` and of every directory
+    /// above them, by directory (`""` for the root); a directory not there has no tree. A
+    /// path that needs a directory where the base has a file is refused.
+    ///
+    /// One listing for all directories: `ls-tree` then shows a directory's contents instead
+    /// of its own entry in its parent, which is replaced by the new tree in any case.
+    async fn base_trees(&self, paths: &[&str]) -> Result<BTreeMap<String, Tree>, GitError> {
+        let mut trees = BTreeMap::new();
+        parse_ls_tree(&self.git(&["ls-tree", "-z", &self.base]).await?, &mut trees);
+        let mut dirs: BTreeSet<&str> = BTreeSet::new();
+        for path in paths {
+            let mut rest = *path;
+            while let Some((dir, _)) = rest.rsplit_once('/') {
+                dirs.insert(dir);
+                rest = dir;
+            }
+        }
+        if !dirs.is_empty() {
+            let specs: Vec<String> = dirs.iter().map(|d| format!("{d}/")).collect();
+            let mut args = vec!["ls-tree", "-z", "--full-tree", self.base.as_str(), "--"];
+            args.extend(specs.iter().map(String::as_str));
+            parse_ls_tree(&self.git(&args).await?, &mut trees);
+        }
+        for dir in &dirs {
+            let (parent, name) = dir.rsplit_once('/').unwrap_or(("", dir));
+            if let Some(entry) = trees.get(parent).and_then(|tree| tree.0.get(name))
+                && entry.kind != "tree"
+            {
+                return Err(GitError::Unverified {
+                    path: (*dir).to_string(),
+                    reason: "a file is written below it, and it is a file at the base commit"
+                        .into(),
+                });
+            }
+        }
+        Ok(trees)
     }
 }
 
@@ -998,46 +1074,6 @@ fn forget(path: &Path) -> std::io::Result<()> {
     match std::fs::remove_file(path) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
-    }
-}
-
-/// How a repository names its objects: SHA-1, or SHA-256 (`extensions.objectFormat`), told
-/// apart by the length of a commit id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ObjectFormat {
-    Sha1,
-    Sha256,
-}
-
-impl ObjectFormat {
-    fn of(commit: &str) -> ObjectFormat {
-        if commit.len() == 64 {
-            ObjectFormat::Sha256
-        } else {
-            ObjectFormat::Sha1
-        }
-    }
-
-    /// The id git gives a blob holding `bytes`.
-    fn blob_id(self, bytes: &[u8]) -> String {
-        let header = format!("blob {}\0", bytes.len());
-        let digest: Vec<u8> = match self {
-            ObjectFormat::Sha1 => {
-                use sha1::Digest as _;
-                let mut hash = sha1::Sha1::new();
-                hash.update(header.as_bytes());
-                hash.update(bytes);
-                hash.finalize().to_vec()
-            }
-            ObjectFormat::Sha256 => {
-                use sha2::Digest as _;
-                let mut hash = sha2::Sha256::new();
-                hash.update(header.as_bytes());
-                hash.update(bytes);
-                hash.finalize().to_vec()
-            }
-        };
-        digest.iter().map(|b| format!("{b:02x}")).collect()
     }
 }
 
@@ -1326,6 +1362,16 @@ mod tests {
             std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
         fixture.commit("executable");
+        // A submodule and a deeper directory stay as they are beside what changes.
+        fixture.write("docs/guide/intro.md", "intro\n");
+        fixture.git(&["add", "docs"]);
+        fixture.git(&[
+            "update-index",
+            "--add",
+            "--cacheinfo",
+            &format!("160000,{},vendor/sub", "1".repeat(40)),
+        ]);
+        fixture.git(&["commit", "--quiet", "-m", "submodule"]);
         let repo = Repo::discover(fixture.path()).await.unwrap();
         let base = repo.resolve_commit("HEAD").await.unwrap();
         let wt = repo
@@ -1340,19 +1386,58 @@ mod tests {
         write("run.sh", "echo two\n");
         write("tests/deep/test_a.py", "def test_a():\n    assert 1\n");
         write("\"quoted name.py", "Q = 1\n");
+        write(
+            "docs/guide/new/deep/test_d.py",
+            "def test_d():\n    assert 1\n",
+        );
         // Listed but unchanged: not part of the commit.
         let files = [
             verified(&wt, "run.sh"),
             verified(&wt, "src/b.py"),
             verified(&wt, "tests/deep/test_a.py"),
             verified(&wt, "\"quoted name.py"),
+            verified(&wt, "docs/guide/new/deep/test_d.py"),
         ];
         let commit = wt.commit_files(&files, "m").await.unwrap().unwrap();
         let changed = fixture.git(&["diff", "--name-only", "-z", &base, &commit]);
         assert_eq!(
             changed.split_terminator('\0').collect::<Vec<_>>(),
-            ["\"quoted name.py", "run.sh", "tests/deep/test_a.py"]
+            [
+                "\"quoted name.py",
+                "docs/guide/new/deep/test_d.py",
+                "run.sh",
+                "tests/deep/test_a.py"
+            ]
         );
+        // Every tree git would have made: the same listing as a commit made by git itself.
+        fixture.git(&["read-tree", &base]);
+        fixture.git(&[
+            "update-index",
+            "--add",
+            "--cacheinfo",
+            &format!(
+                "100755,{},run.sh",
+                fixture.git(&["rev-parse", &format!("{commit}:run.sh")])
+            ),
+        ]);
+        for path in [
+            "\"quoted name.py",
+            "tests/deep/test_a.py",
+            "docs/guide/new/deep/test_d.py",
+        ] {
+            let blob = fixture.git(&["rev-parse", &format!("{commit}:{path}")]);
+            fixture.git(&[
+                "update-index",
+                "--add",
+                "--cacheinfo",
+                &format!("100644,{blob},{path}"),
+            ]);
+        }
+        assert_eq!(
+            fixture.git(&["write-tree"]),
+            fixture.git(&["rev-parse", &format!("{commit}^{{tree}}")])
+        );
+        fixture.git(&["read-tree", &base]);
         assert!(
             fixture
                 .git(&["ls-tree", &commit, "run.sh"])
@@ -1388,6 +1473,16 @@ mod tests {
             let file = VerifiedFile {
                 path: path.to_string(),
                 ..verified(&wt, "src/a.py")
+            };
+            let err = wt.commit_files(&[file], "m").await.unwrap_err();
+            assert!(matches!(err, GitError::Unverified { .. }), "{path}: {err}");
+        }
+        // A file below a path that is a file at the base, or where a directory is.
+        write("run.sh.d/x.py", "X = 1\n");
+        for (path, source) in [("run.sh/x.py", "run.sh.d/x.py"), ("src", "src/a.py")] {
+            let file = VerifiedFile {
+                path: path.to_string(),
+                ..verified(&wt, source)
             };
             let err = wt.commit_files(&[file], "m").await.unwrap_err();
             assert!(matches!(err, GitError::Unverified { .. }), "{path}: {err}");

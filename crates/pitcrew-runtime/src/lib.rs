@@ -9,6 +9,7 @@ mod git;
 mod index;
 mod layout;
 mod locate;
+mod objects;
 mod paths;
 mod pool;
 mod prompt;
