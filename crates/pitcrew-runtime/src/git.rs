@@ -322,7 +322,7 @@ impl Repo {
         let worktree = self.add_worktree(dir, commit).await?;
         std::fs::write(&record, worktree.git_dir.as_os_str().as_encoded_bytes())?;
         // A new checkout's index holds its commit: the next reset to it can restore.
-        std::fs::write(worktree.index_base_record(), commit)?;
+        IndexRecord::written_now(commit).write(&worktree.index_base_record())?;
         Ok(worktree)
     }
 
@@ -723,8 +723,9 @@ impl Worktree {
     /// is not rewritten, which on a large repository is most of a `reset --hard`.
     pub async fn reset(&self) -> Result<(), GitError> {
         let record = self.index_base_record();
-        if std::fs::read_to_string(&record).ok().as_deref() == Some(self.base.as_str()) {
-            match self.restore_from_index().await {
+        let recorded = IndexRecord::read(&record);
+        if recorded.as_ref().is_some_and(|r| r.base == self.base) {
+            match self.restore_from_index(&record, recorded.as_ref()).await {
                 Ok(()) => return Ok(()),
                 Err(e) => tracing::debug!(
                     "worktree {} cannot be restored from its index ({e}); resetting it",
@@ -745,7 +746,7 @@ impl Worktree {
         ])
         .await?;
         self.git(&["clean", "-ffdxq"]).await?;
-        std::fs::write(&record, &self.base)?;
+        IndexRecord::written_now(&self.base).write(&record)?;
         Ok(())
     }
 
@@ -758,7 +759,23 @@ impl Worktree {
     /// Removes everything untracked (ignored files and nested repositories too), then
     /// writes again from the index every tracked file that was changed, removed or replaced:
     /// one listing of the worktree instead of a `clean` and a `reset`.
-    async fn restore_from_index(&self) -> Result<(), GitError> {
+    async fn restore_from_index(
+        &self,
+        record_path: &Path,
+        record: Option<&IndexRecord>,
+    ) -> Result<(), GitError> {
+        // Git re-reads, at every look, each file written in the same second as its index
+        // (it could have changed unseen): after a checkout that is every file, until the
+        // index is written again in a later second. Once, then.
+        if let Some(record) = record.filter(|r| !r.refreshed && r.written + 1 < unix_secs()) {
+            self.git(&["update-index", "-q", "--refresh", "--force-write-index"])
+                .await?;
+            IndexRecord {
+                refreshed: true,
+                ..record.clone()
+            }
+            .write(record_path)?;
+        }
         // Full stat checks, as in a full reset: a file changed in place with its size and
         // mtime put back still differs (its ctime cannot be set back). No exclude rules:
         // ignored files are listed with the rest of what is untracked.
@@ -1067,6 +1084,49 @@ impl Worktree {
         }
         Ok(trees)
     }
+}
+
+/// What [`Worktree::index_base_record`] holds: the commit the index holds, when (Unix
+/// seconds) that was recorded, and whether the index was written again since, later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct IndexRecord {
+    base: String,
+    written: u64,
+    refreshed: bool,
+}
+
+impl IndexRecord {
+    fn written_now(base: &str) -> IndexRecord {
+        IndexRecord {
+            base: base.to_string(),
+            written: unix_secs(),
+            refreshed: false,
+        }
+    }
+
+    fn read(path: &Path) -> Option<IndexRecord> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let mut lines = text.lines();
+        Some(IndexRecord {
+            base: lines.next()?.to_string(),
+            written: lines.next()?.parse().ok()?,
+            refreshed: lines.next() == Some("refreshed"),
+        })
+    }
+
+    fn write(&self, path: &Path) -> std::io::Result<()> {
+        let refreshed = if self.refreshed { "refreshed\n" } else { "" };
+        std::fs::write(
+            path,
+            format!("{}\n{}\n{refreshed}", self.base, self.written),
+        )
+    }
+}
+
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Removes the file at `path` if there is one.
