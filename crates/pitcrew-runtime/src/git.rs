@@ -766,8 +766,8 @@ impl Worktree {
     ) -> Result<(), GitError> {
         // Git re-reads, at every look, each file written in the same second as its index
         // (it could have changed unseen): after a checkout that is every file, until the
-        // index is written again in a later second. Once, then.
-        if let Some(record) = record.filter(|r| !r.refreshed && r.written + 1 < unix_secs()) {
+        // index is written again in a later second than the checkout's. Once, then.
+        if let Some(record) = record.filter(|r| !r.refreshed && r.written < unix_secs()) {
             self.git(&["update-index", "-q", "--refresh", "--force-write-index"])
                 .await?;
             IndexRecord {
