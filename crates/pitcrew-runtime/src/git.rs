@@ -984,9 +984,7 @@ impl Worktree {
             }
         }
         let mut order: Vec<String> = dirty.into_iter().collect();
-        order.sort_by_key(|dir| {
-            std::cmp::Reverse(dir.matches('/').count() + usize::from(!dir.is_empty()))
-        });
+        order.sort_by_key(|dir| std::cmp::Reverse(depth(dir)));
         let mut batch = String::new();
         let mut expected = Vec::new();
         for dir in &order {
@@ -1051,11 +1049,9 @@ impl Worktree {
     /// above them, by directory (`""` for the root); a directory not there has no tree. A
     /// path that needs a directory where the base has a file is refused.
     ///
-    /// One listing for all directories: `ls-tree` then shows a directory's contents instead
-    /// of its own entry in its parent, which is replaced by the new tree in any case.
+    /// One listing for all directories (`ls-tree` then shows a directory's contents in place
+    /// of its own entry in its parent, which is rebuilt from them).
     async fn base_trees(&self, paths: &[&str]) -> Result<BTreeMap<String, Tree>, GitError> {
-        let mut trees = BTreeMap::new();
-        parse_ls_tree(&self.git(&["ls-tree", "-z", &self.base]).await?, &mut trees);
         let mut dirs: BTreeSet<&str> = BTreeSet::new();
         for path in paths {
             let mut rest = *path;
@@ -1064,11 +1060,44 @@ impl Worktree {
                 rest = dir;
             }
         }
-        if !dirs.is_empty() {
-            let specs: Vec<String> = dirs.iter().map(|d| format!("{d}/")).collect();
-            let mut args = vec!["ls-tree", "-z", "--full-tree", self.base.as_str(), "--"];
-            args.extend(specs.iter().map(String::as_str));
-            parse_ls_tree(&self.git(&args).await?, &mut trees);
+        // `.` is the root (with `--full-tree`); `dir/` lists what is in `dir`.
+        let specs: Vec<String> = dirs.iter().map(|d| format!("{d}/")).collect();
+        let mut args = vec![
+            "ls-tree",
+            "-z",
+            "--full-tree",
+            self.base.as_str(),
+            "--",
+            ".",
+        ];
+        args.extend(specs.iter().map(String::as_str));
+        let mut trees = BTreeMap::new();
+        parse_ls_tree(&self.git(&args).await?, &mut trees);
+        // A directory listed by contents has no entry in its parent: it is put back with the
+        // id of those contents, deepest first (each is complete once its subdirectories are).
+        let format = ObjectFormat::of(&self.base);
+        let mut listed: Vec<&str> = dirs.iter().copied().collect();
+        listed.sort_by_key(|dir| std::cmp::Reverse(depth(dir)));
+        for dir in listed {
+            let Some(tree) = trees.get(dir) else {
+                continue; // not at the base commit
+            };
+            let Some(id) = format.tree_id(tree) else {
+                return Err(GitError::Failed {
+                    args: "ls-tree".into(),
+                    dir: self.path.clone(),
+                    status: "unreadable listing".into(),
+                    detail: format!("the tree of `{dir}` at {} could not be read", self.base),
+                });
+            };
+            let (parent, name) = dir.rsplit_once('/').unwrap_or(("", dir));
+            (trees.entry(parent.to_string()).or_default().0)
+                .entry(name.to_string())
+                .or_insert(TreeEntry {
+                    mode: "040000".into(),
+                    kind: "tree".into(),
+                    id,
+                });
         }
         for dir in &dirs {
             let (parent, name) = dir.rsplit_once('/').unwrap_or(("", dir));
@@ -1127,6 +1156,15 @@ fn unix_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// How deep directory `dir` is: 0 for the root (`""`), 1 for `a`, 2 for `a/b`.
+fn depth(dir: &str) -> usize {
+    if dir.is_empty() {
+        0
+    } else {
+        dir.matches('/').count() + 1
+    }
 }
 
 /// Removes the file at `path` if there is one.
@@ -1424,7 +1462,8 @@ mod tests {
         fixture.commit("executable");
         // A submodule and a deeper directory stay as they are beside what changes.
         fixture.write("docs/guide/intro.md", "intro\n");
-        fixture.git(&["add", "docs"]);
+        fixture.write("lib/pkg/mod.py", "M = 1\n");
+        fixture.git(&["add", "docs", "lib"]);
         fixture.git(&[
             "update-index",
             "--add",
@@ -1454,6 +1493,7 @@ mod tests {
         let files = [
             verified(&wt, "run.sh"),
             verified(&wt, "src/b.py"),
+            verified(&wt, "lib/pkg/mod.py"),
             verified(&wt, "tests/deep/test_a.py"),
             verified(&wt, "\"quoted name.py"),
             verified(&wt, "docs/guide/new/deep/test_d.py"),
