@@ -55,20 +55,10 @@ impl ObjectFormat {
             // Stored without leading zeros (`40000` for a tree, as ls-tree's `040000`).
             let mode = u32::from_str_radix(&entry.mode, 8).ok()?;
             body.extend_from_slice(format!("{mode:o} {name}\0").as_bytes());
-            body.extend_from_slice(&hex_bytes(&entry.id)?);
+            body.extend_from_slice(&hex::decode(&entry.id).ok()?);
         }
         Some(self.id("tree", &body))
     }
-}
-
-fn hex_bytes(hex: &str) -> Option<Vec<u8>> {
-    if !hex.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 /// One entry of a tree, as `git ls-tree` prints it.
