@@ -1249,6 +1249,7 @@ mod tests {
             ("src/dir.py", "D = 1\n"),
             ("src/mode.py", "M = 1\n"),
             ("src/link.py", "L = 1\n"),
+            ("pkg/mod.py", "P = 1\n"),
         ]);
         let first = tmp.git(&["rev-parse", "HEAD"]).trim().to_string();
         tmp.write("src/app.py", "A = 2\n");
@@ -1288,6 +1289,13 @@ mod tests {
         std::fs::create_dir_all(&outside_dir).unwrap();
         std::fs::write(outside_dir.join("kept"), "kept\n").unwrap();
         std::os::unix::fs::symlink(&outside_dir, dir.join("src/dir_link")).unwrap();
+        // A tracked directory replaced by a symlink to a directory outside holding a file
+        // of the same name: restoring must not write through it.
+        let decoy = scratch.path().join("decoy");
+        std::fs::create_dir_all(&decoy).unwrap();
+        std::fs::write(decoy.join("mod.py"), "DECOY = 1\n").unwrap();
+        std::fs::remove_dir_all(dir.join("pkg")).unwrap();
+        std::os::unix::fs::symlink(&decoy, dir.join("pkg")).unwrap();
         std::fs::create_dir_all(dir.join("nested/.git/objects")).unwrap();
         std::fs::write(dir.join("nested/.git/HEAD"), "ref: refs/heads/main\n").unwrap();
         std::fs::write(dir.join("nested/file.py"), "N = 1\n").unwrap();
@@ -1320,6 +1328,15 @@ mod tests {
             "kept\n"
         );
         assert!(!dir.join("nested").exists());
+        assert!(std::fs::symlink_metadata(dir.join("pkg")).unwrap().is_dir());
+        assert_eq!(
+            std::fs::read_to_string(dir.join("pkg/mod.py")).unwrap(),
+            "P = 1\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(decoy.join("mod.py")).unwrap(),
+            "DECOY = 1\n"
+        );
         assert_eq!(
             std::fs::metadata(dir.join("src/mode.py")).unwrap().mode() & 0o111,
             0,
