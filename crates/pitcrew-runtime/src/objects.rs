@@ -158,4 +158,44 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn ids_of_a_sha256_repository_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let git = |args: &[&str]| {
+            let out = std::process::Command::new("git")
+                .args(["-c", "user.name=t", "-c", "user.email=t@localhost"])
+                .args(args)
+                .current_dir(dir.path())
+                .env_remove("GIT_DIR")
+                .env_remove("GIT_INDEX_FILE")
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout)
+                .unwrap()
+                .trim_end()
+                .to_string()
+        };
+        git(&["init", "--quiet", "--object-format=sha256"]);
+        std::fs::create_dir_all(dir.path().join("a")).unwrap();
+        std::fs::write(dir.path().join("a/x.py"), "X = 1\n").unwrap();
+        std::fs::write(dir.path().join("a.py"), "A = 1\n").unwrap();
+        git(&["add", "-A"]);
+        git(&["commit", "--quiet", "-m", "sha256"]);
+        let head = git(&["rev-parse", "HEAD"]);
+        let format = ObjectFormat::of(&head);
+        assert_eq!(format, ObjectFormat::Sha256);
+        assert_eq!(format.blob_id(b"A = 1\n"), git(&["rev-parse", "HEAD:a.py"]));
+        let mut trees = BTreeMap::new();
+        parse_ls_tree(&git(&["ls-tree", "-z", "HEAD"]), &mut trees);
+        assert_eq!(
+            format.tree_id(&trees[""]),
+            Some(git(&["rev-parse", "HEAD^{tree}"]))
+        );
+    }
 }
