@@ -990,12 +990,7 @@ impl Worktree {
         for dir in &order {
             let tree = trees.get(dir).cloned().unwrap_or_default();
             let Some(id) = format.tree_id(&tree) else {
-                return Err(GitError::Failed {
-                    args: "ls-tree".into(),
-                    dir: self.path.clone(),
-                    status: "unreadable listing".into(),
-                    detail: format!("the tree of `{dir}` at {} could not be read", self.base),
-                });
+                return Err(self.unreadable_tree(dir));
             };
             batch.push_str(&tree.mktree_input());
             batch.push('\0');
@@ -1045,6 +1040,16 @@ impl Worktree {
         Ok(Some(commit.trim().to_string()))
     }
 
+    /// The error for a listing of `dir` at the base that holds what git never writes.
+    fn unreadable_tree(&self, dir: &str) -> GitError {
+        GitError::Failed {
+            args: "ls-tree".into(),
+            dir: self.path.clone(),
+            status: "unreadable listing".into(),
+            detail: format!("the tree of `{dir}` at {} could not be read", self.base),
+        }
+    }
+
     /// The base commit's trees of the directories holding `paths` and of every directory
     /// above them, by directory (`""` for the root); a directory not there has no tree. A
     /// path that needs a directory where the base has a file is refused.
@@ -1083,12 +1088,7 @@ impl Worktree {
                 continue; // not at the base commit
             };
             let Some(id) = format.tree_id(tree) else {
-                return Err(GitError::Failed {
-                    args: "ls-tree".into(),
-                    dir: self.path.clone(),
-                    status: "unreadable listing".into(),
-                    detail: format!("the tree of `{dir}` at {} could not be read", self.base),
-                });
+                return Err(self.unreadable_tree(dir));
             };
             let (parent, name) = dir.rsplit_once('/').unwrap_or(("", dir));
             (trees.entry(parent.to_string()).or_default().0)

@@ -565,6 +565,23 @@ mod tests {
     }
 
     #[test]
+    fn a_broken_included_override_is_named_itself() {
+        let repo = tempfile::tempdir().unwrap();
+        let dir = repo.path().join(".pitcrew/prompts");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("_context.j2"), "ok\n{% if %}").unwrap();
+        let library = PromptLibrary::new(Some(&Repo::at(repo.path())));
+        let err = library
+            .render_task(&task(TaskKind::UnitTest, serde_json::json!({})), &context())
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("_context.j2") && text.contains("line 2"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn a_project_file_overrides_a_shipped_template() {
         let repo = tempfile::tempdir().unwrap();
         let dir = repo.path().join(".pitcrew/prompts");
